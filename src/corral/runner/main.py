@@ -1,0 +1,81 @@
+"""A runner process: owns one model's llama_context and runs the engine loop.
+
+Started by runner/handle.py as `python -m corral.runner.main '<LoadConfig JSON>'`. A crash here
+(a GGML_ASSERT abort, an OOM kill) takes down only this process; the server turns it into errors
+for this model's requests. When the server goes away, stdin closes and the runner exits.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import traceback
+
+from corral.runner import protocol as p
+
+
+def _read_stdin(inbox: queue.Queue) -> None:
+    for line in sys.stdin.buffer:
+        try:
+            inbox.put(p.decode(line))
+        except ValueError:
+            continue
+    inbox.put({"op": p.OP_SHUTDOWN})
+
+
+def _drain(inbox: queue.Queue, block: bool) -> list[dict]:
+    messages = [inbox.get()] if block else []
+    while True:
+        try:
+            messages.append(inbox.get_nowait())
+        except queue.Empty:
+            return messages
+
+
+def main() -> int:
+    cfg = p.LoadConfig.from_json(sys.argv[1])
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # whatever the C library prints goes to stderr, never into the channel
+
+    def send(events: list[dict]) -> None:
+        if events:
+            out.write(b"".join(p.encode(e) for e in events))
+
+    try:
+        from corral.runner.engine import Engine  # imports llama_cpp: keep it in the child
+
+        engine = Engine(cfg)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+        send([{"ev": p.EV_FATAL, "message": str(exc) or type(exc).__name__}])
+        return 1
+    send([{"ev": p.EV_READY, "n_ctx_slot": engine.n_ctx_slot, "n_slots": cfg.n_slots, "pid": os.getpid()}])
+
+    inbox: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_stdin, args=(inbox,), daemon=True).start()
+    while True:
+        events: list[dict] = []
+        for msg in _drain(inbox, block=not engine.busy):
+            op = msg.get("op")
+            if op == p.OP_SHUTDOWN:
+                engine.close()
+                return 0
+            if op == p.OP_CANCEL:
+                events += engine.cancel(msg["id"])
+            elif op == p.OP_SUBMIT:
+                try:
+                    opts = p.GenerationOptions(**msg.get("options", {}))
+                    events += engine.submit(msg["id"], msg["prompt"], opts, int(msg.get("num_ctx") or 0))
+                except Exception as exc:  # noqa: BLE001 - a bad request fails alone
+                    events.append({"ev": p.EV_ERROR, "id": msg.get("id", ""), "message": str(exc)})
+        try:
+            events += engine.step()
+        except Exception:  # noqa: BLE001
+            send(events + [{"ev": p.EV_FATAL, "message": traceback.format_exc(limit=3)}])
+            return 1
+        send(events)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The runner IPC protocol: the only module both the server and a runner process import.
+
+Transport: the runner's stdin carries server → runner messages and a private duplicate of its
+original stdout carries runner → server events (its fd 1 is pointed at stderr so that nothing
+llama.cpp prints can corrupt the channel). Framing: one JSON object per line. A runner writes all
+events of one decode step in a single write, so the cost is one syscall per step, not per token.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+# server → runner
+OP_SUBMIT = "submit"
+OP_CANCEL = "cancel"
+OP_SHUTDOWN = "shutdown"
+
+# runner → server
+EV_READY = "ready"  # model loaded: {"n_ctx_slot", "n_slots"}
+EV_FATAL = "fatal"  # the runner cannot go on: {"message"}
+EV_TOKEN = "tok"  # {"id", "text"}
+EV_DONE = "done"  # {"id", "reason", counts and durations}
+EV_ERROR = "error"  # one request failed: {"id", "message"}
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Everything fixed for the life of a runner; a change means a new runner."""
+
+    model_path: str
+    n_slots: int
+    n_ctx_slot: int
+    n_threads: int
+    n_gpu_layers: int = 0
+    n_batch: int = 512
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "LoadConfig":
+        return cls(**json.loads(text))
+
+
+@dataclass
+class GenerationOptions:
+    """Per-request sampling and stopping, with Ollama's defaults."""
+
+    num_predict: int = -1  # -1: until the context is full; -2: fill the context
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    seed: int = -1  # -1: random
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64  # -1: the whole context; 0: off
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: list[str] = field(default_factory=list)
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+def encode(message: dict) -> bytes:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict:
+    return json.loads(line)

@@ -1,0 +1,44 @@
+"""How much memory a model will take, and how much corral may use.
+
+The estimate follows Ollama's: weights + f16 KV cache for every slot + a compute-buffer surcharge.
+It is checked against the runner's real RSS after load and both are shown in /api/ps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psutil
+
+from corral.models.gguf_info import GGUFInfo
+
+MiB = 2**20
+GiB = 2**30
+RESERVE_BYTES = 1 * GiB  # left for the OS and the server itself when the budget is measured
+RUNTIME_OVERHEAD = 48 * MiB  # a runner's interpreter, llama.cpp's code and allocator slack
+
+
+@dataclass(frozen=True)
+class Estimate:
+    weights: int
+    kv_cache: int
+    compute: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute + RUNTIME_OVERHEAD
+
+
+def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512) -> Estimate:
+    kv = info.kv_bytes_per_token() * n_ctx_slot * n_slots
+    n_vocab = info.vocab_size or 32_000
+    # Activations for one n_batch ubatch plus the logits rows kept for sampling.
+    compute = info.embedding_length * n_batch * 4 * 8 + n_vocab * 4 * max(n_slots, 1) * 2
+    return Estimate(weights=info.tensor_bytes, kv_cache=kv, compute=compute)
+
+
+def system_budget(limit: int | None = None) -> int:
+    """Bytes corral may fill with models: CORRAL_MEMORY_LIMIT, else available RAM less a reserve."""
+    if limit is not None:
+        return limit
+    return max(psutil.virtual_memory().available - RESERVE_BYTES, 0)

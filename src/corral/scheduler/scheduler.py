@@ -1,0 +1,400 @@
+"""Admission, placement, eviction and keep-alive: which request runs where, and when.
+
+One FIFO queue of waiting requests for all models, bounded by max_queue. A waiter is placed on a
+loaded runner of its model with a free slot; if there is none, the scheduler loads one when it
+fits the memory budget and the loaded-model cap, evicting idle runners (shortest keep-alive
+first, least recently used on ties) when it must. Waiters for one model never hold up waiters for
+another (no head-of-line blocking across models); within a model, service is in arrival order.
+
+Plain asyncio: FastAPI wraps this, Ray Serve could too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from corral.config import FOREVER, Settings
+from corral.models.gguf_info import GGUFInfo
+from corral.runner.handle import Event, RunnerError, RunnerHandle
+from corral.runner.protocol import GenerationOptions, LoadConfig
+from corral.scheduler.memory import Estimate, estimate, system_budget
+
+
+class Busy(RuntimeError):
+    """The queue is full: HTTP 503."""
+
+
+class NeverFits(RuntimeError):
+    """The model needs more memory than the whole budget: it can never be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model and the load-time options a runner is built with."""
+
+    name: str
+    digest: str
+    info: GGUFInfo
+    n_ctx: int  # per slot
+    n_slots: int
+    n_gpu_layers: int = 0
+
+    def estimate(self) -> Estimate:
+        return estimate(self.info, self.n_ctx, self.n_slots)
+
+    def served_by(self, other: "ModelSpec") -> bool:
+        """Can a runner built for `other` serve this request?
+
+        A runner with a larger context serves a request asking for less (the engine caps the
+        request to its own num_ctx). This is the anti-thrashing rule: two clients alternating
+        num_ctx values cause at most one reload, to the larger, never a reload per request.
+        """
+        return (self.name == other.name and self.digest == other.digest and self.n_slots == other.n_slots
+                and self.n_gpu_layers == other.n_gpu_layers and self.n_ctx <= other.n_ctx)
+
+
+@dataclass(eq=False)
+class Runner:
+    spec: ModelSpec
+    handle: RunnerHandle
+    estimate: Estimate
+    state: str = "loading"  # loading | ready | unloading
+    busy: int = 0  # requests holding a slot
+    keep_alive: float = 300.0
+    expires_at: float = 0.0  # wall clock; 0 while busy
+    last_used: float = 0.0
+    load_duration: float = 0.0
+    rss: int = 0
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.state == "ready" and self.busy == 0
+
+
+@dataclass(eq=False)
+class Waiter:
+    spec: ModelSpec
+    keep_alive: float
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+    position_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Scheduler:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.budget = system_budget(settings.memory_limit)
+        self.max_loaded = settings.max_loaded_models or 3
+        self.runners: list[Runner] = []
+        self.waiters: deque[Waiter] = deque()
+        self.rejected = 0  # 503s
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+
+    # -- admission ----------------------------------------------------------------------------
+    def check_fits(self, spec: ModelSpec) -> None:
+        need = spec.estimate().total
+        if need > self.budget:
+            raise NeverFits(f"model '{spec.name}' needs an estimated {need / 2**20:.0f} MiB, more than "
+                            f"corral's whole memory budget of {self.budget / 2**20:.0f} MiB")
+
+    def admit(self, spec: ModelSpec, keep_alive: float) -> Waiter:
+        """Queue a request now, or raise Busy/NeverFits at once (before any response starts)."""
+        if self._closed:
+            raise Busy("server is shutting down")
+        self.check_fits(spec)
+        if self._would_queue(spec) and self.queued() >= self.settings.max_queue:
+            self.rejected += 1
+            raise Busy("server busy, please try again.  maximum pending requests exceeded")
+        waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future())
+        self.waiters.append(waiter)
+        self._kick()
+        return waiter
+
+    def _capacity(self, spec: ModelSpec) -> int:
+        """Slots requests for this model could take without waiting behind anyone."""
+        runners = [r for r in self.runners if r.state != "unloading" and spec.served_by(r.spec)]
+        if not runners and not any(r.spec.name == spec.name for r in self.runners):
+            return spec.n_slots  # a load starts at once; its slots are these requests' to take
+        return sum(r.spec.n_slots - r.busy for r in runners)
+
+    def _would_queue(self, spec: ModelSpec) -> bool:
+        return sum(1 for w in self.waiters if w.spec.name == spec.name) >= self._capacity(spec)
+
+    def queued(self, name: str | None = None) -> int:
+        """Admitted requests that wait for a slot, a load or memory; a request whose slot is
+        already its own the moment its runner is ready does not count."""
+        total = 0
+        for model in ({w.spec.name for w in self.waiters} if name is None else {name}):
+            waiting = [w for w in self.waiters if w.spec.name == model]
+            if waiting:
+                total += max(len(waiting) - self._capacity(waiting[0].spec), 0)
+        return total
+
+    def position(self, waiter: Waiter) -> int:
+        """1-based place among the requests waiting for the same model; 0 once placed."""
+        n = 0
+        for w in self.waiters:
+            if w.spec.name == waiter.spec.name:
+                n += 1
+            if w is waiter:
+                return n
+        return 0
+
+    def _forget(self, waiter: Waiter) -> None:
+        """A request leaves before it ran: drop it from the queue, or hand back its slot."""
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+            self._notify_positions(waiter.spec.name)
+        elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
+            self.release(waiter.future.result(), waiter.keep_alive)
+        if not waiter.future.done():
+            waiter.future.cancel()
+        self._kick()
+
+    def release(self, runner: Runner, keep_alive: float) -> None:
+        runner.busy -= 1
+        runner.last_used = time.monotonic()
+        runner.keep_alive = keep_alive
+        if runner.busy == 0:
+            self._arm_expiry(runner)
+        self._kick()
+
+    async def generate(self, waiter: Waiter, prompt: str, options: GenerationOptions) -> AsyncIterator[Event]:
+        """Run an admitted request: ("queued", position) events while it waits, then its stream.
+
+        Failures become an "error" event. However the consumer stops (disconnect, cancel), the
+        request leaves the queue or frees its slot.
+        """
+        runner: Runner | None = None
+        try:
+            while not waiter.future.done():
+                pos = self.position(waiter)
+                if pos > 0:
+                    yield Event("queued", stats={"position": pos})
+                waiter.position_changed.clear()
+                changed = asyncio.ensure_future(waiter.position_changed.wait())
+                try:
+                    await asyncio.wait([waiter.future, changed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
+            if waiter.future.cancelled():
+                yield Event("error", "request cancelled", stats={"status": 500})
+                return
+            exc = waiter.future.exception()
+            if exc is not None:
+                yield Event("error", str(exc), stats={"status": 507 if isinstance(exc, NeverFits) else 500})
+                return
+            runner = waiter.future.result()
+            queued_s = time.monotonic() - waiter.enqueued
+            async for event in runner.handle.stream(prompt, options, waiter.spec.n_ctx):
+                if event.kind == "done":
+                    event.stats = {**(event.stats or {}), "queue_s": queued_s, "load_s": runner.load_duration}
+                yield event
+        except RunnerError as exc:
+            yield Event("error", str(exc), stats={"status": 500})
+        finally:
+            if runner is not None:
+                self.release(runner, waiter.keep_alive)
+            else:
+                self._forget(waiter)
+
+    # -- placement ----------------------------------------------------------------------------
+    def _kick(self) -> None:
+        """Match waiters to runners; start loads and evictions. Called on every state change."""
+        if self._closed:
+            return
+        blocked_models: set[str] = set()
+        moved = set()
+        for waiter in list(self.waiters):
+            if waiter.future.done():
+                self.waiters.remove(waiter)
+                continue
+            name = waiter.spec.name
+            if name in blocked_models:
+                continue  # FIFO within a model: an earlier waiter for it is still waiting
+            runner = self._runner_for(waiter.spec)
+            if runner and runner.state == "ready" and runner.busy < runner.spec.n_slots:
+                runner.busy += 1
+                runner.expires_at = 0.0
+                if runner.timer:
+                    runner.timer.cancel()
+                    runner.timer = None
+                self.waiters.remove(waiter)
+                waiter.future.set_result(runner)
+                moved.add(name)
+                continue
+            blocked_models.add(name)
+            if runner is None and not any(r.spec.name == name and r.state == "loading" for r in self.runners):
+                self._place(waiter)
+        for name in moved:
+            self._notify_positions(name)
+
+    def _runner_for(self, spec: ModelSpec) -> Runner | None:
+        candidates = [r for r in self.runners if r.state != "unloading" and spec.served_by(r.spec)]
+        # Prefer one with a free slot; then any (the waiter will get its next free slot).
+        candidates.sort(key=lambda r: (r.state != "ready" or r.busy >= r.spec.n_slots))
+        return candidates[0] if candidates else None
+
+    def _place(self, waiter: Waiter) -> None:
+        spec = waiter.spec
+        same_model = [r for r in self.runners if r.spec.name == spec.name and r.state != "unloading"]
+        if same_model:
+            # A runner of this model with other load options: reload once it is idle.
+            for r in same_model:
+                if r.idle:
+                    self._unload(r)
+            return
+        need = spec.estimate()
+        try:
+            self.check_fits(spec)
+        except NeverFits as exc:
+            self._fail_waiters(spec, exc)
+            return
+        if not self._make_room(need.total):
+            return  # waits until a busy runner goes idle
+        runner = Runner(spec, RunnerHandle(self._load_config(spec), on_exit=self._runner_exited), need,
+                        keep_alive=waiter.keep_alive)
+        self.runners.append(runner)
+        self._spawn(self._load(runner))
+
+    def _reserved(self) -> int:
+        return sum(r.estimate.total for r in self.runners)
+
+    def _make_room(self, need: int) -> bool:
+        """True if `need` bytes and a runner fit now; else evict idle runners if that is enough."""
+        def fits(extra_free: int, extra_count: int) -> bool:
+            return (self._reserved() - extra_free + need <= self.budget
+                    and len(self.runners) - extra_count < self.max_loaded)
+
+        if fits(0, 0):
+            return True
+        wanted = {w.spec.name for w in self.waiters}
+        idle = [r for r in self.runners if r.idle and r.spec.name not in wanted]
+        idle.sort(key=lambda r: (self._remaining_keep_alive(r), r.last_used))
+        chosen, freed = [], 0
+        for r in idle:
+            if fits(freed, len(chosen)):
+                break
+            chosen.append(r)
+            freed += r.estimate.total
+        if fits(freed, len(chosen)):
+            for r in chosen:
+                self._unload(r)
+        return False  # room frees when those runners have exited; _kick runs again then
+
+    def _remaining_keep_alive(self, runner: Runner) -> float:
+        if runner.keep_alive == FOREVER:
+            return FOREVER
+        return max(runner.last_used + runner.keep_alive - time.monotonic(), 0.0)
+
+    def _load_config(self, spec: ModelSpec) -> LoadConfig:
+        return LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
+                          n_threads=self.settings.threads, n_gpu_layers=spec.n_gpu_layers)
+
+    async def _load(self, runner: Runner) -> None:
+        started = time.monotonic()
+        try:
+            await runner.handle.start(self.settings.load_timeout)
+        except (RunnerError, OSError) as exc:
+            if runner in self.runners:
+                self.runners.remove(runner)
+            self._fail_waiters(runner.spec, exc)
+            self._kick()
+            return
+        runner.load_duration = time.monotonic() - started
+        runner.rss = runner.handle.rss()
+        runner.last_used = time.monotonic()
+        if runner.state == "loading":
+            runner.state = "ready"
+        runner.loaded.set()
+        self._kick()
+        if runner.idle:
+            self._arm_expiry(runner)
+
+    def _fail_waiters(self, spec: ModelSpec, exc: Exception) -> None:
+        for w in [w for w in self.waiters if w.spec.served_by(spec) or w.spec == spec]:
+            self.waiters.remove(w)
+            if not w.future.done():
+                w.future.set_exception(RunnerError(str(exc)) if not isinstance(exc, NeverFits) else exc)
+
+    def _notify_positions(self, name: str) -> None:
+        for w in self.waiters:
+            if w.spec.name == name:
+                w.position_changed.set()
+
+    # -- keep-alive and unloading -------------------------------------------------------------
+    def _arm_expiry(self, runner: Runner) -> None:
+        if runner.timer:
+            runner.timer.cancel()
+            runner.timer = None
+        if runner.keep_alive == FOREVER:
+            runner.expires_at = FOREVER
+            return
+        runner.expires_at = time.time() + runner.keep_alive
+        if any(w.spec.served_by(runner.spec) for w in self.waiters):
+            return
+        if runner.keep_alive <= 0:
+            self._unload(runner)
+        else:
+            runner.timer = asyncio.get_running_loop().call_later(runner.keep_alive, self._expire, runner)
+
+    def _expire(self, runner: Runner) -> None:
+        runner.timer = None
+        if runner.idle and runner in self.runners:
+            self._unload(runner)
+
+    def _unload(self, runner: Runner) -> None:
+        if runner.state == "unloading":
+            return
+        runner.state = "unloading"
+        if runner.timer:
+            runner.timer.cancel()
+            runner.timer = None
+
+        async def stop() -> None:
+            await runner.handle.stop()
+            self._drop(runner)
+
+        self._spawn(stop())
+
+    def unload(self, name: str) -> bool:
+        """Unload a model now if idle, else as soon as it goes idle (keep_alive 0)."""
+        found = False
+        for runner in [r for r in self.runners if r.spec.name == name]:
+            found = True
+            runner.keep_alive = 0
+            if runner.idle:
+                self._unload(runner)
+        return found
+
+    def _runner_exited(self, handle: RunnerHandle) -> None:
+        for runner in [r for r in self.runners if r.handle is handle]:
+            self._drop(runner)
+
+    def _drop(self, runner: Runner) -> None:
+        if runner in self.runners:
+            self.runners.remove(runner)
+            if runner.timer:
+                runner.timer.cancel()
+            self._kick()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self._closed = True
+        for w in list(self.waiters):
+            if not w.future.done():
+                w.future.set_exception(RunnerError("server is shutting down"))
+        self.waiters.clear()
+        await asyncio.gather(*(r.handle.stop() for r in list(self.runners)), return_exceptions=True)
+        self.runners.clear()
