@@ -69,6 +69,9 @@ class Engine:
         # One KV stream per slot: a sequence's numbers never depend on its neighbours in the
         # batch, which keeps greedy output identical alone or batched.
         cparams.kv_unified = False
+        # Flash attention on the CPU makes a sequence's logits depend on its batch neighbours
+        # (measured on gemma3: up to 1.6 apart); plain attention is exactly batch-invariant.
+        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cparams.no_perf = True
         self.ctx = ll.llama_init_from_model(self.model, cparams)
         if not self.ctx:

@@ -68,6 +68,7 @@ class Runner:
     expires_at: float = 0.0  # wall clock; 0 while busy
     last_used: float = 0.0
     load_duration: float = 0.0
+    ready_at: float = 0.0  # monotonic
     rss: int = 0
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None
@@ -195,10 +196,26 @@ class Scheduler:
             queued_s = time.monotonic() - waiter.enqueued
             async for event in runner.handle.stream(prompt, options, waiter.spec.n_ctx):
                 if event.kind == "done":
-                    event.stats = {**(event.stats or {}), "queue_s": queued_s, "load_s": runner.load_duration}
+                    load_s = runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0
+                    event.stats = {**(event.stats or {}), "queue_s": queued_s, "load_s": load_s}
                 yield event
         except RunnerError as exc:
             yield Event("error", str(exc), stats={"status": 500})
+        finally:
+            if runner is not None:
+                self.release(runner, waiter.keep_alive)
+            else:
+                self._forget(waiter)
+
+    async def warm(self, waiter: Waiter) -> float:
+        """Wait for a slot (loading the model if needed) and hand it straight back.
+
+        Ollama's "empty prompt loads the model". Returns the load time it waited for.
+        """
+        runner: Runner | None = None
+        try:
+            runner = await waiter.future
+            return runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0
         finally:
             if runner is not None:
                 self.release(runner, waiter.keep_alive)
@@ -308,7 +325,8 @@ class Scheduler:
             self._fail_waiters(runner.spec, exc)
             self._kick()
             return
-        runner.load_duration = time.monotonic() - started
+        runner.ready_at = time.monotonic()
+        runner.load_duration = runner.ready_at - started
         runner.rss = runner.handle.rss()
         runner.last_used = time.monotonic()
         if runner.state == "loading":

@@ -1,0 +1,117 @@
+"""The FastAPI app: routes, JSON errors with the right status, a body-size cap, lifespan."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from corral import __version__
+from corral.api import ollama
+from corral.api.context import AppContext
+from corral.config import Settings
+from corral.models.gguf_info import GGUFFormatError
+from corral.models.store import InvalidName, ModelNotFound
+from corral.models.template import TemplateError
+from corral.runner.handle import RunnerError
+from corral.scheduler.scheduler import Busy, NeverFits
+from corral.scheduler.specs import BadOption
+
+RETRY_AFTER_S = "1"
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            return f"invalid JSON body: {err.get('ctx', {}).get('error', err.get('msg'))}"
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+class RequestGuard:
+    """Caps request bodies (413, whether or not Content-Length is honest) and reads every body
+    as JSON whatever its Content-Type, as Ollama does (curl -d sends a form type)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+        scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+        declared = dict(headers).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _error(413, f"request body exceeds {self.limit} bytes")(scope, receive, send)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _error(413, f"request body exceeds {self.limit} bytes")(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    ctx = AppContext.create(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await ctx.scheduler.close()
+
+    app = FastAPI(title="corral", version=__version__, lifespan=lifespan)
+    app.state.corral = ctx
+    app.include_router(ollama.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, _validation_message(exc))
+
+    @app.exception_handler(ModelNotFound)
+    async def not_found(_: Request, exc: ModelNotFound) -> JSONResponse:
+        return _error(404, f"{exc}, try pulling it first")
+
+    for bad in (InvalidName, BadOption, TemplateError, ValueError, GGUFFormatError):
+        app.add_exception_handler(bad, lambda _r, exc: _error(400, str(exc)))
+
+    @app.exception_handler(Busy)
+    async def busy(_: Request, exc: Busy) -> JSONResponse:
+        return _error(503, str(exc), {"Retry-After": RETRY_AFTER_S})
+
+    @app.exception_handler(NeverFits)
+    async def never_fits(_: Request, exc: NeverFits) -> JSONResponse:
+        return _error(507, str(exc))
+
+    @app.exception_handler(RunnerError)
+    async def runner_failed(_: Request, exc: RunnerError) -> JSONResponse:
+        return _error(500, str(exc))
+
+    @app.exception_handler(Exception)
+    async def bug(_: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
+    return app

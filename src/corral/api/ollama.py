@@ -1,0 +1,146 @@
+"""Ollama's /api/* routes: validate, hand to the scheduler, shape NDJSON or JSON replies."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import AsyncIterator, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from corral import __version__
+from corral.api.context import AppContext
+from corral.api.schemas import ChatRequest, GenerateRequest, Options
+from corral.config import parse_duration
+from corral.models.template import render_chat
+from corral.runner.handle import Event
+from corral.scheduler.scheduler import ModelSpec
+
+router = APIRouter()
+
+NDJSON = "application/x-ndjson"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _ctx(request: Request) -> AppContext:
+    return request.app.state.corral
+
+
+@router.get("/")
+@router.head("/")
+async def root() -> PlainTextResponse:
+    return PlainTextResponse("corral is running")
+
+
+@router.get("/api/version")
+async def version() -> dict:
+    return {"version": __version__}
+
+
+class _Job:
+    """One generate or chat request on its way through the scheduler."""
+
+    def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive) -> None:
+        self.ctx = ctx
+        self.started = time.monotonic_ns()
+        try:
+            self.keep_alive = parse_duration(keep_alive, ctx.settings.keep_alive)
+        except ValueError as exc:
+            raise ValueError(f"invalid keep_alive: {exc}") from None
+        self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx)
+        self.options = options
+
+    async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
+        """Ollama's empty prompt: load the model, or unload it when keep_alive is 0."""
+        if self.keep_alive == 0:
+            self.ctx.scheduler.unload(self.spec.name)
+            return {**shape(""), "done": True, "done_reason": "unload"}
+        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
+        await self.ctx.scheduler.warm(waiter)
+        return {**shape(""), "done": True, "done_reason": "load"}
+
+    def run(self, prompt: str, extra_stop: tuple[str, ...] = ()) -> AsyncIterator[Event]:
+        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
+        return self.ctx.scheduler.generate(waiter, prompt, self.options.generation(extra_stop))
+
+    def final_stats(self, stats: dict) -> dict:
+        return {
+            "done": True,
+            "done_reason": stats.get("reason", "stop"),
+            "total_duration": time.monotonic_ns() - self.started,
+            "load_duration": int(stats.get("load_s", 0) * 1e9),
+            "prompt_eval_count": stats.get("prompt_eval_count", 0),
+            "prompt_eval_duration": stats.get("prompt_eval_duration", 0),
+            "eval_count": stats.get("eval_count", 0),
+            "eval_duration": stats.get("eval_duration", 0),
+        }
+
+
+async def _reply(job: _Job, events: AsyncIterator[Event], stream: bool,
+                 shape: Callable[[str], dict]) -> Response:
+    """NDJSON when streaming; else one object (or a JSON error with its status)."""
+    if stream:
+        async def lines() -> AsyncIterator[bytes]:
+            async for ev in events:
+                if ev.kind == "text":
+                    obj = {**shape(ev.text), "done": False}
+                elif ev.kind == "queued":
+                    # corral's own field: where a waiting request stands, before its first token.
+                    obj = {**shape(""), "done": False, "queue_position": ev.stats["position"]}
+                elif ev.kind == "done":
+                    obj = {**shape(""), **job.final_stats(ev.stats or {})}
+                else:
+                    obj = {"error": ev.text}
+                yield json.dumps(obj, ensure_ascii=False).encode() + b"\n"
+
+        return StreamingResponse(lines(), media_type=NDJSON)
+
+    parts: list[str] = []
+    async for ev in events:
+        if ev.kind == "text":
+            parts.append(ev.text)
+        elif ev.kind == "done":
+            return JSONResponse({**shape("".join(parts)), **job.final_stats(ev.stats or {})})
+        elif ev.kind == "error":
+            return JSONResponse({"error": ev.text}, status_code=(ev.stats or {}).get("status", 500))
+    return JSONResponse({"error": "generation ended without a result"}, status_code=500)
+
+
+@router.post("/api/generate")
+async def generate(body: GenerateRequest, request: Request) -> Response:
+    ctx = _ctx(request)
+    job = _Job(ctx, body.model, body.options, body.keep_alive)
+    shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}  # noqa: E731
+    if not body.prompt:
+        return JSONResponse(await job.load_or_unload(shape))
+    info = job.spec.info
+    extra_stop: tuple[str, ...] = ()
+    if body.raw or not (body.template or info.chat_template):
+        prompt = body.prompt  # Ollama's default template is {{ .Prompt }}
+    else:
+        messages = ([{"role": "system", "content": body.system}] if body.system else [])
+        messages.append({"role": "user", "content": body.prompt})
+        rendered = render_chat(body.template or info.chat_template, messages,
+                               bos_token=info.bos_token, eos_token=info.eos_token)
+        prompt, extra_stop = rendered.text, rendered.stop
+    return await _reply(job, job.run(prompt, extra_stop), body.stream, shape)
+
+
+@router.post("/api/chat")
+async def chat(body: ChatRequest, request: Request) -> Response:
+    ctx = _ctx(request)
+    job = _Job(ctx, body.model, body.options, body.keep_alive)
+    shape = lambda text: {"model": body.model, "created_at": now_iso(),  # noqa: E731
+                          "message": {"role": "assistant", "content": text}}
+    if not body.messages:
+        return JSONResponse(await job.load_or_unload(shape))
+    info = job.spec.info
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    rendered = render_chat(info.chat_template, messages, bos_token=info.bos_token,
+                           eos_token=info.eos_token, tools=body.tools)
+    return await _reply(job, job.run(rendered.text, rendered.stop), body.stream, shape)

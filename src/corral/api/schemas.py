@@ -1,0 +1,98 @@
+"""The wire contract: pydantic models for Ollama's request bodies.
+
+Types are strict, as Go's JSON decoding is in Ollama: "0.5" is not a float, 1.5 is not an int.
+Unknown fields are ignored, as Ollama does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from corral.runner.protocol import GenerationOptions
+
+Number = StrictInt | StrictFloat
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Options(_Body):
+    """Ollama's `options`: sampling (per request) and load-time (per runner) settings."""
+
+    num_predict: StrictInt | None = Field(None, ge=-2)
+    temperature: Number | None = Field(None, ge=0)
+    top_k: StrictInt | None = Field(None, ge=0)
+    top_p: Number | None = Field(None, ge=0, le=1)
+    min_p: Number | None = Field(None, ge=0, le=1)
+    seed: StrictInt | None = None
+    repeat_penalty: Number | None = Field(None, gt=0)
+    repeat_last_n: StrictInt | None = Field(None, ge=-1)
+    presence_penalty: Number | None = None
+    frequency_penalty: Number | None = None
+    stop: list[StrictStr] | StrictStr | None = None
+    num_ctx: StrictInt | None = Field(None, ge=1)
+    # Accepted for compatibility; corral sets these per runner from its own settings.
+    num_batch: StrictInt | None = None
+    num_gpu: StrictInt | None = None
+    num_thread: StrictInt | None = None
+    num_keep: StrictInt | None = None
+
+    def generation(self, extra_stop: tuple[str, ...] = ()) -> GenerationOptions:
+        values = {k: v for k, v in self.model_dump(exclude_none=True).items() if k in GenerationOptions.names()}
+        stop = values.pop("stop", [])
+        values["stop"] = ([stop] if isinstance(stop, str) else list(stop)) + list(extra_stop)
+        return GenerationOptions(**values)
+
+
+KeepAlive = StrictStr | StrictInt | StrictFloat | None
+
+
+class GenerateRequest(_Body):
+    model: StrictStr
+    prompt: StrictStr = ""
+    suffix: StrictStr | None = None
+    system: StrictStr | None = None
+    template: StrictStr | None = None
+    raw: StrictBool = False
+    stream: StrictBool = True
+    format: Any = None
+    images: list[StrictStr] | None = None
+    options: Options = Field(default_factory=Options)
+    keep_alive: KeepAlive = None
+
+
+class ToolCall(_Body):
+    function: dict[str, Any]
+
+
+class Message(_Body):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: StrictStr = ""
+    images: list[StrictStr] | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatRequest(_Body):
+    model: StrictStr
+    messages: list[Message] = Field(default_factory=list)
+    stream: StrictBool = True
+    format: Any = None
+    tools: list[dict[str, Any]] | None = None
+    options: Options = Field(default_factory=Options)
+    keep_alive: KeepAlive = None
+
+
+class ModelRequest(_Body):
+    """Bodies that name one model: show, delete, pull."""
+
+    model: StrictStr | None = None
+    name: StrictStr | None = None  # the older spelling Ollama still accepts
+    insecure: StrictBool = False
+    stream: StrictBool = True
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name or ""

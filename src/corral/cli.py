@@ -1,0 +1,165 @@
+"""`corral serve | run | pull | list | stop` — Ollama's verbs. Thin: talks HTTP to the server,
+except `pull` and `list`, which work on the local store directly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Iterator
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from corral.config import Settings
+from corral.models.catalog import CATALOG, DEFAULT_MODEL, pull_from_catalog
+from corral.models.store import InvalidName, ModelName, ModelNotFound, Store
+
+console = Console(stderr=True)
+
+
+def _client(settings: Settings) -> httpx.Client:
+    return httpx.Client(base_url=settings.base_url, timeout=httpx.Timeout(10.0, read=None))
+
+
+def _fail(message: str) -> int:
+    console.print(f"[red]Error:[/red] {message}")
+    return 1
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from corral.api.app import create_app
+
+    console.print(f"corral listening on {settings.base_url} (models in {settings.models_dir})")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def pull(settings: Settings, name: str, quiet: bool = False) -> None:
+    store = Store(settings.models_dir)
+    parsed = ModelName.parse(name)
+    if parsed.short not in CATALOG:
+        raise ModelNotFound(f"model '{name}' is not in the catalog (known: {', '.join(CATALOG)})")
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, disable=quiet) as progress:
+        task = progress.add_task("pulling", total=None)
+
+        def report(status: str, done: int, total: int) -> None:
+            # Download steps count packages; assembling and verifying count bytes.
+            if status.startswith("downloading"):
+                progress.update(task, description=status, total=None, completed=0)
+            else:
+                progress.update(task, description=status, total=total, completed=done)
+
+        pull_from_catalog(store, parsed, progress=report, quiet=quiet or not sys.stderr.isatty())
+
+
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    pull(settings, args.model)
+    console.print("success")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
+    for m in Store(settings.models_dir).list():
+        table.add_row(m.name.short, m.digest[7:19], f"{m.size / 1e6:.0f} MB", m.modified_at.strftime("%Y-%m-%d %H:%M"))
+    Console().print(table)
+    return 0
+
+
+def _stream(client: httpx.Client, path: str, body: dict) -> Iterator[dict]:
+    with client.stream("POST", path, json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            try:
+                raise RuntimeError(response.json().get("error", response.text))
+            except json.JSONDecodeError:
+                raise RuntimeError(response.text) from None
+        for line in response.iter_lines():
+            if line:
+                obj = json.loads(line)
+                if "error" in obj:
+                    raise RuntimeError(obj["error"])
+                yield obj
+
+
+def _chat_once(client: httpx.Client, model: str, messages: list[dict], options: dict) -> str:
+    out = Console(highlight=False)
+    reply = []
+    for obj in _stream(client, "/api/chat", {"model": model, "messages": messages, "options": options}):
+        text = obj.get("message", {}).get("content", "")
+        reply.append(text)
+        out.print(text, end="", soft_wrap=True, markup=False)
+    out.print()
+    return "".join(reply)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        Store(settings.models_dir).model_file(ModelName.parse(args.model))
+    except ModelNotFound:
+        pull(settings, args.model)
+    options = {"num_ctx": args.context_size} if args.context_size else {}
+    with _client(settings) as client:
+        try:
+            client.get("/")
+        except httpx.ConnectError:
+            return _fail(f"could not connect to corral at {settings.base_url}; is 'corral serve' running?")
+        if args.prompt:
+            _chat_once(client, args.model, [{"role": "user", "content": " ".join(args.prompt)}], options)
+            return 0
+        history: list[dict] = []
+        console.print("Send a message (/bye to exit)")
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                return 0
+            if line.strip() == "/bye":
+                return 0
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line})
+            history.append({"role": "assistant", "content": _chat_once(client, args.model, history, options)})
+
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        r = client.post("/api/generate", json={"model": args.model, "keep_alive": 0})
+        if r.status_code != 200:
+            return _fail(r.json().get("error", r.text))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="corral", description="A local LLM server that speaks Ollama's API.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="start the server").set_defaults(func=cmd_serve)
+    p = sub.add_parser("run", help="run a model: one prompt, or an interactive chat")
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
+    p.add_argument("prompt", nargs="*")
+    p.add_argument("--context-size", type=int, default=None, help="num_ctx for this session")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("pull", help="download a model into the store")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_pull)
+    sub.add_parser("list", aliases=["ls"], help="list models in the store").set_defaults(func=cmd_list)
+    p = sub.add_parser("stop", help="unload a running model")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_stop)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args, Settings.from_env())
+    except (InvalidName, ModelNotFound, RuntimeError, ValueError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""From a model name and request options to the ModelSpec a runner is built with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from corral.config import Settings
+from corral.models.gguf_info import read_gguf
+from corral.models.store import ModelName, Store
+from corral.scheduler.memory import system_budget
+from corral.scheduler.scheduler import ModelSpec
+
+AUTO_PARALLEL = 4
+
+
+class BadOption(ValueError):
+    """A load-time option the model cannot take (HTTP 400)."""
+
+
+@lru_cache(maxsize=1)
+def cuda_available() -> bool:
+    """Whether this llama-cpp-python build can offload to a GPU."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:  # noqa: BLE001 - no usable build means no GPU
+        return False
+
+
+@dataclass
+class SpecResolver:
+    settings: Settings
+    store: Store
+
+    def resolve(self, name: str, num_ctx: int | None = None) -> ModelSpec:
+        """ModelNotFound / InvalidName / GGUFFormatError / BadOption on failure."""
+        parsed = ModelName.parse(name)
+        manifest = self.store.manifest(parsed)
+        info = read_gguf(self.store.model_file(parsed))
+        if num_ctx is not None and num_ctx > info.context_length:
+            raise BadOption(f"num_ctx {num_ctx} exceeds the model's training context of {info.context_length}")
+        if num_ctx is not None and num_ctx < 1:
+            raise BadOption(f"num_ctx must be positive, got {num_ctx}")
+        n_ctx = num_ctx or min(self.settings.context_length, info.context_length)
+        gpu_layers = -1 if self.settings.cuda is not False and cuda_available() else 0
+        spec = ModelSpec(name=parsed.short, digest=manifest.digest, info=info, n_ctx=n_ctx,
+                         n_slots=1, n_gpu_layers=gpu_layers)
+        slots = self.settings.parallel_for(parsed.short)
+        if slots <= 0:
+            # Auto, as Ollama: 4 slots when the model with 4 x num_ctx of KV fits the budget.
+            wide = replace(spec, n_slots=AUTO_PARALLEL)
+            slots = AUTO_PARALLEL if wide.estimate().total <= system_budget(self.settings.memory_limit) else 1
+        return replace(spec, n_slots=slots)
