@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Iterator
 
 import httpx
@@ -99,6 +100,18 @@ def _chat_once(client: httpx.Client, model: str, messages: list[dict], options: 
     return "".join(reply)
 
 
+def _wait_for_server(client: httpx.Client, seconds: float) -> bool:
+    """A server started just before `run` (as in the README) may still be binding its port."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return client.get("/").status_code == 200
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         Store(settings.models_dir).model_file(ModelName.parse(args.model))
@@ -106,9 +119,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         pull(settings, args.model)
     options = {"num_ctx": args.context_size} if args.context_size else {}
     with _client(settings) as client:
-        try:
-            client.get("/")
-        except httpx.ConnectError:
+        if not _wait_for_server(client, seconds=10):
             return _fail(f"could not connect to corral at {settings.base_url}; is 'corral serve' running?")
         if args.prompt:
             _chat_once(client, args.model, [{"role": "user", "content": " ".join(args.prompt)}], options)

@@ -1,0 +1,93 @@
+"""Shared fixtures: the real models (pulled once into a cache) and live `corral serve` processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+from corral.models.catalog import pull_from_catalog
+from corral.models.store import ModelName, ModelNotFound, Store
+
+SMOL = "smollm2:135m"
+GEMMA = "gemma3:270m"
+MODELS = (SMOL, GEMMA)
+
+
+@pytest.fixture(scope="session")
+def model_store() -> Path:
+    """A store holding both real models; CORRAL_TEST_MODELS keeps it across runs."""
+    root = Path(os.environ.get("CORRAL_TEST_MODELS", Path.home() / ".cache" / "corral" / "test-models"))
+    store = Store(root)
+    for name in MODELS:
+        try:
+            store.model_file(ModelName.parse(name))
+        except ModelNotFound:
+            pull_from_catalog(store, ModelName.parse(name))
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120, **kw)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def start_server(model_store: Path, tmp_path_factory) -> Iterator[Callable[..., Server]]:
+    """Factory: start `corral serve` on a free port with extra environment variables."""
+    servers: list[Server] = []
+
+    def start(**env: str) -> Server:
+        port = free_port()
+        log = tmp_path_factory.mktemp("server") / "serve.log"
+        full_env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(model_store),
+                    "OLLAMA_CONTEXT_LENGTH": "2048", **env}
+        proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=full_env,
+                                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        server = Server(proc, f"http://127.0.0.1:{port}", log)
+        servers.append(server)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {log.read_text()}")
+            try:
+                if httpx.get(server.url + "/", timeout=1).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(start_server) -> Server:
+    """A default server: 4 slots per model."""
+    return start_server(OLLAMA_NUM_PARALLEL="4")
