@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from corral import __version__
 from corral.api.context import AppContext
 from corral.api.schemas import ChatRequest, GenerateRequest, Options
-from corral.config import parse_duration
+from corral.config import FOREVER, parse_duration
 from corral.models.template import render_chat
 from corral.runner.handle import Event
 from corral.scheduler.scheduler import ModelSpec
@@ -144,3 +144,35 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     rendered = render_chat(info.chat_template, messages, bos_token=info.bos_token,
                            eos_token=info.eos_token, tools=body.tools)
     return await _reply(job, job.run(rendered.text, rendered.stop), body.stream, shape)
+
+
+def _details(spec: ModelSpec) -> dict:
+    info = spec.info
+    return {"parent_model": "", "format": "gguf", "family": info.architecture, "families": [info.architecture],
+            "parameter_size": info.parameter_size, "quantization_level": info.file_type}
+
+
+def _expires_at(runner) -> str:
+    if runner.keep_alive == FOREVER or runner.expires_at == FOREVER:
+        return "2318-11-26T00:00:00Z"  # what Ollama shows for "forever"
+    at = runner.expires_at or (time.time() + runner.keep_alive)
+    return datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@router.get("/api/ps")
+async def ps(request: Request) -> dict:
+    scheduler = _ctx(request).scheduler
+    models = []
+    for r in scheduler.runners:
+        size = r.estimate.total
+        models.append({
+            "name": r.spec.name, "model": r.spec.name, "size": size,
+            "size_vram": size if r.pool != "cpu" else 0,
+            "digest": r.spec.digest.removeprefix("sha256:"), "details": _details(r.spec),
+            "expires_at": _expires_at(r), "context_length": r.spec.n_ctx,
+            # corral's own fields
+            "state": r.state, "slots_busy": r.busy, "slots_total": r.spec.n_slots,
+            "queue": sum(1 for w in scheduler.waiters if w.spec.name == r.spec.name),
+            "size_measured": r.handle.rss(), "pid": r.handle.pid, "device": r.pool,
+        })
+    return {"models": models}

@@ -56,6 +56,10 @@ class Engine:
         ll.llama_backend_init()
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = cfg.n_gpu_layers
+        if cfg.n_gpu_layers:
+            # Wholly on one GPU: the scheduler placed the model there by its footprint.
+            mparams.split_mode = ll.LLAMA_SPLIT_MODE_NONE
+            mparams.main_gpu = cfg.main_gpu
         self.model = ll.llama_model_load_from_file(cfg.model_path.encode(), mparams)
         if not self.model:
             raise LoadError(f"failed to load model {cfg.model_path}")

@@ -33,6 +33,7 @@ class LoadConfig:
     n_ctx_slot: int
     n_threads: int
     n_gpu_layers: int = 0
+    main_gpu: int = 0
     n_batch: int = 512
 
     def to_json(self) -> str:

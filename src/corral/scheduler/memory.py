@@ -12,6 +12,7 @@ import psutil
 
 from corral.models.gguf_info import GGUFInfo
 
+CPU = "cpu"
 MiB = 2**20
 GiB = 2**30
 RESERVE_BYTES = 1 * GiB  # left for the OS and the server itself when the budget is measured
@@ -42,3 +43,40 @@ def system_budget(limit: int | None = None) -> int:
     if limit is not None:
         return limit
     return max(psutil.virtual_memory().available - RESERVE_BYTES, 0)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    total: int
+    free: int
+
+    @property
+    def budget(self) -> int:
+        """VRAM corral may fill: what was free at start, less a reserve for the CUDA context."""
+        return max(self.free - max(self.total // 20, 512 * MiB), 0)
+
+
+def gpu_inventory() -> list[Gpu]:
+    """NVIDIA GPUs as NVML reports them; none when the driver or nvidia-ml-py is missing, or
+    when this llama-cpp-python build cannot offload."""
+    try:
+        import llama_cpp
+        import pynvml
+
+        if not llama_cpp.llama_supports_gpu_offload():
+            return []
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no usable GPU stack means CPU only
+        return []
+    try:
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            gpus.append(Gpu(i, name.decode() if isinstance(name, bytes) else name, int(mem.total), int(mem.free)))
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()

@@ -15,13 +15,14 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from corral.config import FOREVER, Settings
 from corral.models.gguf_info import GGUFInfo
 from corral.runner.handle import Event, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
-from corral.scheduler.memory import Estimate, estimate, system_budget
+from corral.scheduler.memory import CPU, Estimate, Gpu, estimate, gpu_inventory, system_budget
+from corral.scheduler.metrics import Metrics
 
 
 class Busy(RuntimeError):
@@ -62,6 +63,7 @@ class Runner:
     spec: ModelSpec
     handle: RunnerHandle
     estimate: Estimate
+    pool: str = "cpu"  # where its memory lives: "cpu" or "gpu<N>"
     state: str = "loading"  # loading | ready | unloading
     busy: int = 0  # requests holding a slot
     keep_alive: float = 300.0
@@ -87,23 +89,32 @@ class Waiter:
     position_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+RunnerFactory = Callable[[LoadConfig, Callable[[RunnerHandle], None]], RunnerHandle]
+
+
 class Scheduler:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, gpus: list[Gpu] | None = None,
+                 runner_factory: RunnerFactory = RunnerHandle) -> None:
+        """`gpus` and `runner_factory` are for tests: a simulated device inventory, a fake runner."""
         self.settings = settings
+        self.runner_factory = runner_factory
         self.budget = system_budget(settings.memory_limit)
-        self.max_loaded = settings.max_loaded_models or 3
+        gpus = gpu_inventory() if gpus is None and settings.cuda is not False else (gpus or [])
+        self.pools: dict[str, int] = {CPU: self.budget, **{f"gpu{g.index}": g.budget for g in gpus}}
+        self.max_loaded = settings.max_loaded_models or 3 * max(len(gpus), 1)
         self.runners: list[Runner] = []
         self.waiters: deque[Waiter] = deque()
-        self.rejected = 0  # 503s
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self.metrics = Metrics(self)
 
     # -- admission ----------------------------------------------------------------------------
     def check_fits(self, spec: ModelSpec) -> None:
         need = spec.estimate().total
-        if need > self.budget:
+        largest = max(self.pools[p] for p in self._pools_for(spec))
+        if need > largest:
             raise NeverFits(f"model '{spec.name}' needs an estimated {need / 2**20:.0f} MiB, more than "
-                            f"corral's whole memory budget of {self.budget / 2**20:.0f} MiB")
+                            f"corral's whole memory budget of {largest / 2**20:.0f} MiB")
 
     def admit(self, spec: ModelSpec, keep_alive: float) -> Waiter:
         """Queue a request now, or raise Busy/NeverFits at once (before any response starts)."""
@@ -111,7 +122,7 @@ class Scheduler:
             raise Busy("server is shutting down")
         self.check_fits(spec)
         if self._would_queue(spec) and self.queued() >= self.settings.max_queue:
-            self.rejected += 1
+            self.metrics.rejected.inc()
             raise Busy("server busy, please try again.  maximum pending requests exceeded")
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future())
         self.waiters.append(waiter)
@@ -194,10 +205,24 @@ class Scheduler:
                 return
             runner = waiter.future.result()
             queued_s = time.monotonic() - waiter.enqueued
+            model = waiter.spec.name
+            self.metrics.queue_time.labels(model).observe(queued_s)
+            last = 0.0
             async for event in runner.handle.stream(prompt, options, waiter.spec.n_ctx):
-                if event.kind == "done":
+                now = time.monotonic()
+                if event.kind == "text":
+                    if last:
+                        self.metrics.itl.labels(model).observe(now - last)
+                    else:
+                        self.metrics.ttft.labels(model).observe(now - waiter.enqueued)
+                    last = now
+                elif event.kind == "done":
+                    stats = event.stats or {}
+                    self.metrics.latency.labels(model).observe(now - waiter.enqueued)
+                    self.metrics.prompt_tokens.labels(model).inc(stats.get("prompt_eval_count", 0))
+                    self.metrics.generated_tokens.labels(model).inc(stats.get("eval_count", 0))
                     load_s = runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0
-                    event.stats = {**(event.stats or {}), "queue_s": queued_s, "load_s": load_s}
+                    event.stats = {**stats, "queue_s": queued_s, "load_s": load_s}
                 yield event
         except RunnerError as exc:
             yield Event("error", str(exc), stats={"status": 500})
@@ -268,52 +293,67 @@ class Scheduler:
                 if r.idle:
                     self._unload(r)
             return
-        need = spec.estimate()
         try:
             self.check_fits(spec)
         except NeverFits as exc:
             self._fail_waiters(spec, exc)
             return
-        if not self._make_room(need.total):
-            return  # waits until a busy runner goes idle
-        runner = Runner(spec, RunnerHandle(self._load_config(spec), on_exit=self._runner_exited), need,
-                        keep_alive=waiter.keep_alive)
-        self.runners.append(runner)
-        self._spawn(self._load(runner))
+        need = spec.estimate()
+        pools = self._pools_for(spec)
+        # A model goes wholly into one pool (a GPU's free VRAM, else system RAM): no partial offload.
+        for pool in pools:
+            if self._fits(pool, need.total):
+                runner = Runner(spec, self._new_handle(spec, pool), need, pool=pool, keep_alive=waiter.keep_alive)
+                self.runners.append(runner)
+                self._spawn(self._load(runner))
+                return
+        for pool in pools:
+            if self._evict_for(pool, need.total):
+                return  # room frees when those runners have exited; _kick runs again then
+        # Otherwise it waits (counted in the queue) until a busy runner goes idle.
 
-    def _reserved(self) -> int:
-        return sum(r.estimate.total for r in self.runners)
+    def _pools_for(self, spec: ModelSpec) -> list[str]:
+        gpus = [p for p in self.pools if p != CPU] if spec.n_gpu_layers else []
+        return gpus + [CPU]
 
-    def _make_room(self, need: int) -> bool:
-        """True if `need` bytes and a runner fit now; else evict idle runners if that is enough."""
-        def fits(extra_free: int, extra_count: int) -> bool:
-            return (self._reserved() - extra_free + need <= self.budget
-                    and len(self.runners) - extra_count < self.max_loaded)
+    def reserved(self, pool: str | None = None) -> int:
+        return sum(r.estimate.total for r in self.runners if pool is None or r.pool == pool)
 
-        if fits(0, 0):
-            return True
+    def _fits(self, pool: str, need: int, freed: int = 0, evicted: int = 0) -> bool:
+        return (self.reserved(pool) - freed + need <= self.pools[pool]
+                and len(self.runners) - evicted < self.max_loaded)
+
+    def _evict_for(self, pool: str, need: int) -> bool:
+        """Unload idle runners (shortest keep-alive left, then least recently used) if that makes
+        `need` fit in `pool`; evict nothing if it would not be enough."""
         wanted = {w.spec.name for w in self.waiters}
         idle = [r for r in self.runners if r.idle and r.spec.name not in wanted]
         idle.sort(key=lambda r: (self._remaining_keep_alive(r), r.last_used))
-        chosen, freed = [], 0
+        chosen: list[Runner] = []
+        freed = 0
         for r in idle:
-            if fits(freed, len(chosen)):
+            if self._fits(pool, need, freed, len(chosen)):
                 break
-            chosen.append(r)
-            freed += r.estimate.total
-        if fits(freed, len(chosen)):
-            for r in chosen:
-                self._unload(r)
-        return False  # room frees when those runners have exited; _kick runs again then
+            if r.pool == pool or len(self.runners) - len(chosen) >= self.max_loaded:
+                chosen.append(r)
+                freed += r.estimate.total if r.pool == pool else 0
+        if not chosen or not self._fits(pool, need, freed, len(chosen)):
+            return False
+        for r in chosen:
+            self._unload(r)
+        return True
 
     def _remaining_keep_alive(self, runner: Runner) -> float:
         if runner.keep_alive == FOREVER:
             return FOREVER
         return max(runner.last_used + runner.keep_alive - time.monotonic(), 0.0)
 
-    def _load_config(self, spec: ModelSpec) -> LoadConfig:
-        return LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
-                          n_threads=self.settings.threads, n_gpu_layers=spec.n_gpu_layers)
+    def _new_handle(self, spec: ModelSpec, pool: str) -> RunnerHandle:
+        on_gpu = pool != CPU
+        cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
+                         n_threads=self.settings.threads, n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
+                         main_gpu=int(pool[3:]) if on_gpu else 0)
+        return self.runner_factory(cfg, self._runner_exited)
 
     async def _load(self, runner: Runner) -> None:
         started = time.monotonic()

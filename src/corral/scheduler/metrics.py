@@ -1,0 +1,59 @@
+"""Prometheus metrics for the scheduler, in a registry of its own (no process-global state)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from corral.scheduler.scheduler import Scheduler
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _StateCollector(Collector):
+    """Gauges read from the scheduler at scrape time, so they can never drift from it."""
+
+    def __init__(self, scheduler: "Scheduler") -> None:
+        self.s = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        running = GaugeMetricFamily("corral_requests_running", "Requests holding a slot", labels=["model"])
+        waiting = GaugeMetricFamily("corral_requests_waiting", "Requests waiting for a slot, load or memory",
+                                    labels=["model"])
+        models = {r.spec.name for r in self.s.runners} | {w.spec.name for w in self.s.waiters}
+        for model in sorted(models):
+            running.add_metric([model], sum(r.busy for r in self.s.runners if r.spec.name == model))
+            waiting.add_metric([model], sum(1 for w in self.s.waiters if w.spec.name == model))
+        yield running
+        yield waiting
+        yield GaugeMetricFamily("corral_models_loaded", "Runner processes loaded or loading",
+                                value=len(self.s.runners))
+        yield GaugeMetricFamily("corral_memory_reserved_bytes", "Memory reserved by loaded models (estimates)",
+                                value=self.s.reserved())
+        yield GaugeMetricFamily("corral_memory_budget_bytes", "Memory corral may fill with models",
+                                value=self.s.budget)
+
+
+class Metrics:
+    def __init__(self, scheduler: "Scheduler") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_StateCollector(scheduler))
+        r = self.registry
+        self.rejected = Counter("corral_rejected_requests", "Requests refused with 503 (queue full)", registry=r)
+        self.prompt_tokens = Counter("corral_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
+        self.generated_tokens = Counter("corral_generated_tokens", "Tokens generated", ["model"], registry=r)
+        self.queue_time = Histogram("corral_queue_seconds", "Time from admission to a slot", ["model"],
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("corral_time_to_first_token_seconds", "Time from admission to the first token",
+                              ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.itl = Histogram("corral_inter_token_seconds", "Time between streamed tokens", ["model"],
+                             buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("corral_request_seconds", "Time from admission to the last token", ["model"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
