@@ -1,4 +1,4 @@
-"""`corral serve | run | pull | list | stop` — Ollama's verbs. Thin: talks HTTP to the server,
+"""`corral serve | run | pull | list | ps | stop` — Ollama's verbs. Thin: talks HTTP to the server,
 except `pull` and `list`, which work on the local store directly."""
 
 from __future__ import annotations
@@ -139,6 +139,22 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             history.append({"role": "assistant", "content": _chat_once(client, args.model, history, options)})
 
 
+def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        try:
+            models = client.get("/api/ps").json()["models"]
+        except httpx.TransportError:
+            return _fail(f"could not connect to corral at {settings.base_url}")
+    table = Table("NAME", "ID", "SIZE", "MEASURED", "PROCESSOR", "CONTEXT", "SLOTS", "QUEUE", "UNTIL", box=None)
+    for m in models:
+        processor = "100% GPU" if m["size_vram"] else "100% CPU"
+        table.add_row(m["name"], m["digest"][:12], f"{m['size'] / 1e6:.0f} MB", f"{m['size_measured'] / 1e6:.0f} MB",
+                      processor, str(m["context_length"]), f"{m['slots_busy']}/{m['slots_total']}",
+                      str(m["queue"]), m["expires_at"][:19].replace("T", " "))
+    Console().print(table)
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
     with _client(settings) as client:
         r = client.post("/api/generate", json={"model": args.model, "keep_alive": 0})
@@ -160,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.set_defaults(func=cmd_pull)
     sub.add_parser("list", aliases=["ls"], help="list models in the store").set_defaults(func=cmd_list)
+    sub.add_parser("ps", help="list loaded models, their slots and queues").set_defaults(func=cmd_ps)
     p = sub.add_parser("stop", help="unload a running model")
     p.add_argument("model")
     p.set_defaults(func=cmd_stop)

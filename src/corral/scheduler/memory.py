@@ -16,7 +16,8 @@ CPU = "cpu"
 MiB = 2**20
 GiB = 2**30
 RESERVE_BYTES = 1 * GiB  # left for the OS and the server itself when the budget is measured
-RUNTIME_OVERHEAD = 48 * MiB  # a runner's interpreter, llama.cpp's code and allocator slack
+RUNTIME_OVERHEAD = 48 * MiB
+GPU_RESERVE_BYTES = 512 * MiB  # per GPU, for CUDA contexts and fragmentation  # a runner's interpreter, llama.cpp's code and allocator slack
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Gpu:
     @property
     def budget(self) -> int:
         """VRAM corral may fill: what was free at start, less a reserve for the CUDA context."""
-        return max(self.free - max(self.total // 20, 512 * MiB), 0)
+        return max(self.free - GPU_RESERVE_BYTES, 0)
 
 
 def gpu_inventory() -> list[Gpu]:

@@ -299,17 +299,20 @@ class Scheduler:
             self._fail_waiters(spec, exc)
             return
         need = spec.estimate()
-        pools = self._pools_for(spec)
-        # A model goes wholly into one pool (a GPU's free VRAM, else system RAM): no partial offload.
-        for pool in pools:
-            if self._fits(pool, need.total):
-                runner = Runner(spec, self._new_handle(spec, pool), need, pool=pool, keep_alive=waiter.keep_alive)
-                self.runners.append(runner)
-                self._spawn(self._load(runner))
-                return
-        for pool in pools:
-            if self._evict_for(pool, need.total):
-                return  # room frees when those runners have exited; _kick runs again then
+        # A model goes wholly into one pool, no partial offload: free VRAM on some GPU, else VRAM
+        # freed by evicting idle GPU models, else system RAM (free, then freed by eviction).
+        gpus = [p for p in self._pools_for(spec) if p != CPU]
+        for group in (gpus, [CPU]):
+            for pool in group:
+                if self._fits(pool, need.total):
+                    runner = Runner(spec, self._new_handle(spec, pool), need, pool=pool,
+                                    keep_alive=waiter.keep_alive)
+                    self.runners.append(runner)
+                    self._spawn(self._load(runner))
+                    return
+            for pool in group:
+                if self._evict_for(pool, need.total):
+                    return  # room frees when those runners have exited; _kick runs again then
         # Otherwise it waits (counted in the queue) until a busy runner goes idle.
 
     def _pools_for(self, spec: ModelSpec) -> list[str]:
