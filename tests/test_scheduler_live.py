@@ -45,9 +45,11 @@ def test_parallelism_one_second_waits_and_two_models_run_in_parallel(start_serve
     assert second["token_times"][0] >= first["token_times"][-1]
     assert first["final"]["eval_count"] == second["final"]["eval_count"] == 24
 
+    warm(server.url, GEMMA)
+
     async def both():
-        return await asyncio.gather(stream_generate(server.url, SMOL, LONG, greedy(40)),
-                                    stream_generate(server.url, GEMMA, LONG, greedy(40)))
+        return await asyncio.gather(stream_generate(server.url, SMOL, LONG, greedy(60)),
+                                    stream_generate(server.url, GEMMA, LONG, greedy(60)))
     smol, gemma = asyncio.run(both())
     assert smol["token_times"][0] < gemma["end"] and gemma["token_times"][0] < smol["end"]
     loaded = ps(server.url)
