@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
-from corral.api import metrics, ollama
+from corral.api import metrics, ollama, openai
 from corral.api.context import AppContext
 from corral.config import Settings
 from corral.models.gguf_info import GGUFFormatError
@@ -24,8 +24,10 @@ from corral.scheduler.specs import BadOption
 RETRY_AFTER_S = "1"
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict | None = None, path: str = "") -> JSONResponse:
+    """Ollama's {"error": "..."}, or OpenAI's error object under /v1/."""
+    body = openai.openai_error(status, message) if path.startswith("/v1/") else {"error": message}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -52,7 +54,7 @@ class RequestGuard:
         scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
         declared = dict(headers).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _error(413, f"request body exceeds {self.limit} bytes")(scope, receive, send)
+            return await _error(413, f"request body exceeds {self.limit} bytes", path=scope["path"])(scope, receive, send)
         seen = 0
 
         async def limited() -> Message:
@@ -66,7 +68,7 @@ class RequestGuard:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await _error(413, f"request body exceeds {self.limit} bytes")(scope, receive, send)
+            await _error(413, f"request body exceeds {self.limit} bytes", path=scope["path"])(scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -85,34 +87,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="corral", version=__version__, lifespan=lifespan)
     app.state.corral = ctx
     app.include_router(ollama.router)
+    app.include_router(openai.router)
     app.include_router(metrics.router)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(400, _validation_message(exc))
+    def handle(exc_type: type[Exception], status: int, message=str, headers: dict | None = None) -> None:
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            return _error(status, message(exc), headers, request.url.path)
+        app.add_exception_handler(exc_type, handler)
 
-    @app.exception_handler(ModelNotFound)
-    async def not_found(_: Request, exc: ModelNotFound) -> JSONResponse:
-        return _error(404, f"{exc}, try pulling it first")
-
+    handle(RequestValidationError, 400, _validation_message)
+    handle(ModelNotFound, 404, lambda exc: f"{exc}, try pulling it first")
     for bad in (InvalidName, BadOption, TemplateError, ValueError, GGUFFormatError):
-        app.add_exception_handler(bad, lambda _r, exc: _error(400, str(exc)))
-
-    @app.exception_handler(Busy)
-    async def busy(_: Request, exc: Busy) -> JSONResponse:
-        return _error(503, str(exc), {"Retry-After": RETRY_AFTER_S})
-
-    @app.exception_handler(NeverFits)
-    async def never_fits(_: Request, exc: NeverFits) -> JSONResponse:
-        return _error(507, str(exc))
-
-    @app.exception_handler(RunnerError)
-    async def runner_failed(_: Request, exc: RunnerError) -> JSONResponse:
-        return _error(500, str(exc))
-
-    @app.exception_handler(Exception)
-    async def bug(_: Request, exc: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        handle(bad, 400)
+    handle(Busy, 503, headers={"Retry-After": RETRY_AFTER_S})
+    handle(NeverFits, 507)
+    handle(RunnerError, 500)
+    handle(Exception, 500, lambda exc: f"internal error: {type(exc).__name__}: {exc}")
 
     app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
     return app

@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from corral import __version__
 from corral.api.context import AppContext
-from corral.api.schemas import ChatRequest, GenerateRequest, Options
-from corral.config import FOREVER, parse_duration
+from corral.api.jobs import Job, now_iso
+from corral.api.schemas import ChatRequest, GenerateRequest
+from corral.config import FOREVER
 from corral.models.template import render_chat
 from corral.runner.handle import Event
 from corral.scheduler.scheduler import ModelSpec
@@ -21,10 +22,6 @@ from corral.scheduler.scheduler import ModelSpec
 router = APIRouter()
 
 NDJSON = "application/x-ndjson"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _ctx(request: Request) -> AppContext:
@@ -42,46 +39,7 @@ async def version() -> dict:
     return {"version": __version__}
 
 
-class _Job:
-    """One generate or chat request on its way through the scheduler."""
-
-    def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive) -> None:
-        self.ctx = ctx
-        self.started = time.monotonic_ns()
-        try:
-            self.keep_alive = parse_duration(keep_alive, ctx.settings.keep_alive)
-        except ValueError as exc:
-            raise ValueError(f"invalid keep_alive: {exc}") from None
-        self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx)
-        self.options = options
-
-    async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
-        """Ollama's empty prompt: load the model, or unload it when keep_alive is 0."""
-        if self.keep_alive == 0:
-            self.ctx.scheduler.unload(self.spec.name)
-            return {**shape(""), "done": True, "done_reason": "unload"}
-        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
-        await self.ctx.scheduler.warm(waiter)
-        return {**shape(""), "done": True, "done_reason": "load"}
-
-    def run(self, prompt: str, extra_stop: tuple[str, ...] = ()) -> AsyncIterator[Event]:
-        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
-        return self.ctx.scheduler.generate(waiter, prompt, self.options.generation(extra_stop))
-
-    def final_stats(self, stats: dict) -> dict:
-        return {
-            "done": True,
-            "done_reason": stats.get("reason", "stop"),
-            "total_duration": time.monotonic_ns() - self.started,
-            "load_duration": int(stats.get("load_s", 0) * 1e9),
-            "prompt_eval_count": stats.get("prompt_eval_count", 0),
-            "prompt_eval_duration": stats.get("prompt_eval_duration", 0),
-            "eval_count": stats.get("eval_count", 0),
-            "eval_duration": stats.get("eval_duration", 0),
-        }
-
-
-async def _reply(job: _Job, events: AsyncIterator[Event], stream: bool,
+async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
                  shape: Callable[[str], dict]) -> Response:
     """NDJSON when streaming; else one object (or a JSON error with its status)."""
     if stream:
@@ -114,7 +72,7 @@ async def _reply(job: _Job, events: AsyncIterator[Event], stream: bool,
 @router.post("/api/generate")
 async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx = _ctx(request)
-    job = _Job(ctx, body.model, body.options, body.keep_alive)
+    job = Job(ctx, body.model, body.options, body.keep_alive)
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}  # noqa: E731
     if not body.prompt:
         return JSONResponse(await job.load_or_unload(shape))
@@ -134,7 +92,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 @router.post("/api/chat")
 async def chat(body: ChatRequest, request: Request) -> Response:
     ctx = _ctx(request)
-    job = _Job(ctx, body.model, body.options, body.keep_alive)
+    job = Job(ctx, body.model, body.options, body.keep_alive)
     shape = lambda text: {"model": body.model, "created_at": now_iso(),  # noqa: E731
                           "message": {"role": "assistant", "content": text}}
     if not body.messages:

@@ -96,3 +96,66 @@ class ModelRequest(_Body):
     @property
     def target(self) -> str:
         return self.model or self.name or ""
+
+
+# -- OpenAI-compatible API --------------------------------------------------------------------------
+
+class ContentPart(_Body):
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class OpenAIMessage(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StrictStr | list[ContentPart] | None = None
+    name: StrictStr | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: StrictStr | None = None
+
+    def as_chat(self) -> dict[str, Any]:
+        """The message as a chat template expects it: plain-text content, Ollama's roles."""
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(part.text or "" for part in content if part.type == "text")
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": content or ""}
+
+
+class StreamOptions(_Body):
+    include_usage: StrictBool = False
+
+
+class _OpenAISampling(_Body):
+    model: StrictStr
+    temperature: Number | None = Field(None, ge=0, le=2)
+    top_p: Number | None = Field(None, ge=0, le=1)
+    max_tokens: StrictInt | None = Field(None, ge=0)
+    stop: StrictStr | list[StrictStr] | None = None
+    seed: StrictInt | None = None
+    frequency_penalty: Number | None = Field(None, ge=-2, le=2)
+    presence_penalty: Number | None = Field(None, ge=-2, le=2)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    n: StrictInt = Field(1, ge=1, le=1)
+    user: StrictStr | None = None
+
+    def options(self, max_tokens: int | None) -> Options:
+        return Options(temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=self.stop,
+                       num_predict=max_tokens, frequency_penalty=self.frequency_penalty,
+                       presence_penalty=self.presence_penalty)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_OpenAISampling):
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=0)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class CompletionRequest(_OpenAISampling):
+    prompt: StrictStr | list[StrictStr]
+    suffix: StrictStr | None = None

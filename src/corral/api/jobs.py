@@ -1,0 +1,56 @@
+"""One generate/chat request on its way through the scheduler, shared by the Ollama and OpenAI routes."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import AsyncIterator, Callable
+
+from corral.api.context import AppContext
+from corral.api.schemas import Options
+from corral.config import parse_duration
+from corral.runner.handle import Event
+from corral.scheduler.scheduler import ModelSpec
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class Job:
+    """One generate or chat request on its way through the scheduler."""
+
+    def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive) -> None:
+        self.ctx = ctx
+        self.started = time.monotonic_ns()
+        try:
+            self.keep_alive = parse_duration(keep_alive, ctx.settings.keep_alive)
+        except ValueError as exc:
+            raise ValueError(f"invalid keep_alive: {exc}") from None
+        self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx)
+        self.options = options
+
+    async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
+        """Ollama's empty prompt: load the model, or unload it when keep_alive is 0."""
+        if self.keep_alive == 0:
+            self.ctx.scheduler.unload(self.spec.name)
+            return {**shape(""), "done": True, "done_reason": "unload"}
+        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
+        await self.ctx.scheduler.warm(waiter)
+        return {**shape(""), "done": True, "done_reason": "load"}
+
+    def run(self, prompt: str, extra_stop: tuple[str, ...] = ()) -> AsyncIterator[Event]:
+        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
+        return self.ctx.scheduler.generate(waiter, prompt, self.options.generation(extra_stop))
+
+    def final_stats(self, stats: dict) -> dict:
+        return {
+            "done": True,
+            "done_reason": stats.get("reason", "stop"),
+            "total_duration": time.monotonic_ns() - self.started,
+            "load_duration": int(stats.get("load_s", 0) * 1e9),
+            "prompt_eval_count": stats.get("prompt_eval_count", 0),
+            "prompt_eval_duration": stats.get("prompt_eval_duration", 0),
+            "eval_count": stats.get("eval_count", 0),
+            "eval_duration": stats.get("eval_duration", 0),
+        }

@@ -1,0 +1,127 @@
+"""OpenAI-compatible /v1/* routes: the same jobs as /api/*, in OpenAI's shapes (SSE when streaming)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import AsyncIterator, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from corral.api.jobs import Job
+from corral.api.schemas import ChatCompletionRequest, CompletionRequest
+from corral.models.store import ModelName, ModelNotFound
+from corral.models.template import render_chat
+from corral.runner.handle import Event
+
+router = APIRouter(prefix="/v1")
+
+FINGERPRINT = "fp_corral"
+
+
+def openai_error(status: int, message: str) -> dict:
+    kind = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
+            503: "server_busy"}.get(status, "api_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def _usage(stats: dict) -> dict:
+    prompt, completion = stats.get("prompt_eval_count", 0), stats.get("eval_count", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _finish(stats: dict) -> str:
+    return "length" if stats.get("reason") == "length" else "stop"
+
+
+async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: bool, include_usage: bool,
+                 choice: Callable[[str, str | None, bool], dict]) -> Response:
+    """`choice(text, finish_reason, first)` shapes one choice for this endpoint."""
+    base = {"id": f"{'chatcmpl' if obj.startswith('chat') else 'cmpl'}-{secrets.token_hex(12)}",
+            "created": int(time.time()), "model": model, "system_fingerprint": FINGERPRINT}
+    if stream:
+        async def sse() -> AsyncIterator[bytes]:
+            first = True
+            async for ev in events:
+                if ev.kind == "text":
+                    chunk = {**base, "object": f"{obj}.chunk", "choices": [choice(ev.text, None, first)]}
+                    first = False
+                elif ev.kind == "done":
+                    stats = ev.stats or {}
+                    chunk = {**base, "object": f"{obj}.chunk", "choices": [choice("", _finish(stats), first)]}
+                    yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                    if include_usage:
+                        chunk = {**base, "object": f"{obj}.chunk", "choices": [], "usage": _usage(stats)}
+                        yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                    break
+                elif ev.kind == "error":
+                    chunk = openai_error((ev.stats or {}).get("status", 500), ev.text)
+                else:
+                    continue  # queue positions are an Ollama-API extension
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    parts: list[str] = []
+    async for ev in events:
+        if ev.kind == "text":
+            parts.append(ev.text)
+        elif ev.kind == "done":
+            stats = ev.stats or {}
+            return JSONResponse({**base, "object": obj, "choices": [choice("".join(parts), _finish(stats), True)],
+                                 "usage": _usage(stats)})
+        elif ev.kind == "error":
+            status = (ev.stats or {}).get("status", 500)
+            return JSONResponse(openai_error(status, ev.text), status_code=status)
+    return JSONResponse(openai_error(500, "generation ended without a result"), status_code=500)
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
+    info = job.spec.info
+    rendered = render_chat(info.chat_template, [m.as_chat() for m in body.messages], bos_token=info.bos_token,
+                           eos_token=info.eos_token, tools=body.tools)
+
+    def choice(text: str, finish: str | None, first: bool) -> dict:
+        if body.stream:
+            delta = {"role": "assistant", "content": text} if first else {"content": text}
+            return {"index": 0, "delta": delta if text or first else {}, "finish_reason": finish}
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+
+    return await _reply(job.run(rendered.text, rendered.stop), body.model, "chat.completion", body.stream,
+                        body.include_usage, choice)
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    if isinstance(body.prompt, list) and len(body.prompt) != 1:
+        raise ValueError("prompt: exactly one prompt per request is supported")
+    prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+    # OpenAI's default for this endpoint is 16 tokens.
+    job = Job(request.app.state.corral, body.model, body.options(16 if body.max_tokens is None else body.max_tokens), None)
+
+    def choice(text: str, finish: str | None, first: bool) -> dict:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+    return await _reply(job.run(prompt), body.model, "text_completion", body.stream, body.include_usage, choice)
+
+
+def _model_entry(name: str, created: float) -> dict:
+    return {"id": name, "object": "model", "created": int(created), "owned_by": "library"}
+
+
+@router.get("/models")
+async def list_models(request: Request) -> dict:
+    store = request.app.state.corral.store
+    return {"object": "list", "data": [_model_entry(m.name.short, m.modified_at.timestamp()) for m in store.list()]}
+
+
+@router.get("/models/{model:path}")
+async def get_model(model: str, request: Request) -> dict:
+    manifest = request.app.state.corral.store.manifest(ModelName.parse(model))
+    return _model_entry(manifest.name.short, manifest.modified_at.timestamp())
