@@ -26,6 +26,7 @@ class FakeHandle:
     """Loads instantly, streams `num_predict` tokens at 5 ms each."""
 
     loads: list[LoadConfig] = []
+    decode_ns = busy_ns = 0
 
     def __init__(self, cfg: LoadConfig, on_exit) -> None:
         self.cfg, self.on_exit, self.alive, self.pid = cfg, on_exit, False, 1

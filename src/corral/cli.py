@@ -1,4 +1,4 @@
-"""`corral serve | run | pull | list | ps | stop` — Ollama's verbs. Thin: talks HTTP to the server,
+"""`corral serve | run | pull | list | ps | stop | bench` — Ollama's verbs. Thin: talks HTTP to the server,
 except `pull` and `list`, which work on the local store directly."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
+from corral.bench import command as bench_command
 from corral.config import Settings
 from corral.models.catalog import CATALOG, DEFAULT_MODEL, pull_from_catalog
 from corral.models.store import InvalidName, ModelName, ModelNotFound, Store
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_pull)
     sub.add_parser("list", aliases=["ls"], help="list models in the store").set_defaults(func=cmd_list)
     sub.add_parser("ps", help="list loaded models, their slots and queues").set_defaults(func=cmd_ps)
+    p = sub.add_parser("bench", help="serving benchmark against an Ollama- or OpenAI-API endpoint")
+    bench_command.add_arguments(p, Settings.from_env().base_url, DEFAULT_MODEL)
+    p.set_defaults(func=lambda args, settings: bench_command.main(args))
     p = sub.add_parser("stop", help="unload a running model")
     p.add_argument("model")
     p.set_defaults(func=cmd_stop)

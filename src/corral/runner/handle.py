@@ -45,6 +45,9 @@ class RunnerHandle:
         self._streams: dict[str, asyncio.Queue[Event]] = {}
         self._stderr: deque[str] = deque(maxlen=40)
         self._tasks: list[asyncio.Task] = []
+        # Cumulative runner-loop figures: time inside llama_decode, and time the loop had work.
+        self.decode_ns = 0
+        self.busy_ns = 0
 
     @property
     def pid(self) -> int | None:
@@ -101,6 +104,9 @@ class RunnerHandle:
                 if ev == p.EV_TOKEN and queue:
                     queue.put_nowait(Event("text", msg["text"]))
                 elif ev == p.EV_DONE and queue:
+                    engine = msg.pop("engine", None)
+                    if engine:
+                        self.decode_ns, self.busy_ns = engine["decode_ns"], engine["busy_ns"]
                     self._streams.pop(msg["id"])
                     queue.put_nowait(Event("done", stats=msg))
                 elif ev == p.EV_ERROR and queue:

@@ -11,6 +11,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 
 from corral.runner import protocol as p
@@ -54,9 +55,12 @@ def main() -> int:
 
     inbox: queue.Queue = queue.Queue()
     threading.Thread(target=_read_stdin, args=(inbox,), daemon=True).start()
+    busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
     while True:
         events: list[dict] = []
-        for msg in _drain(inbox, block=not engine.busy):
+        messages = _drain(inbox, block=not engine.busy)
+        t0 = time.perf_counter_ns()
+        for msg in messages:
             op = msg.get("op")
             if op == p.OP_SHUTDOWN:
                 engine.close()
@@ -74,7 +78,11 @@ def main() -> int:
         except Exception:  # noqa: BLE001
             send(events + [{"ev": p.EV_FATAL, "message": traceback.format_exc(limit=3)}])
             return 1
+        for event in events:
+            if event["ev"] == p.EV_DONE:
+                event["engine"] = {"decode_ns": engine.decode_ns, "busy_ns": busy_ns}
         send(events)
+        busy_ns += time.perf_counter_ns() - t0
 
 
 if __name__ == "__main__":

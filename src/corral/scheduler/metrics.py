@@ -30,6 +30,16 @@ class _StateCollector(Collector):
             waiting.add_metric([model], sum(1 for w in self.s.waiters if w.spec.name == model))
         yield running
         yield waiting
+        decode = GaugeMetricFamily("corral_runner_decode_seconds", "Time runners spent inside llama_decode",
+                                   labels=["model"])
+        busy = GaugeMetricFamily("corral_runner_busy_seconds", "Time runner loops spent on steps with work",
+                                 labels=["model"])
+        for model in sorted({r.spec.name for r in self.s.runners}):
+            runners = [r for r in self.s.runners if r.spec.name == model]
+            decode.add_metric([model], sum(r.handle.decode_ns for r in runners) / 1e9)
+            busy.add_metric([model], sum(r.handle.busy_ns for r in runners) / 1e9)
+        yield decode
+        yield busy
         yield GaugeMetricFamily("corral_models_loaded", "Runner processes loaded or loading",
                                 value=len(self.s.runners))
         yield GaugeMetricFamily("corral_memory_reserved_bytes", "Memory reserved by loaded models (estimates)",
