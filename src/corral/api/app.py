@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
-from corral.api import metrics, ollama, openai
+from corral.api import metrics, models, ollama, openai
 from corral.api.context import AppContext
 from corral.config import Settings
 from corral.models.gguf_info import GGUFFormatError
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="corral", version=__version__, lifespan=lifespan)
     app.state.corral = ctx
     app.include_router(ollama.router)
+    app.include_router(models.router)
     app.include_router(openai.router)
     app.include_router(metrics.router)
 

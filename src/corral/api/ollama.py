@@ -13,11 +13,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from corral import __version__
 from corral.api.context import AppContext
 from corral.api.jobs import Job, now_iso
+from corral.api.models import details
 from corral.api.schemas import ChatRequest, GenerateRequest
 from corral.config import FOREVER
 from corral.models.template import render_chat
 from corral.runner.handle import Event
-from corral.scheduler.scheduler import ModelSpec
 
 router = APIRouter()
 
@@ -104,12 +104,6 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     return await _reply(job, job.run(rendered.text, rendered.stop), body.stream, shape)
 
 
-def _details(spec: ModelSpec) -> dict:
-    info = spec.info
-    return {"parent_model": "", "format": "gguf", "family": info.architecture, "families": [info.architecture],
-            "parameter_size": info.parameter_size, "quantization_level": info.file_type}
-
-
 def _expires_at(runner) -> str:
     if runner.keep_alive == FOREVER or runner.expires_at == FOREVER:
         return "2318-11-26T00:00:00Z"  # what Ollama shows for "forever"
@@ -126,7 +120,7 @@ async def ps(request: Request) -> dict:
         models.append({
             "name": r.spec.name, "model": r.spec.name, "size": size,
             "size_vram": size if r.pool != "cpu" else 0,
-            "digest": r.spec.digest.removeprefix("sha256:"), "details": _details(r.spec),
+            "digest": r.spec.digest.removeprefix("sha256:"), "details": details(r.spec.info),
             "expires_at": _expires_at(r), "context_length": r.spec.n_ctx,
             # corral's own fields
             "state": r.state, "slots_busy": r.busy, "slots_total": r.spec.n_slots,

@@ -159,3 +159,12 @@ class ChatCompletionRequest(_OpenAISampling):
 class CompletionRequest(_OpenAISampling):
     prompt: StrictStr | list[StrictStr]
     suffix: StrictStr | None = None
+
+
+class ShowRequest(ModelRequest):
+    verbose: StrictBool = False
+
+
+class CopyRequest(_Body):
+    source: StrictStr
+    destination: StrictStr

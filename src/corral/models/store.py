@@ -169,6 +169,7 @@ class Store:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
                 tmp.write(data)
+            os.chmod(tmp.name, 0o644)
             os.replace(tmp.name, target)
         return digest
 
@@ -235,6 +236,17 @@ class Store:
                     yield self.manifest(ModelName.parse(f"{host}/{namespace}/{model}:{tag}"))
                 except (InvalidName, ValueError, KeyError):
                     continue  # a foreign or broken file in the store is not ours to list
+
+    def copy(self, source: ModelName, destination: ModelName) -> Manifest:
+        raw = self.manifest_path(source)
+        if not raw.is_file():
+            raise ModelNotFound(f"model '{source.short}' not found")
+        target = self.manifest_path(destination)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".partial")
+        shutil.copyfile(raw, tmp)
+        os.replace(tmp, target)
+        return self.manifest(destination)
 
     def delete(self, name: ModelName) -> None:
         manifest = self.manifest(name)
