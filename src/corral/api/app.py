@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
 from corral.api import metrics, models, ollama, openai
+from corral.api.jobs import EmbedFailed
 from corral.api.context import AppContext
 from corral.config import Settings
 from corral.models.gguf_info import GGUFFormatError
@@ -103,6 +104,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handle(Busy, 503, headers={"Retry-After": RETRY_AFTER_S})
     handle(NeverFits, 507)
     handle(RunnerError, 500)
+
+    async def embed_failed(request: Request, exc: EmbedFailed) -> JSONResponse:
+        return _error(exc.status, str(exc), None, request.url.path)
+    app.add_exception_handler(EmbedFailed, embed_failed)
     handle(Exception, 500, lambda exc: f"internal error: {type(exc).__name__}: {exc}")
 
     app.add_middleware(RequestGuard, limit=settings.max_body_bytes)

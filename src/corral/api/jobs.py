@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from corral.api.context import AppContext
 from corral.api.schemas import Options
@@ -39,9 +39,10 @@ class Job:
         await self.ctx.scheduler.warm(waiter)
         return {**shape(""), "done": True, "done_reason": "load"}
 
-    def run(self, prompt: str, extra_stop: tuple[str, ...] = ()) -> AsyncIterator[Event]:
+    def run(self, prompt: str, extra_stop: tuple[str, ...] = (), format: Any = None) -> AsyncIterator[Event]:
+        options = self.options.generation(extra_stop, format)
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
-        return self.ctx.scheduler.generate(waiter, prompt, self.options.generation(extra_stop))
+        return self.ctx.scheduler.generate(waiter, prompt, options)
 
     def final_stats(self, stats: dict) -> dict:
         return {
@@ -54,3 +55,37 @@ class Job:
             "eval_count": stats.get("eval_count", 0),
             "eval_duration": stats.get("eval_duration", 0),
         }
+
+    async def embed(self, inputs: list[str], truncate: bool = True, dimensions: int | None = None) -> dict:
+        """Embeddings for `inputs` through the scheduler: {"embeddings", "prompt_eval_count", durations}.
+
+        Raises EmbedFailed with an HTTP status when the runner reports an error.
+        """
+        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
+        async for ev in self.ctx.scheduler.embed(waiter, inputs, truncate):
+            if ev.kind == "error":
+                raise EmbedFailed((ev.stats or {}).get("status", 500), ev.text)
+            if ev.kind == "done":
+                stats = ev.stats or {}
+                vectors = stats.get("embeddings", [])
+                if dimensions:
+                    vectors = [_shorten(v, dimensions) for v in vectors]
+                return {"embeddings": vectors, "prompt_eval_count": stats.get("prompt_eval_count", 0),
+                        "total_duration": time.monotonic_ns() - self.started,
+                        "load_duration": int(stats.get("load_s", 0) * 1e9)}
+        raise EmbedFailed(500, "embedding ended without a result")
+
+
+class EmbedFailed(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _shorten(vector: list[float], dimensions: int) -> list[float]:
+    """The first `dimensions` components, renormalized (Matryoshka-style, as Ollama does)."""
+    if dimensions > len(vector):
+        raise ValueError(f"dimensions {dimensions} exceeds the model's embedding size {len(vector)}")
+    head = vector[:dimensions]
+    norm = sum(x * x for x in head) ** 0.5
+    return [x / norm for x in head] if norm else head

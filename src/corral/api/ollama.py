@@ -14,7 +14,7 @@ from corral import __version__
 from corral.api.context import AppContext
 from corral.api.jobs import Job, now_iso
 from corral.api.models import details
-from corral.api.schemas import ChatRequest, GenerateRequest
+from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
 from corral.models.template import render_chat
 from corral.runner.handle import Event
@@ -86,7 +86,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
         rendered = render_chat(body.template or info.chat_template, messages,
                                bos_token=info.bos_token, eos_token=info.eos_token)
         prompt, extra_stop = rendered.text, rendered.stop
-    return await _reply(job, job.run(prompt, extra_stop), body.stream, shape)
+    return await _reply(job, job.run(prompt, extra_stop, body.format), body.stream, shape)
 
 
 @router.post("/api/chat")
@@ -101,7 +101,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     rendered = render_chat(info.chat_template, messages, bos_token=info.bos_token,
                            eos_token=info.eos_token, tools=body.tools)
-    return await _reply(job, job.run(rendered.text, rendered.stop), body.stream, shape)
+    return await _reply(job, job.run(rendered.text, rendered.stop, body.format), body.stream, shape)
 
 
 def _expires_at(runner) -> str:
@@ -128,3 +128,21 @@ async def ps(request: Request) -> dict:
             "size_measured": r.handle.rss(), "pid": r.handle.pid, "device": r.pool,
         })
     return {"models": models}
+
+
+@router.post("/api/embed")
+async def embed(body: EmbedRequest, request: Request) -> dict:
+    job = Job(_ctx(request), body.model, body.options, body.keep_alive)
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    if not inputs:
+        await job.load_or_unload(lambda _: {})
+        return {"model": body.model, "embeddings": []}
+    return {"model": body.model, **await job.embed(inputs, body.truncate, body.dimensions)}
+
+
+@router.post("/api/embeddings")
+async def embeddings_legacy(body: LegacyEmbeddingsRequest, request: Request) -> dict:
+    job = Job(_ctx(request), body.model, body.options, body.keep_alive)
+    if not body.prompt:
+        return {"embedding": []}
+    return {"embedding": (await job.embed([body.prompt]))["embeddings"][0]}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
+import struct
 import time
 from typing import AsyncIterator, Callable
 
@@ -11,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.jobs import Job
-from corral.api.schemas import ChatCompletionRequest, CompletionRequest
+from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
 from corral.models.store import ModelName, ModelNotFound
 from corral.models.template import render_chat
 from corral.runner.handle import Event
@@ -93,7 +95,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             return {"index": 0, "delta": delta if text or first else {}, "finish_reason": finish}
         return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
 
-    return await _reply(job.run(rendered.text, rendered.stop), body.model, "chat.completion", body.stream,
+    format = body.response_format.as_format() if body.response_format else None
+    return await _reply(job.run(rendered.text, rendered.stop, format), body.model, "chat.completion", body.stream,
                         body.include_usage, choice)
 
 
@@ -111,6 +114,11 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     return await _reply(job.run(prompt), body.model, "text_completion", body.stream, body.include_usage, choice)
 
 
+def _base64_floats(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32s (what the openai client asks for by default)."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
 def _model_entry(name: str, created: float) -> dict:
     return {"id": name, "object": "model", "created": int(created), "owned_by": "library"}
 
@@ -125,3 +133,17 @@ async def list_models(request: Request) -> dict:
 async def get_model(model: str, request: Request) -> dict:
     manifest = request.app.state.corral.store.manifest(ModelName.parse(model))
     return _model_entry(manifest.name.short, manifest.modified_at.timestamp())
+
+
+@router.post("/embeddings")
+async def embeddings(body: OpenAIEmbeddingsRequest, request: Request) -> dict:
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    if not inputs:
+        raise ValueError("input must not be empty")
+    result = await Job(request.app.state.corral, body.model, Options(), None).embed(inputs, True, body.dimensions)
+    tokens = result["prompt_eval_count"]
+    encode = _base64_floats if body.encoding_format == "base64" else (lambda v: v)
+    return {"object": "list", "model": body.model,
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
+                     for i, v in enumerate(result["embeddings"])],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -40,11 +40,11 @@ class Options(_Body):
     num_thread: StrictInt | None = None
     num_keep: StrictInt | None = None
 
-    def generation(self, extra_stop: tuple[str, ...] = ()) -> GenerationOptions:
+    def generation(self, extra_stop: tuple[str, ...] = (), format: Any = None) -> GenerationOptions:
         values = {k: v for k, v in self.model_dump(exclude_none=True).items() if k in GenerationOptions.names()}
         stop = values.pop("stop", [])
         values["stop"] = ([stop] if isinstance(stop, str) else list(stop)) + list(extra_stop)
-        return GenerationOptions(**values)
+        return GenerationOptions(**values, format=format)
 
 
 KeepAlive = StrictStr | StrictInt | StrictFloat | None
@@ -58,7 +58,7 @@ class GenerateRequest(_Body):
     template: StrictStr | None = None
     raw: StrictBool = False
     stream: StrictBool = True
-    format: Any = None
+    format: Literal["", "json"] | dict[str, Any] | None = None
     images: list[StrictStr] | None = None
     options: Options = Field(default_factory=Options)
     keep_alive: KeepAlive = None
@@ -79,7 +79,7 @@ class ChatRequest(_Body):
     model: StrictStr
     messages: list[Message] = Field(default_factory=list)
     stream: StrictBool = True
-    format: Any = None
+    format: Literal["", "json"] | dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     options: Options = Field(default_factory=Options)
     keep_alive: KeepAlive = None
@@ -149,10 +149,26 @@ class _OpenAISampling(_Body):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+    def as_format(self) -> Any:
+        """OpenAI's response_format as Ollama's `format`."""
+        if self.type == "json_object":
+            return "json"
+        if self.type == "json_schema":
+            schema = (self.json_schema or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise ValueError("response_format.json_schema.schema must be a JSON schema object")
+            return schema
+        return None
+
+
 class ChatCompletionRequest(_OpenAISampling):
     messages: list[OpenAIMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=0)
-    response_format: dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
 
 
@@ -168,3 +184,27 @@ class ShowRequest(ModelRequest):
 class CopyRequest(_Body):
     source: StrictStr
     destination: StrictStr
+
+
+class EmbedRequest(_Body):
+    model: StrictStr
+    input: StrictStr | list[StrictStr] = Field(default_factory=list)
+    truncate: StrictBool = True
+    dimensions: StrictInt | None = Field(None, ge=1)
+    options: Options = Field(default_factory=Options)
+    keep_alive: KeepAlive = None
+
+
+class LegacyEmbeddingsRequest(_Body):
+    model: StrictStr
+    prompt: StrictStr = ""
+    options: Options = Field(default_factory=Options)
+    keep_alive: KeepAlive = None
+
+
+class OpenAIEmbeddingsRequest(_Body):
+    model: StrictStr
+    input: StrictStr | list[StrictStr]
+    dimensions: StrictInt | None = Field(None, ge=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: StrictStr | None = None

@@ -18,7 +18,12 @@ import llama_cpp as ll
 import numpy as np
 
 from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOptions, LoadConfig
+from corral.runner.embedder import EmbedJob, Embedder
+from corral.runner.grammar import grammar_for
 from corral.runner.textstream import TextStream
+
+
+EMBED_CTX = 2048  # longest input an embedding request may have (tokens)
 
 
 class LoadError(RuntimeError):
@@ -93,6 +98,7 @@ class Engine:
         self.active: list[Slot] = []  # in admission order, so prompts are served FIFO
         self.decode_ns = 0  # time inside llama_decode, for the Python-overhead share
         self.step_ns = 0
+        self.embedder: Embedder | None = None
 
     def _init_batch(self, n: int) -> None:
         # The batch's arrays are numpy buffers we own, so filling a prompt chunk is a slice
@@ -139,11 +145,27 @@ class Engine:
     # -- requests -----------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return bool(self.active)
+        return bool(self.active) or bool(self.embedder and self.embedder.jobs)
+
+    def embed(self, request_id: str, inputs: list[str], truncate: bool = True) -> list[dict]:
+        if self.embedder is None:
+            self.embedder = Embedder(self.model, min(self.n_ctx_slot, EMBED_CTX), self.cfg.n_threads)
+        limit = self.embedder.n_ctx
+        tokenized = []
+        for text in inputs:
+            tokens = self.tokenize(text) or [self.bos]
+            if len(tokens) > limit:
+                if not truncate:
+                    raise ValueError(f"input of {len(tokens)} tokens exceeds the context length of {limit}")
+                tokens = tokens[:limit]
+            tokenized.append(tokens)
+        self.embedder.jobs.append(EmbedJob(request_id, tokenized))
+        return []
 
     def submit(self, request_id: str, prompt: str, opts: GenerationOptions, num_ctx: int = 0) -> list[dict]:
         if not self.free:
             raise SlotsFull("no free slot")
+        sampler = self._make_sampler(opts)  # first: a bad format fails before a slot is taken
         limit = min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
         tokens = self.tokenize(prompt)
         if not tokens:
@@ -158,7 +180,7 @@ class Engine:
         slot.id, slot.prompt, slot.n_past, slot.n_generated = request_id, tokens, 0, 0
         slot.num_predict = opts.num_predict
         slot.text = TextStream(opts.stop)
-        slot.sampler = self._make_sampler(opts)
+        slot.sampler = sampler
         slot.t_prompt = slot.t_first = slot.decode_ns = 0
         self.active.append(slot)
         if opts.num_predict == 0:
@@ -166,6 +188,8 @@ class Engine:
         return []
 
     def cancel(self, request_id: str) -> list[dict]:
+        if self.embedder and self.embedder.cancel(request_id):
+            return [{"ev": EV_DONE, "id": request_id, "reason": "cancel"}]
         for slot in self.active:
             if slot.id == request_id:
                 return self._finish(slot, "cancel")
@@ -178,6 +202,13 @@ class Engine:
         if last_n and (o.repeat_penalty != 1.0 or o.frequency_penalty or o.presence_penalty):
             add(ll.llama_sampler_init_penalties(self.n_vocab, last_n, o.repeat_penalty,
                                                 o.frequency_penalty, o.presence_penalty))
+        grammar = grammar_for(o.format)
+        if grammar:
+            constraint = ll.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
+            if not constraint:
+                ll.llama_sampler_free(chain)
+                raise ValueError("format: llama.cpp could not parse the grammar for this schema")
+            add(constraint)
         if o.temperature <= 0:
             add(ll.llama_sampler_init_greedy())
             return chain
@@ -196,6 +227,7 @@ class Engine:
     def step(self) -> list[dict]:
         """One batch: a token per generating slot, then prompt chunks FIFO; decode; sample."""
         t0 = time.perf_counter_ns()
+        events: list[dict] = self._embed_step() if self.embedder and self.embedder.jobs else []
         n = 0
         to_sample: list[tuple[Slot, int]] = []
         for slot in self.active:
@@ -224,13 +256,12 @@ class Engine:
                 self._logits[n - 1] = 1
                 to_sample.append((slot, n - 1))
         if n == 0:
-            return []
+            return events
         self.batch.n_tokens = n
         td = time.perf_counter_ns()
         rc = ll.llama_decode(self.ctx, self.batch)
         t_decoded = time.perf_counter_ns()
         self.decode_ns += t_decoded - td
-        events: list[dict] = []
         if rc != 0:
             # 1: no KV room, 2: aborted, <0: error. The batch's sequences are in an unknown
             # state, so fail them rather than guess; the other slots go on.
@@ -242,6 +273,12 @@ class Engine:
         for slot, index in to_sample:
             events += self._sample(slot, index, t_decoded)
         self.step_ns += time.perf_counter_ns() - t0
+        return events
+
+    def _embed_step(self) -> list[dict]:
+        td = time.perf_counter_ns()
+        events = self.embedder.step()
+        self.decode_ns += time.perf_counter_ns() - td
         return events
 
     def _sample(self, slot: Slot, index: int, now: int) -> list[dict]:
@@ -290,5 +327,7 @@ class Engine:
     def close(self) -> None:
         for slot in list(self.active):
             self._release(slot)
+        if self.embedder:
+            self.embedder.close()
         ll.llama_free(self.ctx)
         ll.llama_model_free(self.model)

@@ -111,7 +111,7 @@ class RunnerHandle:
                     queue.put_nowait(Event("done", stats=msg))
                 elif ev == p.EV_ERROR and queue:
                     self._streams.pop(msg["id"])
-                    queue.put_nowait(Event("error", msg["message"]))
+                    queue.put_nowait(Event("error", msg["message"], stats={"status": msg.get("status", 500)}))
                 elif ev == p.EV_FATAL:
                     self._stderr.append(msg.get("message", ""))
                     break
@@ -136,11 +136,10 @@ class RunnerHandle:
             raise RunnerError("model runner is not running")
         self.proc.stdin.write(p.encode(message))
 
-    def submit(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0) -> tuple[str, asyncio.Queue[Event]]:
+    def _submit(self, message: dict) -> tuple[str, asyncio.Queue[Event]]:
         request_id = f"r{next(_ids)}"
         queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._send({"op": p.OP_SUBMIT, "id": request_id, "prompt": prompt, "num_ctx": num_ctx,
-                    "options": options.__dict__})
+        self._send({**message, "id": request_id})
         self._streams[request_id] = queue
         return request_id, queue
 
@@ -151,9 +150,17 @@ class RunnerHandle:
             except (RunnerError, ConnectionError):
                 pass
 
-    async def stream(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0) -> AsyncIterator[Event]:
-        """Run one request; cancels it in the runner if the consumer stops early."""
-        request_id, queue = self.submit(prompt, options, num_ctx)
+    def stream(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0) -> AsyncIterator[Event]:
+        """Generate: text events, then "done" (or "error")."""
+        return self._run({"op": p.OP_SUBMIT, "prompt": prompt, "num_ctx": num_ctx, "options": options.__dict__})
+
+    def embed(self, inputs: list[str], truncate: bool = True) -> AsyncIterator[Event]:
+        """Embed: one "done" event whose stats hold "embeddings" (or "error")."""
+        return self._run({"op": p.OP_EMBED, "inputs": inputs, "truncate": truncate})
+
+    async def _run(self, message: dict) -> AsyncIterator[Event]:
+        """One request's events; cancels it in the runner if the consumer stops early."""
+        request_id, queue = self._submit(message)
         finished = False
         try:
             while True:

@@ -67,12 +67,16 @@ def main() -> int:
                 return 0
             if op == p.OP_CANCEL:
                 events += engine.cancel(msg["id"])
-            elif op == p.OP_SUBMIT:
+            elif op in (p.OP_SUBMIT, p.OP_EMBED):
                 try:
+                    if op == p.OP_EMBED:
+                        events += engine.embed(msg["id"], list(msg["inputs"]), bool(msg.get("truncate", True)))
+                        continue
                     opts = p.GenerationOptions(**msg.get("options", {}))
                     events += engine.submit(msg["id"], msg["prompt"], opts, int(msg.get("num_ctx") or 0))
                 except Exception as exc:  # noqa: BLE001 - a bad request fails alone
-                    events.append({"ev": p.EV_ERROR, "id": msg.get("id", ""), "message": str(exc)})
+                    status = 400 if isinstance(exc, (ValueError, TypeError)) else 500
+                    events.append({"ev": p.EV_ERROR, "id": msg.get("id", ""), "message": str(exc), "status": status})
         try:
             events += engine.step()
         except Exception:  # noqa: BLE001

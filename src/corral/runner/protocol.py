@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 # server → runner
-OP_SUBMIT = "submit"
+OP_SUBMIT = "submit"  # generate: {"id", "prompt", "num_ctx", "options"}
+OP_EMBED = "embed"  # {"id", "inputs", "truncate"}; answered by a "done" with "embeddings"
 OP_CANCEL = "cancel"
 OP_SHUTDOWN = "shutdown"
 
@@ -59,6 +61,7 @@ class GenerationOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
+    format: Any = None  # "json" or a JSON schema: output constrained by a grammar
 
     @classmethod
     def names(cls) -> set[str]:

@@ -178,8 +178,14 @@ class Scheduler:
             self._arm_expiry(runner)
         self._kick()
 
-    async def generate(self, waiter: Waiter, prompt: str, options: GenerationOptions) -> AsyncIterator[Event]:
-        """Run an admitted request: ("queued", position) events while it waits, then its stream.
+    def generate(self, waiter: Waiter, prompt: str, options: GenerationOptions) -> AsyncIterator[Event]:
+        return self._serve(waiter, lambda runner: runner.handle.stream(prompt, options, waiter.spec.n_ctx))
+
+    def embed(self, waiter: Waiter, inputs: list[str], truncate: bool) -> AsyncIterator[Event]:
+        return self._serve(waiter, lambda runner: runner.handle.embed(inputs, truncate))
+
+    async def _serve(self, waiter: Waiter, work: Callable[[Runner], AsyncIterator[Event]]) -> AsyncIterator[Event]:
+        """Run an admitted request: ("queued", position) events while it waits, then its events.
 
         Failures become an "error" event. However the consumer stops (disconnect, cancel), the
         request leaves the queue or frees its slot.
@@ -208,7 +214,7 @@ class Scheduler:
             model = waiter.spec.name
             self.metrics.queue_time.labels(model).observe(queued_s)
             last = 0.0
-            async for event in runner.handle.stream(prompt, options, waiter.spec.n_ctx):
+            async for event in work(runner):
                 now = time.monotonic()
                 if event.kind == "text":
                     if last:
@@ -224,6 +230,8 @@ class Scheduler:
                     load_s = runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0
                     event.stats = {**stats, "queue_s": queued_s, "load_s": load_s}
                 yield event
+                if event.kind in ("done", "error"):
+                    break
         except RunnerError as exc:
             yield Event("error", str(exc), stats={"status": 500})
         finally:
