@@ -43,3 +43,25 @@ def test_batch_invariance_greedy(server, model):
     assert alone["text"] and together[0]["text"] == alone["text"]
     # ...and the others ran alongside it, not before or after.
     assert all(r["token_times"][0] < together[0]["end"] for r in together[1:])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_prefix_reuse_is_exact(start_server, model):
+    """A slot keeps its last conversation's KV; a follow-up that shares the prefix reuses it and
+    must answer exactly as a fresh slot does."""
+    server = start_server(OLLAMA_NUM_PARALLEL="1")
+    turn1 = [{"role": "user", "content": "Name three rivers in Europe."}]
+    options = {"temperature": 0, "num_predict": 24}
+    with server.client() as c:
+        def chat(messages):
+            r = c.post("/api/chat", json={"model": model, "messages": messages, "stream": False, "options": options})
+            return r.json()["message"]["content"]
+
+        answer1 = chat(turn1)
+        turn2 = turn1 + [{"role": "assistant", "content": answer1}, {"role": "user", "content": "Which is longest?"}]
+        c.post("/api/chat", json={"model": model, "messages": [{"role": "user", "content": "Unrelated."}],
+                                  "stream": False, "options": options})
+        fresh = chat(turn2)  # the slot holds the unrelated prompt: little to reuse
+        chat(turn1)
+        reused = chat(turn2)  # the slot holds turn 1: most of turn 2's prompt is reused
+    assert fresh == reused and fresh

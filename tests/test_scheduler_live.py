@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from conftest import GEMMA, SMOL
+from corral.config import Settings
 from corral.models.gguf_info import read_gguf
 from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
 from corral.scheduler.memory import estimate
@@ -27,7 +28,7 @@ LONG = "Write a very long story about a dragon and a knight."
 
 def est(store: Path, model: str, slots: int) -> int:
     info = read_gguf(Store(store).model_file(ModelName.parse(model)))
-    return estimate(info, CTX, slots).total
+    return estimate(info, CTX, slots, prompt_cache=Settings().prompt_cache_bytes).total
 
 
 def greedy(n: int) -> dict:

@@ -98,6 +98,7 @@ class Settings:
     load_timeout: float = 300.0
     memory_limit: int | None = None  # bytes; overrides the measured budget
     max_body_bytes: int = 32 * 2**20
+    prompt_cache_bytes: int = 128 * 2**20  # per runner: saved KV states of finished sequences
     origins: tuple[str, ...] = ()
     per_model_parallel: Mapping[str, int] = field(default_factory=dict)
 
@@ -140,6 +141,8 @@ class Settings:
             kw["memory_limit"] = parse_size(v)
         if (v := get("MAX_BODY")) is not None:
             kw["max_body_bytes"] = parse_size(v)
+        if (v := get("PROMPT_CACHE")) is not None:
+            kw["prompt_cache_bytes"] = parse_size(v)
         if (v := get("ORIGINS")) is not None:
             kw["origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
         # CORRAL_NUM_PARALLEL_<model> sets slots for one model (Ollama issue #4894);

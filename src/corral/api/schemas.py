@@ -140,9 +140,10 @@ class _OpenAISampling(_Body):
     user: StrictStr | None = None
 
     def options(self, max_tokens: int | None) -> Options:
+        # OpenAI has no repeat penalty (only frequency/presence), so /v1 turns Ollama's 1.1 off.
         return Options(temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=self.stop,
                        num_predict=max_tokens, frequency_penalty=self.frequency_penalty,
-                       presence_penalty=self.presence_penalty)
+                       presence_penalty=self.presence_penalty, repeat_penalty=1.0)
 
     @property
     def include_usage(self) -> bool:

@@ -35,7 +35,9 @@ class RunResult:
 
 
 def _client(spec: LoadSpec) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=max(spec.concurrency, 64), max_keepalive_connections=64)
+    # A fresh connection per request: some servers (llama-server) drop idle keep-alive connections,
+    # and a request sent on one that is closing fails without being the server's fault.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     return httpx.AsyncClient(base_url=spec.base_url, timeout=httpx.Timeout(600.0), limits=limits)
 
 

@@ -32,17 +32,31 @@ _NOTES = [
 ]
 
 
-def _notes_prompt(n: int) -> str:
-    body = " ".join(_NOTES[i % len(_NOTES)] for i in range(n))
-    return f"Summarize the following meeting notes in three bullet points.\n\n{body}"
+_TASKS = [
+    "Summarize these meeting notes in three bullet points.",
+    "List the action items in the notes below.",
+    "Write a short email to the team based on these notes.",
+    "What are the main risks mentioned in these notes?",
+    "Turn these notes into a one-paragraph status report.",
+    "Which department had the best quarter, judging by these notes?",
+    "Draft three questions for the next meeting from these notes.",
+    "Rewrite these notes for a non-technical audience.",
+]
+
+
+def _notes_prompt(i: int, n: int) -> str:
+    # Each prompt starts differently and rotates the notes, so prompts share no long prefix:
+    # a server's prompt cache should not decide the benchmark.
+    body = " ".join(_NOTES[(i * 5 + k) % len(_NOTES)] for k in range(n))
+    return f"{_TASKS[i % len(_TASKS)]}\n\n{body}"
 
 
 def builtin_prompts() -> list[str]:
-    """24 prompts: short questions interleaved with note summaries of growing length."""
+    """24 prompts: short questions interleaved with note tasks of growing length (~20-300 tokens)."""
     prompts = []
     for i, question in enumerate(_QUESTIONS):
         prompts.append(question)
-        prompts.append(_notes_prompt(2 + 2 * i))  # ~40 to ~250 tokens
+        prompts.append(_notes_prompt(i, 2 + 2 * i))
         prompts.append(f"{question} Answer in detail, then summarize your answer in one sentence.")
     return prompts
 

@@ -40,6 +40,7 @@ def summarize(run: RunResult) -> dict:
         "tpot_s": _dist([r.tpot for r in ok if r.tpot is not None]),
         "itl_s": _dist([x for r in ok for x in r.itls]),
         "latency_s": _dist([r.latency for r in ok]),
+        "error_samples": sorted({f"{r.status}: {r.error}" for r in run.results if not r.ok})[:3],
     }
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOptions, LoadConfig
 from corral.runner.embedder import EmbedJob, Embedder
 from corral.runner.grammar import grammar_for
+from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.textstream import TextStream
 
 
@@ -40,6 +41,7 @@ class Slot:
     id: str = ""
     prompt: list[int] = field(default_factory=list)
     n_past: int = 0  # tokens of this sequence already in the KV cache
+    cached: list[int] = field(default_factory=list)  # those tokens; kept after a request for reuse
     next_token: int = -1  # sampled, not yet decoded
     n_generated: int = 0
     num_predict: int = -1
@@ -55,12 +57,25 @@ class Slot:
         return self.n_past < len(self.prompt)
 
 
+def _chunk(remaining: int, room: int) -> int:
+    """Prompt tokens to decode now: at most `room` (but at least two), never leaving exactly one
+    behind, and never a one-token piece of a longer prompt."""
+    take = min(remaining, max(room, 2))
+    if remaining - take == 1:
+        take = take - 1 if take > 2 else remaining
+    return take
+
+
 class Engine:
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
         ll.llama_backend_init()
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = cfg.n_gpu_layers
+        # CPU "repacked" weights (Q4_0, Q4_K, Q8_0 on AVX2) multiply groups of four rows with one
+        # kernel and leftover rows with another, so a token's numbers depend on where it sits in
+        # the batch. Plain per-row dot products keep prefix reuse and batching exact.
+        mparams.use_extra_bufts = False
         if cfg.n_gpu_layers:
             # Wholly on one GPU: the scheduler placed the model there by its footprint.
             mparams.split_mode = ll.LLAMA_SPLIT_MODE_NONE
@@ -99,6 +114,7 @@ class Engine:
         self.decode_ns = 0  # time inside llama_decode, for the Python-overhead share
         self.step_ns = 0
         self.embedder: Embedder | None = None
+        self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
 
     def _init_batch(self, n: int) -> None:
         # The batch's arrays are numpy buffers we own, so filling a prompt chunk is a slice
@@ -175,9 +191,9 @@ class Engine:
             # leaving a quarter of the context for the answer.
             keep = limit - limit // 4
             tokens = tokens[:1] + tokens[len(tokens) - keep + 1:]
-        slot = self.free.popleft()
+        slot = self._take_slot(tokens)
         slot.ctx_limit = limit
-        slot.id, slot.prompt, slot.n_past, slot.n_generated = request_id, tokens, 0, 0
+        slot.id, slot.prompt, slot.n_generated = request_id, tokens, 0
         slot.num_predict = opts.num_predict
         slot.text = TextStream(opts.stop)
         slot.sampler = sampler
@@ -186,6 +202,43 @@ class Engine:
         if opts.num_predict == 0:
             return self._finish(slot, "length")
         return []
+
+    def _take_slot(self, tokens: list[int]) -> Slot:
+        """A free slot with as much of this prompt already in its KV as possible.
+
+        First choice: the free slot whose cached tokens share the longest prefix with the prompt
+        (least recently used on ties). If the prompt cache holds a longer match, that state is
+        restored into the least recently used free slot instead. Either way the KV is then cut
+        back to the shared prefix. K and V of a token do not depend on the batch that computed
+        them, so a reused prefix gives the same numbers as a fresh one.
+        """
+        best, best_len = self.free[0], -1
+        for slot in self.free:
+            n = common_prefix(slot.cached, tokens)
+            if n > best_len:
+                best, best_len = slot, n
+        entry, entry_len = self.prompt_cache.best(tokens)
+        if entry is not None and entry_len >= best_len + MIN_TOKENS:
+            best = self.free[0]
+            self._clear(best)
+            if self.prompt_cache.restore(entry, best.seq):
+                best.cached, best_len = list(entry.tokens), entry_len
+            else:
+                best_len = 0
+        self.free.remove(best)
+        # Decode at least two prompt tokens (see step()), one when the prompt has only one.
+        keep = max(min(best_len, len(tokens) - 2), 0)
+        if best.cached and ll.llama_memory_seq_pos_min(self.memory, best.seq) > 0:
+            keep = 0  # a sliding-window cache has dropped early positions: the prefix is incomplete
+        if keep < len(best.cached):
+            ll.llama_memory_seq_rm(self.memory, best.seq, keep, -1)
+            del best.cached[keep:]
+        best.n_past = keep
+        return best
+
+    def _clear(self, slot: Slot) -> None:
+        ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
+        slot.cached.clear()
 
     def cancel(self, request_id: str) -> list[dict]:
         if self.embedder and self.embedder.cancel(request_id):
@@ -225,54 +278,67 @@ class Engine:
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self) -> list[dict]:
-        """One batch: a token per generating slot, then prompt chunks FIFO; decode; sample."""
+        """One step: a token for every generating slot in one decode, then prompt chunks (FIFO).
+
+        How llama.cpp splits a batch decides the numbers: with one KV stream per sequence a
+        ubatch holds a run of consecutive sequence ids with the same number of tokens each, and
+        a one-token chunk of a prompt is computed by other kernels than a longer one. So
+        generating tokens go in one seq-ordered call, each prompt chunk in a call of its own,
+        and no prompt is ever cut into a one-token piece. Then a request's output is the same
+        alone, batched, or resumed from a cached prefix.
+        """
         t0 = time.perf_counter_ns()
         events: list[dict] = self._embed_step() if self.embedder and self.embedder.jobs else []
-        n = 0
-        to_sample: list[tuple[Slot, int]] = []
+        generating = sorted((s for s in self.active if not s.prefilling), key=lambda s: s.seq)
+        room = self.n_batch - len(generating)
+        chunks: list[tuple[Slot, int]] = []
         for slot in self.active:
-            if not slot.prefilling:
-                self._tok[n], self._pos[n], self._seq[n], self._logits[n] = slot.next_token, slot.n_past, slot.seq, 1
-                slot.n_past += 1
-                to_sample.append((slot, n))
-                n += 1
-        for slot in self.active:
-            room = self.n_batch - n
             if room <= 0:
                 break
-            if not slot.prefilling:
-                continue
+            if slot.prefilling:
+                take = _chunk(len(slot.prompt) - slot.n_past, room)
+                chunks.append((slot, take))
+                room -= take
+        if generating:
+            for n, slot in enumerate(generating):
+                self._tok[n], self._pos[n], self._seq[n], self._logits[n] = slot.next_token, slot.n_past, slot.seq, 1
+                slot.n_past += 1
+                slot.cached.append(slot.next_token)
+            events += self._decode(len(generating), list(zip(generating, range(len(generating)))))
+        for slot, take in chunks:
+            if slot not in self.active:
+                continue  # failed in an earlier decode of this step
             start = slot.n_past
-            take = min(room, len(slot.prompt) - start)
-            self._tok[n:n + take] = slot.prompt[start:start + take]
-            self._pos[n:n + take] = np.arange(start, start + take, dtype=np.int32)
-            self._seq[n:n + take] = slot.seq
-            self._logits[n:n + take] = 0
-            slot.n_past += take
             if not slot.t_prompt:
                 slot.t_prompt = t0
-            n += take
-            if not slot.prefilling:
-                self._logits[n - 1] = 1
-                to_sample.append((slot, n - 1))
-        if n == 0:
-            return events
+            self._tok[:take] = slot.prompt[start:start + take]
+            self._pos[:take] = np.arange(start, start + take, dtype=np.int32)
+            self._seq[:take] = slot.seq
+            self._logits[:take] = 0
+            slot.n_past += take
+            slot.cached.extend(slot.prompt[start:start + take])
+            done = not slot.prefilling
+            if done:
+                self._logits[take - 1] = 1
+            events += self._decode(take, [(slot, take - 1)] if done else [], [slot])
+        self.step_ns += time.perf_counter_ns() - t0
+        return events
+
+    def _decode(self, n: int, to_sample: list[tuple[Slot, int]], owners: list[Slot] | None = None) -> list[dict]:
+        """Decode the first n batch entries, then sample the slots that produced logits."""
         self.batch.n_tokens = n
         td = time.perf_counter_ns()
         rc = ll.llama_decode(self.ctx, self.batch)
         t_decoded = time.perf_counter_ns()
         self.decode_ns += t_decoded - td
         if rc != 0:
-            # 1: no KV room, 2: aborted, <0: error. The batch's sequences are in an unknown
-            # state, so fail them rather than guess; the other slots go on.
-            for slot in {id(s): s for s, _ in to_sample}.values():
-                events += self._fail(slot, f"llama_decode failed (code {rc})")
-            for slot in [s for s in self.active if s.prefilling and s.n_past > 0]:
-                events += self._fail(slot, f"llama_decode failed (code {rc})")
-            return events
+            # 1: no KV room, 2: aborted, <0: error. These sequences are in an unknown state, so
+            # fail them rather than guess; the other slots go on.
+            failed = owners if owners is not None else [slot for slot, _ in to_sample]
+            return [e for slot in failed for e in self._fail(slot, f"llama_decode failed (code {rc})")]
+        events: list[dict] = []
         for slot, index in to_sample:
             events += self._sample(slot, index, t_decoded)
-        self.step_ns += time.perf_counter_ns() - t0
         return events
 
     def _embed_step(self) -> list[dict]:
@@ -297,9 +363,12 @@ class Engine:
             return events + self._finish(slot, "length")
         return events
 
-    def _release(self, slot: Slot) -> None:
+    def _release(self, slot: Slot, keep_cache: bool = True) -> None:
         self.active.remove(slot)
-        ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
+        if keep_cache:
+            self.prompt_cache.save(slot.seq, slot.cached)
+        else:
+            self._clear(slot)
         if slot.sampler:
             ll.llama_sampler_free(slot.sampler)
             slot.sampler = None
@@ -321,7 +390,7 @@ class Engine:
         return events
 
     def _fail(self, slot: Slot, message: str) -> list[dict]:
-        self._release(slot)
+        self._release(slot, keep_cache=False)  # its KV is in an unknown state
         return [{"ev": EV_ERROR, "id": slot.id, "message": message}]
 
     def close(self) -> None:

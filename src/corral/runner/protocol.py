@@ -37,6 +37,7 @@ class LoadConfig:
     n_gpu_layers: int = 0
     main_gpu: int = 0
     n_batch: int = 512
+    prompt_cache_bytes: int = 0  # host memory for saved sequence states
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -25,18 +25,19 @@ class Estimate:
     weights: int
     kv_cache: int
     compute: int
+    prompt_cache: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + RUNTIME_OVERHEAD
+        return self.weights + self.kv_cache + self.compute + self.prompt_cache + RUNTIME_OVERHEAD
 
 
-def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512) -> Estimate:
+def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512, prompt_cache: int = 0) -> Estimate:
     kv = info.kv_bytes_per_token() * n_ctx_slot * n_slots
     n_vocab = info.vocab_size or 32_000
     # Activations for one n_batch ubatch plus the logits rows kept for sampling.
     compute = info.embedding_length * n_batch * 4 * 8 + n_vocab * 4 * max(n_slots, 1) * 2
-    return Estimate(weights=info.tensor_bytes, kv_cache=kv, compute=compute)
+    return Estimate(weights=info.tensor_bytes, kv_cache=kv, compute=compute, prompt_cache=prompt_cache)
 
 
 def system_budget(limit: int | None = None) -> int:

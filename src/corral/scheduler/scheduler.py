@@ -43,9 +43,10 @@ class ModelSpec:
     n_ctx: int  # per slot
     n_slots: int
     n_gpu_layers: int = 0
+    prompt_cache_bytes: int = 0
 
     def estimate(self) -> Estimate:
-        return estimate(self.info, self.n_ctx, self.n_slots)
+        return estimate(self.info, self.n_ctx, self.n_slots, prompt_cache=self.prompt_cache_bytes)
 
     def served_by(self, other: "ModelSpec") -> bool:
         """Can a runner built for `other` serve this request?
@@ -363,7 +364,7 @@ class Scheduler:
         on_gpu = pool != CPU
         cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
                          n_threads=self.settings.threads, n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
-                         main_gpu=int(pool[3:]) if on_gpu else 0)
+                         main_gpu=int(pool[3:]) if on_gpu else 0, prompt_cache_bytes=spec.prompt_cache_bytes)
         return self.runner_factory(cfg, self._runner_exited)
 
     async def _load(self, runner: Runner) -> None:

@@ -46,7 +46,7 @@ class SpecResolver:
         n_ctx = num_ctx or min(self.settings.context_length, info.context_length)
         gpu_layers = -1 if self.settings.cuda is not False and cuda_available() else 0
         spec = ModelSpec(name=parsed.short, digest=manifest.digest, info=info, n_ctx=n_ctx,
-                         n_slots=1, n_gpu_layers=gpu_layers)
+                         n_slots=1, n_gpu_layers=gpu_layers, prompt_cache_bytes=self.settings.prompt_cache_bytes)
         slots = self.settings.parallel_for(parsed.short)
         if slots <= 0:
             # Auto, as Ollama: 4 slots when the model with 4 x num_ctx of KV fits the budget.

@@ -1,0 +1,141 @@
+"""Run the same serving sweep against corral and its peers, one after the other, and report ratios.
+
+    python benchmarks/compare.py --model-file PATH.gguf [--llama-server PATH] [--llama-cpp-python]
+        [--sweep 1,4,8,16] [--rate 2] [--out results/]
+
+Peers follow ../shared/bench/PROTOCOL.md: same GGUF file, threads, slots (P = 8) and context per slot
+(2048); greedy, max_tokens 128, OpenAI streaming chat; one warm-up request each. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from corral.bench.command import run_sweep
+from corral.bench.report import plot, table
+from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
+from rich.console import Console
+
+SLOTS, CTX = 8, 2048
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def start_corral(model_file: Path, threads: int, store_dir: Path) -> tuple[subprocess.Popen, str, str]:
+    store = Store(store_dir)
+    layer = store.add_blob_file(model_file)
+    store.write_manifest(ModelName.parse("bench:model"), [Layer(MEDIA_MODEL, layer.digest, layer.size)])
+    port = free_port()
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(store_dir),
+           "OLLAMA_NUM_PARALLEL": str(SLOTS), "OLLAMA_CONTEXT_LENGTH": str(CTX), "OLLAMA_NUM_THREADS": str(threads),
+           "OLLAMA_KEEP_ALIVE": "-1"}
+    cmd = [sys.executable, "-m", "corral.cli", "serve"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc, "/")
+    return proc, url, "bench:model"
+
+
+def start_llama_server(binary: Path, model_file: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
+    port = free_port()
+    cmd = [str(binary), "-m", str(model_file), "-t", str(threads), "-tb", str(threads), "-np", str(SLOTS),
+           "-c", str(SLOTS * CTX), "-kvu", "--port", str(port), "--host", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc, "/health")
+    return proc, url, "model"
+
+
+def start_llama_cpp_python(model_file: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--n_threads", str(threads),
+           "--n_threads_batch", str(threads), "--n_ctx", str(CTX), "--port", str(port), "--host", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc, "/v1/models")
+    return proc, url, "model"
+
+
+def sweep(url: str, model: str, args: argparse.Namespace, server_stats: bool) -> list[dict]:
+    ns = argparse.Namespace(base_url=url, api="openai", model=model, concurrency=1, request_rate=0.0,
+                            sweep=args.sweep, num_prompts=0, prompts_file=None, max_tokens=128, temperature=0.0,
+                            seed=0, server_stats=server_stats, no_warmup=False)
+    results = run_sweep(ns)
+    if args.rate:
+        ns.sweep, ns.request_rate, ns.num_prompts = "", args.rate, 32
+        results += run_sweep(ns)
+    return results
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-file", type=Path, required=True)
+    p.add_argument("--llama-server", type=Path, default=None, help="path to llama.cpp's llama-server binary")
+    p.add_argument("--llama-cpp-python", action="store_true", help="also run llama_cpp.server")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--sweep", default="1,4,8,16")
+    p.add_argument("--rate", type=float, default=0.0, help="also an open-loop run at this Poisson rate")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    console = Console(width=200)
+    servers = [("corral", lambda d: start_corral(args.model_file, args.threads, d))]
+    if args.llama_server:
+        servers.append(("llama-server", lambda d: start_llama_server(args.llama_server, args.model_file, args.threads)))
+    if args.llama_cpp_python:
+        servers.append(("llama-cpp-python", lambda d: start_llama_cpp_python(args.model_file, args.threads)))
+    results: dict[str, list[dict]] = {}
+    for name, start in servers:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, url, model = start(Path(tmp))
+            try:
+                results[name] = sweep(url, model, args, server_stats=name == "corral")
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        console.print(table(results[name], name))
+    ratios = []
+    for peer in [n for n in results if n != "corral"]:
+        for ours, theirs in zip(results["corral"], results[peer]):
+            ratios.append({"peer": peer, "concurrency": ours["concurrency"], "request_rate": ours["request_rate"],
+                           "tok_s_ratio": ours["output_tokens_per_s"] / max(theirs["output_tokens_per_s"], 1e-9),
+                           "ttft_p50_ratio": ours["ttft_s"]["p50"] / max(theirs["ttft_s"]["p50"], 1e-9)})
+    for r in ratios:
+        load = f"rate {r['request_rate']}/s" if r["request_rate"] else f"C={r['concurrency']}"
+        console.print(f"corral / {r['peer']:<17} {load:<10} output tok/s x{r['tok_s_ratio']:.2f}   "
+                      f"TTFT p50 x{r['ttft_p50_ratio']:.2f}")
+    (args.out / "compare.json").write_text(json.dumps({"results": results, "ratios": ratios}, indent=2))
+    plot(results, args.out / "compare.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

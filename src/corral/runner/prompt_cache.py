@@ -1,0 +1,81 @@
+"""A host-memory cache of sequences' KV state, so a prompt seen before skips its prefill.
+
+A slot keeps its last request's KV on the device, but with many clients that slot is soon
+reused. Every finished sequence is also saved here (llama_state_seq_get_data); a new request
+whose prompt shares a longer prefix with a saved state than with any free slot gets that state
+restored into its slot. This is what makes a multi-turn conversation cheap when other clients
+run in between. The restored bytes are the very numbers computed before, so output is exact.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import llama_cpp as ll
+
+MIN_TOKENS = 16  # shorter sequences are cheaper to recompute than to copy
+
+
+@dataclass(frozen=True)
+class Entry:
+    tokens: tuple[int, ...]
+    data: bytes
+
+
+def common_prefix(a, b) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class PromptCache:
+    def __init__(self, ctx, capacity_bytes: int) -> None:
+        self.ctx = ctx
+        self.capacity = capacity_bytes
+        self.size = 0
+        self._entries: OrderedDict[tuple[int, ...], Entry] = OrderedDict()  # least recently used first
+
+    def save(self, seq: int, tokens: list[int]) -> None:
+        if self.capacity <= 0 or len(tokens) < MIN_TOKENS:
+            return
+        key = tuple(tokens)
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return
+        n = ll.llama_state_seq_get_size(self.ctx, seq)
+        if n <= 0 or n > self.capacity:
+            return
+        buf = (ctypes.c_uint8 * n)()
+        written = ll.llama_state_seq_get_data(self.ctx, buf, n, seq)
+        if written <= 0:
+            return
+        # A saved prefix of this sequence is now redundant.
+        for old in [k for k in self._entries if len(k) < len(key) and key[:len(k)] == k]:
+            self._drop(old)
+        self._entries[key] = Entry(key, bytes(buf)[:written])
+        self.size += written
+        while self.size > self.capacity and self._entries:
+            self._drop(next(iter(self._entries)))
+
+    def best(self, tokens: list[int]) -> tuple[Entry | None, int]:
+        best, best_len = None, 0
+        for entry in self._entries.values():
+            n = common_prefix(entry.tokens, tokens)
+            if n > best_len:
+                best, best_len = entry, n
+        return best, best_len
+
+    def restore(self, entry: Entry, seq: int) -> bool:
+        """Load a saved state into `seq` (which must be empty)."""
+        buf = (ctypes.c_uint8 * len(entry.data)).from_buffer_copy(entry.data)
+        ok = ll.llama_state_seq_set_data(self.ctx, buf, len(entry.data), seq) > 0
+        if ok:
+            self._entries.move_to_end(entry.tokens)
+        return ok
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        self.size -= len(self._entries.pop(key).data)
