@@ -206,20 +206,17 @@ class Engine:
     def _take_slot(self, tokens: list[int]) -> Slot:
         """A free slot with as much of this prompt already in its KV as possible.
 
-        First choice: the free slot whose cached tokens share the longest prefix with the prompt
-        (least recently used on ties). If the prompt cache holds a longer match, that state is
-        restored into the least recently used free slot instead. Either way the KV is then cut
-        back to the shared prefix. K and V of a token do not depend on the batch that computed
-        them, so a reused prefix gives the same numbers as a fresh one.
+        The slot keeps what its last request left if that is the longest match; if the prompt
+        cache (where every finished sequence is saved) holds a longer one, that state is restored
+        into it. The KV is then cut back to the shared prefix. K and V of a token do not depend
+        on the batch that computed them, so a reused prefix gives the same numbers as a fresh one.
         """
-        best, best_len = self.free[0], -1
-        for slot in self.free:
-            n = common_prefix(slot.cached, tokens)
-            if n > best_len:
-                best, best_len = slot, n
+        # The lowest free sequence id: llama.cpp decodes a run of consecutive sequence ids as
+        # one ubatch, so keeping busy slots packed at low ids means fewer ubatches per step.
+        best = min(self.free, key=lambda s: s.seq)
+        best_len = common_prefix(best.cached, tokens)
         entry, entry_len = self.prompt_cache.best(tokens)
         if entry is not None and entry_len >= best_len + MIN_TOKENS:
-            best = self.free[0]
             self._clear(best)
             if self.prompt_cache.restore(entry, best.seq):
                 best.cached, best_len = list(entry.tokens), entry_len
