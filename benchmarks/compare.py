@@ -76,8 +76,10 @@ def start_llama_server(binary: Path, model_file: Path, threads: int) -> tuple[su
 
 def start_llama_cpp_python(model_file: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
+    # interrupt_requests off: a new request waits for the running one instead of cutting it off.
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--n_threads", str(threads),
-           "--n_threads_batch", str(threads), "--n_ctx", str(CTX), "--port", str(port), "--host", "127.0.0.1"]
+           "--n_threads_batch", str(threads), "--n_ctx", str(CTX), "--port", str(port), "--host", "127.0.0.1",
+           "--interrupt_requests", "False"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc, "/v1/models")

@@ -57,3 +57,19 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float
             return True
         time.sleep(interval)
     return check()
+
+
+def gguf_with_template(source, target, template: str) -> None:
+    """Copy a GGUF, replacing its chat template with `template` padded to the same byte length
+    (so the header size, and with it every tensor offset, stays as it was)."""
+    import struct
+
+    data = bytearray(open(source, "rb").read())
+    key = b"tokenizer.chat_template"
+    at = data.index(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+    assert struct.unpack_from("<I", data, at)[0] == 8  # a string value
+    (length,) = struct.unpack_from("<Q", data, at + 4)
+    new = template.encode()
+    assert len(new) <= length, "template too long to patch in place"
+    data[at + 12:at + 12 + length] = new + b" " * (length - len(new))
+    open(target, "wb").write(bytes(data))

@@ -32,12 +32,10 @@ def _fail(message: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from corral.api.app import create_app
+    from corral.api.serve import serve
 
     console.print(f"corral listening on {settings.base_url} (models in {settings.models_dir})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    serve(settings)
     return 0
 
 

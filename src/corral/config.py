@@ -99,6 +99,8 @@ class Settings:
     memory_limit: int | None = None  # bytes; overrides the measured budget
     max_body_bytes: int = 32 * 2**20
     prompt_cache_bytes: int = 128 * 2**20  # per runner: saved KV states of finished sequences
+    api_key: str | None = None  # when set, every route but GET / needs "Authorization: Bearer <key>"
+    shutdown_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
     origins: tuple[str, ...] = ()
     per_model_parallel: Mapping[str, int] = field(default_factory=dict)
 
@@ -141,6 +143,10 @@ class Settings:
             kw["memory_limit"] = parse_size(v)
         if (v := get("MAX_BODY")) is not None:
             kw["max_body_bytes"] = parse_size(v)
+        if (v := get("API_KEY")) is not None:
+            kw["api_key"] = v.strip()
+        if (v := get("SHUTDOWN_TIMEOUT")) is not None:
+            kw["shutdown_timeout"] = parse_duration(v, 30.0)
         if (v := get("PROMPT_CACHE")) is not None:
             kw["prompt_cache_bytes"] = parse_size(v)
         if (v := get("ORIGINS")) is not None:

@@ -8,11 +8,13 @@ from typing import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
 from corral.api import metrics, models, ollama, openai
 from corral.api.jobs import EmbedFailed
+from corral.api.security import BearerAuth, add_cors
 from corral.api.context import AppContext
 from corral.config import Settings
 from corral.models.gguf_info import GGUFFormatError
@@ -98,6 +100,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(exc_type, handler)
 
     handle(RequestValidationError, 400, _validation_message)
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods, undecodable bodies: still {"error": ...}, not {"detail": ...}.
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request.url.path)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     handle(ModelNotFound, 404, lambda exc: f"{exc}, try pulling it first")
     for bad in (InvalidName, BadOption, TemplateError, ValueError, GGUFFormatError):
         handle(bad, 400)
@@ -111,4 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handle(Exception, 500, lambda exc: f"internal error: {type(exc).__name__}: {exc}")
 
     app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(BearerAuth, key=settings.api_key)
+    add_cors(app, settings.origins)  # outermost, so preflights and errors carry CORS headers
     return app

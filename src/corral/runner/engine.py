@@ -47,6 +47,7 @@ class Slot:
     num_predict: int = -1
     ctx_limit: int = 0  # this request's num_ctx, at most the slot's
     sampler: ctypes.c_void_p | None = None
+    greedy: bool = False  # plain argmax: sampled in numpy, no llama.cpp sampler chain needed
     text: TextStream | None = None
     t_prompt: int = 0
     t_first: int = 0
@@ -55,6 +56,12 @@ class Slot:
     @property
     def prefilling(self) -> bool:
         return self.n_past < len(self.prompt)
+
+
+def _is_plain_greedy(o: GenerationOptions) -> bool:
+    """Temperature 0 with no penalty and no grammar: the token is just the argmax."""
+    penalties = (o.repeat_last_n != 0 and o.repeat_penalty != 1.0) or o.frequency_penalty or o.presence_penalty
+    return o.temperature <= 0 and not penalties and not o.format
 
 
 def _chunk(remaining: int, room: int) -> int:
@@ -197,6 +204,7 @@ class Engine:
         slot.num_predict = opts.num_predict
         slot.text = TextStream(opts.stop)
         slot.sampler = sampler
+        slot.greedy = _is_plain_greedy(opts)
         slot.t_prompt = slot.t_first = slot.decode_ns = 0
         self.active.append(slot)
         if opts.num_predict == 0:
@@ -345,7 +353,13 @@ class Engine:
         return events
 
     def _sample(self, slot: Slot, index: int, now: int) -> list[dict]:
-        token = ll.llama_sampler_sample(slot.sampler, self.ctx, index)
+        if slot.greedy:
+            # llama_sampler_sample copies the whole vocabulary into a candidate array before
+            # taking the max; argmax over the logits row is the same token (first max on ties).
+            row = ll.llama_get_logits_ith(self.ctx, index)
+            token = int(np.ctypeslib.as_array(row, shape=(self.n_vocab,)).argmax())
+        else:
+            token = ll.llama_sampler_sample(slot.sampler, self.ctx, index)
         if not slot.t_first:
             slot.t_first = now
         if ll.llama_vocab_is_eog(self.vocab, token):

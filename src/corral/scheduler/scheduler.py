@@ -107,6 +107,7 @@ class Scheduler:
         self.waiters: deque[Waiter] = deque()
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._draining = False
         self.metrics = Metrics(self)
 
     # -- admission ----------------------------------------------------------------------------
@@ -117,9 +118,13 @@ class Scheduler:
             raise NeverFits(f"model '{spec.name}' needs an estimated {need / 2**20:.0f} MiB, more than "
                             f"corral's whole memory budget of {largest / 2**20:.0f} MiB")
 
+    def drain(self) -> None:
+        """Refuse new requests (503); admitted ones still run. Shutdown's first step."""
+        self._draining = True
+
     def admit(self, spec: ModelSpec, keep_alive: float) -> Waiter:
         """Queue a request now, or raise Busy/NeverFits at once (before any response starts)."""
-        if self._closed:
+        if self._closed or self._draining:
             raise Busy("server is shutting down")
         self.check_fits(spec)
         if self._would_queue(spec) and self.queued() >= self.settings.max_queue:
