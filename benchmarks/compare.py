@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--sweep", default="1,4,8,16")
     p.add_argument("--rate", type=float, default=0.0, help="also an open-loop run at this Poisson rate")
+    p.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -114,27 +116,38 @@ def main() -> int:
         servers.append(("llama-server", lambda d: start_llama_server(args.llama_server, args.model_file, args.threads)))
     if args.llama_cpp_python:
         servers.append(("llama-cpp-python", lambda d: start_llama_cpp_python(args.model_file, args.threads)))
-    results: dict[str, list[dict]] = {}
-    for name, start in servers:
-        with tempfile.TemporaryDirectory() as tmp:
-            proc, url, model = start(Path(tmp))
-            try:
-                results[name] = sweep(url, model, args, server_stats=name == "corral")
-            finally:
-                proc.terminate()
-                proc.wait(30)
-        console.print(table(results[name], name))
+    # Rounds alternate the servers, so that drift on a shared machine hits them alike; each ratio
+    # is taken within a round (corral vs the peer run right after it), then the median is reported.
+    rounds: list[dict[str, list[dict]]] = []
+    for r in range(args.rounds):
+        results: dict[str, list[dict]] = {}
+        for name, start in servers:
+            with tempfile.TemporaryDirectory() as tmp:
+                proc, url, model = start(Path(tmp))
+                try:
+                    results[name] = sweep(url, model, args, server_stats=name == "corral")
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+            console.print(table(results[name], f"{name} (round {r + 1})"))
+        rounds.append(results)
     ratios = []
-    for peer in [n for n in results if n != "corral"]:
-        for ours, theirs in zip(results["corral"], results[peer]):
+    for peer in [n for n, _ in servers if n != "corral"]:
+        for i, ours in enumerate(rounds[0]["corral"]):
+            per_round = [(rd["corral"][i], rd[peer][i]) for rd in rounds]
+            tok = sorted(a["output_tokens_per_s"] / max(b["output_tokens_per_s"], 1e-9) for a, b in per_round)
+            ttft = sorted(a["ttft_s"]["p50"] / max(b["ttft_s"]["p50"], 1e-9) for a, b in per_round)
             ratios.append({"peer": peer, "concurrency": ours["concurrency"], "request_rate": ours["request_rate"],
-                           "tok_s_ratio": ours["output_tokens_per_s"] / max(theirs["output_tokens_per_s"], 1e-9),
-                           "ttft_p50_ratio": ours["ttft_s"]["p50"] / max(theirs["ttft_s"]["p50"], 1e-9)})
+                           "tok_s_ratio": statistics.median(tok), "tok_s_ratios": tok,
+                           "ttft_p50_ratio": statistics.median(ttft), "ttft_p50_ratios": ttft,
+                           "peer_errors": sum(rd[peer][i]["errors"] for rd in rounds)})
     for r in ratios:
         load = f"rate {r['request_rate']}/s" if r["request_rate"] else f"C={r['concurrency']}"
-        console.print(f"corral / {r['peer']:<17} {load:<10} output tok/s x{r['tok_s_ratio']:.2f}   "
-                      f"TTFT p50 x{r['ttft_p50_ratio']:.2f}")
-    (args.out / "compare.json").write_text(json.dumps({"results": results, "ratios": ratios}, indent=2))
+        console.print(f"corral / {r['peer']:<17} {load:<10} output tok/s x{r['tok_s_ratio']:.2f} "
+                      f"{[round(x, 2) for x in r['tok_s_ratios']]}   TTFT p50 x{r['ttft_p50_ratio']:.2f}"
+                      + (f"   ({r['peer_errors']} peer errors)" if r["peer_errors"] else ""))
+    results = rounds[-1]
+    (args.out / "compare.json").write_text(json.dumps({"rounds": rounds, "ratios": ratios}, indent=2))
     plot(results, args.out / "compare.png")
     return 0
 

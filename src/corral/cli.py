@@ -1,5 +1,7 @@
-"""`corral serve | run | pull | list | ps | stop | bench` — Ollama's verbs. Thin: talks HTTP to the server,
-except `pull` and `list`, which work on the local store directly."""
+"""`corral serve | run | pull | list | ps | show | rm | cp | stop | bench` — Ollama's verbs.
+
+Thin: the verbs talk HTTP to the server (OLLAMA_HOST), except `pull`, which fills the local store
+directly so that it works before a server runs, and `list`, which falls back to the store."""
 
 from __future__ import annotations
 
@@ -66,9 +68,66 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
-    for m in Store(settings.models_dir).list():
-        table.add_row(m.name.short, m.digest[7:19], f"{m.size / 1e6:.0f} MB", m.modified_at.strftime("%Y-%m-%d %H:%M"))
+    try:
+        with _client(settings) as client:
+            models = _json(client.get("/api/tags"))["models"]
+        rows = [(m["name"], m["digest"][:12], m["size"], m["modified_at"][:16].replace("T", " ")) for m in models]
+    except httpx.TransportError:  # no server: read the store directly
+        rows = [(m.name.short, m.digest[7:19], m.size, m.modified_at.strftime("%Y-%m-%d %H:%M"))
+                for m in Store(settings.models_dir).list()]
+    for name, digest, size, modified in rows:
+        table.add_row(name, digest, f"{size / 1e6:.0f} MB", modified)
     Console().print(table)
+    return 0
+
+
+def _json(response: httpx.Response) -> dict:
+    """The body of a successful reply; RuntimeError with the server's message otherwise."""
+    if response.status_code != 200:
+        try:
+            raise RuntimeError(response.json().get("error", response.text))
+        except json.JSONDecodeError:
+            raise RuntimeError(response.text) from None
+    return response.json() if response.content else {}
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        info = _json(client.post("/api/show", json={"model": args.model}))
+    out = Console(highlight=False)
+    if args.modelfile:
+        out.print(info["modelfile"], markup=False)
+    elif args.template:
+        out.print(info["template"], markup=False)
+    elif args.parameters:
+        out.print(info.get("parameters", ""), markup=False)
+    else:
+        d, meta = info["details"], info.get("model_info", {})
+        arch = d["family"]
+        table = Table(box=None, show_header=False)
+        for key, value in (("architecture", arch), ("parameters", d["parameter_size"]),
+                           ("context length", meta.get(f"{arch}.context_length", "")),
+                           ("embedding length", meta.get(f"{arch}.embedding_length", "")),
+                           ("quantization", d["quantization_level"]),
+                           ("capabilities", ", ".join(info.get("capabilities", [])))):
+            table.add_row(f"  {key}", str(value))
+        out.print("  Model")
+        out.print(table)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        for model in args.models:
+            _json(client.request("DELETE", "/api/delete", json={"model": model}))
+            console.print(f"deleted '{model}'")
+    return 0
+
+
+def cmd_cp(args: argparse.Namespace, settings: Settings) -> int:
+    with _client(settings) as client:
+        _json(client.post("/api/copy", json={"source": args.source, "destination": args.destination}))
+    console.print(f"copied '{args.source}' to '{args.destination}'")
     return 0
 
 
@@ -88,15 +147,39 @@ def _stream(client: httpx.Client, path: str, body: dict) -> Iterator[dict]:
                 yield obj
 
 
-def _chat_once(client: httpx.Client, model: str, messages: list[dict], options: dict) -> str:
+def _chat_once(client: httpx.Client, model: str, messages: list[dict], options: dict,
+               format: str | None = None, verbose: bool = False) -> str:
     out = Console(highlight=False)
     reply = []
-    for obj in _stream(client, "/api/chat", {"model": model, "messages": messages, "options": options}):
+    body = {"model": model, "messages": messages, "options": options}
+    if format:
+        body["format"] = format
+    final: dict = {}
+    for obj in _stream(client, "/api/chat", body):
         text = obj.get("message", {}).get("content", "")
         reply.append(text)
         out.print(text, end="", soft_wrap=True, markup=False)
+        if obj.get("done"):
+            final = obj
     out.print()
+    if verbose and final:
+        _print_stats(final)
     return "".join(reply)
+
+
+def _print_stats(final: dict) -> None:
+    """What `ollama run --verbose` prints after a reply."""
+    ns = 1e9
+    pe, pd = final.get("prompt_eval_count", 0), final.get("prompt_eval_duration", 0)
+    ec, ed = final.get("eval_count", 0), final.get("eval_duration", 0)
+    console.print(f"total duration:       {final.get('total_duration', 0) / ns:.3f}s")
+    console.print(f"load duration:        {final.get('load_duration', 0) / ns:.3f}s")
+    console.print(f"prompt eval count:    {pe} token(s)")
+    console.print(f"prompt eval duration: {pd / ns:.3f}s")
+    console.print(f"prompt eval rate:     {pe / (pd / ns) if pd else 0:.2f} tokens/s")
+    console.print(f"eval count:           {ec} token(s)")
+    console.print(f"eval duration:        {ed / ns:.3f}s")
+    console.print(f"eval rate:            {ec / (ed / ns) if ed else 0:.2f} tokens/s")
 
 
 def _wait_for_server(client: httpx.Client, seconds: float) -> bool:
@@ -121,7 +204,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if not _wait_for_server(client, seconds=10):
             return _fail(f"could not connect to corral at {settings.base_url}; is 'corral serve' running?")
         if args.prompt:
-            _chat_once(client, args.model, [{"role": "user", "content": " ".join(args.prompt)}], options)
+            _chat_once(client, args.model, [{"role": "user", "content": " ".join(args.prompt)}], options,
+                       args.format, args.verbose)
             return 0
         history: list[dict] = []
         console.print("Send a message (/bye to exit)")
@@ -135,7 +219,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             if not line.strip():
                 continue
             history.append({"role": "user", "content": line})
-            history.append({"role": "assistant", "content": _chat_once(client, args.model, history, options)})
+            history.append({"role": "assistant", "content": _chat_once(client, args.model, history, options,
+                                                                       args.format, args.verbose)})
 
 
 def cmd_ps(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,12 +255,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("prompt", nargs="*")
     p.add_argument("--context-size", type=int, default=None, help="num_ctx for this session")
+    p.add_argument("--format", choices=["json"], default=None, help="answer in JSON")
+    p.add_argument("--verbose", action="store_true", help="print timings after each reply")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("pull", help="download a model into the store")
     p.add_argument("model")
     p.set_defaults(func=cmd_pull)
     sub.add_parser("list", aliases=["ls"], help="list models in the store").set_defaults(func=cmd_list)
     sub.add_parser("ps", help="list loaded models, their slots and queues").set_defaults(func=cmd_ps)
+    p = sub.add_parser("show", help="show a model's details")
+    p.add_argument("model")
+    for flag in ("--modelfile", "--parameters", "--template"):
+        p.add_argument(flag, action="store_true")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("rm", help="remove models")
+    p.add_argument("models", nargs="+")
+    p.set_defaults(func=cmd_rm)
+    p = sub.add_parser("cp", help="copy a model")
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.set_defaults(func=cmd_cp)
     p = sub.add_parser("bench", help="serving benchmark against an Ollama- or OpenAI-API endpoint")
     bench_command.add_arguments(p, Settings.from_env().base_url, DEFAULT_MODEL)
     p.set_defaults(func=lambda args, settings: bench_command.main(args))
