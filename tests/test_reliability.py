@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
-import time
-from pathlib import Path
 
 import httpx
 import psutil
@@ -16,7 +13,7 @@ import pytest
 
 from conftest import GEMMA, SMOL
 from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
-from helpers import gguf_with_template, ps, run_all, stream_generate, wait_until, warm
+from helpers import gguf_with_template, ps, stream_generate, wait_until, warm
 
 LONG = "Write a very long story about a dragon and a knight."
 BUSY = "server busy, please try again.  maximum pending requests exceeded"

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
-from corral.api import metrics, models, ollama, openai
+from corral.api import create, metrics, models, ollama, openai
 from corral.api.jobs import EmbedFailed
 from corral.api.security import BearerAuth, add_cors
 from corral.api.context import AppContext
@@ -51,8 +51,8 @@ class RequestGuard:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["path"].startswith("/api/blobs/"):
+            return await self.app(scope, receive, send)  # blobs stream to disk, hashed, uncapped
         headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
         scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
         declared = dict(headers).get(b"content-length")
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.corral = ctx
     app.include_router(ollama.router)
     app.include_router(models.router)
+    app.include_router(create.router)
     app.include_router(openai.router)
     app.include_router(metrics.router)
 

@@ -9,6 +9,9 @@ from typing import Any, AsyncIterator, Callable
 from corral.api.context import AppContext
 from corral.api.schemas import Options
 from corral.config import parse_duration
+from corral.models.modelfile import load_extras
+from corral.models.store import ModelName
+from corral.models.template import ChatPrompt, render_chat
 from corral.runner.handle import Event
 from corral.scheduler.scheduler import ModelSpec
 
@@ -27,8 +30,21 @@ class Job:
             self.keep_alive = parse_duration(keep_alive, ctx.settings.keep_alive)
         except ValueError as exc:
             raise ValueError(f"invalid keep_alive: {exc}") from None
+        extras = load_extras(ctx.store, ModelName.parse(model))
+        if extras.parameters:  # a created model's PARAMETERs are defaults under the request's options
+            options = Options.model_validate({**extras.parameters, **options.model_dump(exclude_none=True)})
         self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx)
         self.options = options
+        self.template = extras.template or self.spec.info.chat_template
+        self.system = extras.system
+
+    def render(self, messages: list[dict], tools: list | None = None, template: str | None = None) -> ChatPrompt:
+        """Chat messages → prompt, with the model's SYSTEM when the request brings none."""
+        if self.system and not any(m.get("role") == "system" for m in messages):
+            messages = [{"role": "system", "content": self.system}, *messages]
+        info = self.spec.info
+        return render_chat(template or self.template, messages, bos_token=info.bos_token,
+                           eos_token=info.eos_token, tools=tools)
 
     async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
         """Ollama's empty prompt: load the model, or unload it when keep_alive is 0."""

@@ -9,7 +9,6 @@ from typing import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from corral.api.jobs import now_iso
 from corral.api.schemas import CopyRequest, ModelRequest, ShowRequest
 from corral.models.catalog import catalog_entry, pull_from_catalog
 from corral.models.gguf_info import GGUFInfo, read_gguf

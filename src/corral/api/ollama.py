@@ -16,7 +16,6 @@ from corral.api.jobs import Job, now_iso
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
-from corral.models.template import render_chat
 from corral.runner.handle import Event
 
 router = APIRouter()
@@ -76,15 +75,13 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}  # noqa: E731
     if not body.prompt:
         return JSONResponse(await job.load_or_unload(shape))
-    info = job.spec.info
     extra_stop: tuple[str, ...] = ()
-    if body.raw or not (body.template or info.chat_template):
+    if body.raw or not (body.template or job.template):
         prompt = body.prompt  # Ollama's default template is {{ .Prompt }}
     else:
         messages = ([{"role": "system", "content": body.system}] if body.system else [])
         messages.append({"role": "user", "content": body.prompt})
-        rendered = render_chat(body.template or info.chat_template, messages,
-                               bos_token=info.bos_token, eos_token=info.eos_token)
+        rendered = job.render(messages, template=body.template)
         prompt, extra_stop = rendered.text, rendered.stop
     return await _reply(job, job.run(prompt, extra_stop, body.format), body.stream, shape)
 
@@ -97,10 +94,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
                           "message": {"role": "assistant", "content": text}}
     if not body.messages:
         return JSONResponse(await job.load_or_unload(shape))
-    info = job.spec.info
-    messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    rendered = render_chat(info.chat_template, messages, bos_token=info.bos_token,
-                           eos_token=info.eos_token, tools=body.tools)
+    rendered = job.render([m.model_dump(exclude_none=True) for m in body.messages], body.tools)
     return await _reply(job, job.run(rendered.text, rendered.stop, body.format), body.stream, shape)
 
 

@@ -14,8 +14,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.jobs import Job
 from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
-from corral.models.store import ModelName, ModelNotFound
-from corral.models.template import render_chat
+from corral.models.store import ModelName
 from corral.runner.handle import Event
 
 router = APIRouter(prefix="/v1")
@@ -85,9 +84,7 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
-    info = job.spec.info
-    rendered = render_chat(info.chat_template, [m.as_chat() for m in body.messages], bos_token=info.bos_token,
-                           eos_token=info.eos_token, tools=body.tools)
+    rendered = job.render([m.as_chat() for m in body.messages], body.tools)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
         if body.stream:

@@ -209,3 +209,24 @@ class OpenAIEmbeddingsRequest(_Body):
     dimensions: StrictInt | None = Field(None, ge=1)
     encoding_format: Literal["float", "base64"] = "float"
     user: StrictStr | None = None
+
+
+class CreateRequest(_Body):
+    """Ollama's JSON form of /api/create, or the older {"name", "modelfile"} form."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    model: StrictStr | None = None
+    name: StrictStr | None = None
+    from_: StrictStr | None = Field(None, alias="from")
+    files: dict[StrictStr, StrictStr] | None = None
+    template: StrictStr | None = None
+    system: StrictStr | None = None
+    license: StrictStr | list[StrictStr] | None = None
+    parameters: dict[StrictStr, Any] | None = None
+    modelfile: StrictStr | None = None
+    stream: StrictBool = True
+
+    @property
+    def target(self) -> str:
+        return self.model or self.name or ""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
 import llama_cpp as ll
 import numpy as np
@@ -21,6 +20,7 @@ from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOption
 from corral.runner.embedder import EmbedJob, Embedder
 from corral.runner.grammar import grammar_for
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
+from corral.runner.slot import Slot, is_plain_greedy, prompt_chunk
 from corral.runner.textstream import TextStream
 
 
@@ -33,44 +33,6 @@ class LoadError(RuntimeError):
 
 class SlotsFull(RuntimeError):
     pass
-
-
-@dataclass
-class Slot:
-    seq: int
-    id: str = ""
-    prompt: list[int] = field(default_factory=list)
-    n_past: int = 0  # tokens of this sequence already in the KV cache
-    cached: list[int] = field(default_factory=list)  # those tokens; kept after a request for reuse
-    next_token: int = -1  # sampled, not yet decoded
-    n_generated: int = 0
-    num_predict: int = -1
-    ctx_limit: int = 0  # this request's num_ctx, at most the slot's
-    sampler: ctypes.c_void_p | None = None
-    greedy: bool = False  # plain argmax: sampled in numpy, no llama.cpp sampler chain needed
-    text: TextStream | None = None
-    t_prompt: int = 0
-    t_first: int = 0
-    decode_ns: int = 0
-
-    @property
-    def prefilling(self) -> bool:
-        return self.n_past < len(self.prompt)
-
-
-def _is_plain_greedy(o: GenerationOptions) -> bool:
-    """Temperature 0 with no penalty and no grammar: the token is just the argmax."""
-    penalties = (o.repeat_last_n != 0 and o.repeat_penalty != 1.0) or o.frequency_penalty or o.presence_penalty
-    return o.temperature <= 0 and not penalties and not o.format
-
-
-def _chunk(remaining: int, room: int) -> int:
-    """Prompt tokens to decode now: at most `room` (but at least two), never leaving exactly one
-    behind, and never a one-token piece of a longer prompt."""
-    take = min(remaining, max(room, 2))
-    if remaining - take == 1:
-        take = take - 1 if take > 2 else remaining
-    return take
 
 
 class Engine:
@@ -204,7 +166,7 @@ class Engine:
         slot.num_predict = opts.num_predict
         slot.text = TextStream(opts.stop)
         slot.sampler = sampler
-        slot.greedy = _is_plain_greedy(opts)
+        slot.greedy = is_plain_greedy(opts)
         slot.t_prompt = slot.t_first = slot.decode_ns = 0
         self.active.append(slot)
         if opts.num_predict == 0:
@@ -301,7 +263,7 @@ class Engine:
             if room <= 0:
                 break
             if slot.prefilling:
-                take = _chunk(len(slot.prompt) - slot.n_past, room)
+                take = prompt_chunk(len(slot.prompt) - slot.n_past, room)
                 chunks.append((slot, take))
                 room -= take
         if generating:

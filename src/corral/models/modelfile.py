@@ -1,0 +1,125 @@
+"""Modelfiles and the per-model settings they leave in the store (template, system, parameters).
+
+Supported: FROM (a store model or a local .gguf path), PARAMETER, TEMPLATE, SYSTEM, LICENSE, with
+Ollama's quoting ("..." or triple quotes). Templates must be Jinja chat templates, which is what
+corral renders; Ollama's Go templates are refused with a clear error rather than misrendered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.models.store import (MEDIA_LICENSE, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, ModelName,
+                                  ModelNotFound, Store)
+
+_INT_PARAMS = {"num_ctx", "num_predict", "top_k", "seed", "repeat_last_n", "num_batch", "num_gpu", "num_thread",
+               "num_keep"}
+_FLOAT_PARAMS = {"temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
+_GO_TEMPLATE = re.compile(r"\{\{-?\s*\.")
+
+
+class ModelfileError(ValueError):
+    pass
+
+
+@dataclass
+class Modelfile:
+    source: str = ""  # FROM
+    template: str | None = None
+    system: str | None = None
+    license: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_modelfile(text: str) -> Modelfile:
+    mf = Modelfile()
+    for command, arg in _commands(text):
+        if command == "from":
+            mf.source = arg
+        elif command == "template":
+            mf.template = arg
+        elif command == "system":
+            mf.system = arg
+        elif command == "license":
+            mf.license = arg
+        elif command == "parameter":
+            key, _, value = arg.partition(" ")
+            add_parameter(mf.parameters, key.strip(), value.strip())
+        elif command not in ("adapter", "message"):
+            raise ModelfileError(f"unknown Modelfile command {command.upper()!r}")
+    if not mf.source:
+        raise ModelfileError("a Modelfile needs a FROM line")
+    return mf
+
+
+def add_parameter(params: dict[str, Any], key: str, value: Any) -> None:
+    try:
+        if key == "stop":
+            params.setdefault("stop", []).append(str(value).strip('"'))
+        elif key in _INT_PARAMS:
+            params[key] = int(value)
+        elif key in _FLOAT_PARAMS:
+            params[key] = float(value)
+        else:
+            raise ModelfileError(f"unknown parameter {key!r}")
+    except (TypeError, ValueError) as exc:
+        raise ModelfileError(f"invalid value for parameter {key!r}: {value!r}") from exc
+
+
+def check_template(template: str) -> None:
+    if _GO_TEMPLATE.search(template):
+        raise ModelfileError("Go templates ({{ .Prompt }}) are not supported; give a Jinja chat template "
+                             "(the kind a GGUF's tokenizer.chat_template holds)")
+
+
+_COMMAND = re.compile(r'^[ \t]*([A-Za-z]+)[ \t]+(?:"""(.*?)"""|"((?:[^"\\\n]|\\.)*)"[ \t]*$|([^\n]*))',
+                      re.MULTILINE | re.DOTALL)
+
+
+def _commands(text: str):
+    """(command, argument) pairs; a triple-quoted argument may span lines."""
+    for match in _COMMAND.finditer(text):
+        command = match.group(1).lower()
+        if match.group(2) is not None:
+            yield command, match.group(2)
+        elif match.group(3) is not None:
+            yield command, match.group(3).replace('\\"', '"')
+        else:
+            yield command, match.group(4).strip()
+
+
+@dataclass(frozen=True)
+class ModelExtras:
+    """What a created model adds on top of its GGUF: applied per request."""
+
+    template: str | None = None
+    system: str | None = None
+    parameters: dict = field(default_factory=dict)
+
+
+def load_extras(store: Store, name: ModelName) -> ModelExtras:
+    try:
+        params = store.text_layer(name, MEDIA_PARAMS)
+        return ModelExtras(template=store.text_layer(name, MEDIA_TEMPLATE),
+                           system=store.text_layer(name, MEDIA_SYSTEM),
+                           parameters=json.loads(params) if params else {})
+    except ModelNotFound:
+        return ModelExtras()
+
+
+def text_layers(mf: Modelfile) -> dict[str, str]:
+    """Media type → content for the layers a Modelfile adds besides the weights."""
+    layers = {}
+    if mf.template is not None:
+        check_template(mf.template)
+        layers[MEDIA_TEMPLATE] = mf.template
+    if mf.system is not None:
+        layers[MEDIA_SYSTEM] = mf.system
+    if mf.license is not None:
+        layers[MEDIA_LICENSE] = mf.license
+    if mf.parameters:
+        layers[MEDIA_PARAMS] = json.dumps(mf.parameters)
+    return layers

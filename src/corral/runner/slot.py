@@ -1,0 +1,47 @@
+"""One generation slot of the engine, and the small rules for filling it."""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+
+from corral.runner.protocol import GenerationOptions
+from corral.runner.textstream import TextStream
+
+
+@dataclass
+class Slot:
+    seq: int
+    id: str = ""
+    prompt: list[int] = field(default_factory=list)
+    n_past: int = 0  # tokens of this sequence already in the KV cache
+    cached: list[int] = field(default_factory=list)  # those tokens; kept after a request for reuse
+    next_token: int = -1  # sampled, not yet decoded
+    n_generated: int = 0
+    num_predict: int = -1
+    ctx_limit: int = 0  # this request's num_ctx, at most the slot's
+    sampler: ctypes.c_void_p | None = None
+    greedy: bool = False  # plain argmax: sampled in numpy, no llama.cpp sampler chain needed
+    text: TextStream | None = None
+    t_prompt: int = 0
+    t_first: int = 0
+    decode_ns: int = 0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.n_past < len(self.prompt)
+
+
+def is_plain_greedy(o: GenerationOptions) -> bool:
+    """Temperature 0 with no penalty and no grammar: the token is just the argmax."""
+    penalties = (o.repeat_last_n != 0 and o.repeat_penalty != 1.0) or o.frequency_penalty or o.presence_penalty
+    return o.temperature <= 0 and not penalties and not o.format
+
+
+def prompt_chunk(remaining: int, room: int) -> int:
+    """Prompt tokens to decode now: at most `room` (but at least two), never leaving exactly one
+    behind, and never a one-token piece of a longer prompt."""
+    take = min(remaining, max(room, 2))
+    if remaining - take == 1:
+        take = take - 1 if take > 2 else remaining
+    return take

@@ -1,0 +1,76 @@
+"""Plain data the scheduler works with: a model spec, a loaded runner, a waiting request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from corral.models.gguf_info import GGUFInfo
+from corral.runner.handle import RunnerHandle
+from corral.scheduler.memory import Estimate, estimate
+
+
+class Busy(RuntimeError):
+    """The queue is full: HTTP 503."""
+
+
+class NeverFits(RuntimeError):
+    """The model needs more memory than the whole budget: it can never be loaded."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model and the load-time options a runner is built with."""
+
+    name: str
+    digest: str
+    info: GGUFInfo
+    n_ctx: int  # per slot
+    n_slots: int
+    n_gpu_layers: int = 0
+    prompt_cache_bytes: int = 0
+
+    def estimate(self) -> Estimate:
+        return estimate(self.info, self.n_ctx, self.n_slots, prompt_cache=self.prompt_cache_bytes)
+
+    def served_by(self, other: "ModelSpec") -> bool:
+        """Can a runner built for `other` serve this request?
+
+        A runner with a larger context serves a request asking for less (the engine caps the
+        request to its own num_ctx). This is the anti-thrashing rule: two clients alternating
+        num_ctx values cause at most one reload, to the larger, never a reload per request.
+        """
+        return (self.name == other.name and self.digest == other.digest and self.n_slots == other.n_slots
+                and self.n_gpu_layers == other.n_gpu_layers and self.n_ctx <= other.n_ctx)
+
+
+@dataclass(eq=False)
+class Runner:
+    spec: ModelSpec
+    handle: RunnerHandle
+    estimate: Estimate
+    pool: str = "cpu"  # where its memory lives: "cpu" or "gpu<N>"
+    state: str = "loading"  # loading | ready | unloading
+    busy: int = 0  # requests holding a slot
+    keep_alive: float = 300.0
+    expires_at: float = 0.0  # wall clock; 0 while busy
+    last_used: float = 0.0
+    load_duration: float = 0.0
+    ready_at: float = 0.0  # monotonic
+    rss: int = 0
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.state == "ready" and self.busy == 0
+
+
+@dataclass(eq=False)
+class Waiter:
+    spec: ModelSpec
+    keep_alive: float
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.monotonic)
+    position_changed: asyncio.Event = field(default_factory=asyncio.Event)
