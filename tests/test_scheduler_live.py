@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 
 from conftest import GEMMA, SMOL
 from corral.config import Settings
