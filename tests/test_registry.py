@@ -1,0 +1,107 @@
+"""Push to and pull from a real registry: Debian's docker-registry (the CNCF distribution server) on
+loopback, started here. `.ci/run` installs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import SMOL, free_port
+from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
+
+REGISTRY = shutil.which("docker-registry")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    if REGISTRY is None:
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry; .ci/run does)")
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
+                      f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield f"127.0.0.1:{port}", root / "data"
+    proc.terminate()
+    proc.wait(10)
+
+
+def cli(server, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OLLAMA_HOST": server.url.removeprefix("http://")}
+    return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_push_then_pull_back(server, registry, model_store):
+    host, _ = registry
+    name = f"{host}/corral/smol:v1"
+    store = Store(model_store)
+    assert cli(server, "cp", SMOL, name).returncode == 0
+    pushed = cli(server, "push", name, "--insecure")
+    assert pushed.returncode == 0, pushed.stderr
+    pushed_digest = store.manifest(ModelName.parse(name)).digest
+    manifest = httpx.get(f"http://{host}/v2/corral/smol/manifests/v1",
+                         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
+    assert any(l["mediaType"] == "application/vnd.ollama.image.model" for l in manifest["layers"])
+    assert cli(server, "rm", name).returncode == 0
+    pulled = cli(server, "pull", name, "--insecure")
+    assert pulled.returncode == 0, pulled.stderr
+    r = httpx.post(server.url + "/api/generate", json={"model": name, "prompt": "Hi", "stream": False,
+                                                        "options": {"num_predict": 3}}, timeout=120).json()
+    assert r["eval_count"] == 3
+    assert store.manifest(ModelName.parse(name)).digest == pushed_digest  # the same manifest, byte for byte
+    cli(server, "rm", name)
+
+
+def test_pull_resumes_and_verifies(server, registry, model_store, tmp_path):
+    """A half-downloaded blob resumes; a blob the registry serves corrupted is never kept."""
+    host, data = registry
+    store = Store(model_store)
+    # A small model of our own so that its blob is not already in the shared test store.
+    blob = tmp_path / "tiny.gguf"
+    blob.write_bytes(store.model_file(ModelName.parse(SMOL)).read_bytes()[: 4 << 20] + b"corral-resume-test")
+    layer = store.add_blob_file(blob)
+    name = ModelName.parse(f"{host}/corral/tiny:v1")
+    store.write_manifest(name, [Layer(MEDIA_MODEL, layer.digest, layer.size)])
+    assert cli(server, "push", name.short, "--insecure").returncode == 0
+    blob_path = store.blob_path(layer.digest)
+    content = blob_path.read_bytes()
+    store.delete(name)
+    assert not blob_path.exists()
+    # Resume: half of the blob is already on disk.
+    partial = blob_path.with_name(blob_path.name + "-partial")
+    partial.write_bytes(content[: len(content) // 2])
+    r = httpx.post(server.url + "/api/pull", json={"model": name.short, "insecure": True, "stream": False}, timeout=120)
+    assert r.status_code == 200, r.text
+    assert blob_path.read_bytes() == content and not partial.exists()
+    store.delete(name)
+    # Corruption: flip bytes in the registry's copy; the pull fails and keeps nothing.
+    stored = next(Path(data).rglob(f"blobs/sha256/*/{layer.digest[7:]}/data"))
+    stored.write_bytes(b"X" * 64 + content[64:])
+    r = httpx.post(server.url + "/api/pull", json={"model": name.short, "insecure": True, "stream": False}, timeout=120)
+    assert r.status_code == 500 and "verification" in r.json()["error"]
+    assert not blob_path.exists() and not partial.exists()
+
+
+def test_pull_unknown_names(server, registry):
+    host, _ = registry
+    r = httpx.post(server.url + "/api/pull", json={"model": f"{host}/corral/nosuch:v1", "insecure": True,
+                                                    "stream": False}, timeout=60)
+    assert r.status_code == 500 and "not found" in r.json()["error"]
+    r = httpx.post(server.url + "/api/pull", json={"model": "llama3:8b", "stream": False}, timeout=60)
+    assert r.status_code == 404
