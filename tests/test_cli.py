@@ -69,3 +69,21 @@ def test_bench_json(srv, tmp_path):
     (summary,) = json.loads(out.read_text())
     assert summary["completed"] == 4 and summary["output_tokens"] > 0 and summary["ttft_s"]["p50"] > 0
     assert 0 <= summary["server"]["python_share"] < 1
+
+
+def test_create_from_local_gguf_and_from_model(srv, tmp_path, model_store):
+    from corral.models.store import ModelName, Store
+    gguf = tmp_path / "smol.gguf"
+    gguf.symlink_to(Store(model_store).model_file(ModelName.parse(SMOL)))
+    (tmp_path / "Modelfile").write_text('FROM ./smol.gguf\nPARAMETER num_predict 2\nSYSTEM """Be terse."""\n')
+    r = corral(srv, "create", "cli-created:v1", "-f", str(tmp_path / "Modelfile"))
+    assert r.returncode == 0, r.stderr
+    out = corral(srv, "run", "cli-created:v1", "hi", "--verbose")
+    assert out.returncode == 0 and "eval count:           2 token(s)" in out.stderr
+    (tmp_path / "Modelfile2").write_text("FROM cli-created:v1\nPARAMETER num_predict 1\n")
+    assert corral(srv, "create", "cli-created:v2", "-f", str(tmp_path / "Modelfile2")).returncode == 0
+    assert "eval count:           1 token(s)" in corral(srv, "run", "cli-created:v2", "hi", "--verbose").stderr
+    bad = tmp_path / "Bad"
+    bad.write_text("PARAMETER temperature 1\n")
+    assert corral(srv, "create", "x:1", "-f", str(bad)).returncode == 1
+    corral(srv, "rm", "cli-created:v1", "cli-created:v2")

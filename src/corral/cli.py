@@ -1,4 +1,4 @@
-"""`corral serve | run | pull | push | list | ps | show | rm | cp | stop | bench` — Ollama's verbs.
+"""`corral serve | run | pull | push | create | list | ps | show | rm | cp | stop | bench` — Ollama's verbs.
 
 Thin: the verbs talk HTTP to the server (OLLAMA_HOST), except `pull`, which fills the local store
 directly so that it works before a server runs, and `list`, which falls back to the store."""
@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -19,7 +20,8 @@ from rich.table import Table
 from corral.bench import command as bench_command
 from corral.config import Settings
 from corral.models.catalog import CATALOG, DEFAULT_MODEL, pull_from_catalog
-from corral.models.store import InvalidName, ModelName, ModelNotFound, Store
+from corral.models.modelfile import ModelfileError, parse_modelfile
+from corral.models.store import InvalidName, ModelName, ModelNotFound, Store, sha256_file
 
 console = Console(stderr=True)
 
@@ -66,6 +68,28 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
     else:
         _transfer(settings, "/api/pull", args.model, args.insecure)
     console.print("success")
+    return 0
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Send a Modelfile; a FROM naming a local .gguf is uploaded as a blob first."""
+    text = Path(args.file).read_text()
+    mf = parse_modelfile(text)
+    body: dict = {"model": args.model, "modelfile": text}
+    source = Path(mf.source).expanduser()
+    if not source.is_absolute():
+        source = Path(args.file).resolve().parent / source
+    with _client(settings) as client:
+        if mf.source.endswith(".gguf") and source.is_file():
+            digest = sha256_file(source)
+            if client.head(f"/api/blobs/{digest}").status_code != 200:
+                with open(source, "rb") as f:
+                    _json(client.post(f"/api/blobs/{digest}", content=f))
+            files = {source.name: digest}
+            body = {"model": args.model, "files": files, "template": mf.template, "system": mf.system,
+                    "license": mf.license, "parameters": mf.parameters}
+        for obj in _stream(client, "/api/create", body):
+            console.print(obj["status"])
     return 0
 
 
@@ -216,14 +240,12 @@ def _wait_for_server(client: httpx.Client, seconds: float) -> bool:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        Store(settings.models_dir).model_file(ModelName.parse(args.model))
-    except ModelNotFound:
-        pull(settings, args.model)
     options = {"num_ctx": args.context_size} if args.context_size else {}
     with _client(settings) as client:
         if not _wait_for_server(client, seconds=10):
             return _fail(f"could not connect to corral at {settings.base_url}; is 'corral serve' running?")
+        if client.post("/api/show", json={"model": args.model}).status_code == 404:
+            _transfer(settings, "/api/pull", args.model, False)  # pulls if missing, as Ollama's run does
         if args.prompt:
             _chat_once(client, args.model, [{"role": "user", "content": " ".join(args.prompt)}], options,
                        args.format, args.verbose)
@@ -283,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("--insecure", action="store_true", help="plain http to the registry")
     p.set_defaults(func=cmd_pull)
+    p = sub.add_parser("create", help="create a model from a Modelfile")
+    p.add_argument("model")
+    p.add_argument("-f", "--file", default="Modelfile")
+    p.set_defaults(func=cmd_create)
     p = sub.add_parser("push", help="upload a model to the registry its name names")
     p.add_argument("model")
     p.add_argument("--insecure", action="store_true", help="plain http to the registry")
@@ -310,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args, Settings.from_env())
-    except (InvalidName, ModelNotFound, RuntimeError, ValueError) as exc:
+    except (InvalidName, ModelNotFound, ModelfileError, OSError, RuntimeError, ValueError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
