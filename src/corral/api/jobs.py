@@ -12,6 +12,7 @@ from corral.config import parse_duration
 from corral.models.modelfile import load_extras
 from corral.models.store import ModelName
 from corral.models.template import ChatPrompt, render_chat
+from corral.models.tool_calls import parse_tool_calls
 from corral.runner.handle import Event
 from corral.scheduler.scheduler import ModelSpec
 
@@ -105,3 +106,26 @@ def _shorten(vector: list[float], dimensions: int) -> list[float]:
     head = vector[:dimensions]
     norm = sum(x * x for x in head) ** 0.5
     return [x / norm for x in head] if norm else head
+
+
+async def with_tool_calls(events: AsyncIterator[Event], tools: list[dict] | None) -> AsyncIterator[Event]:
+    """When tools were offered, hold the text back and, at the end, split it into content and a
+    "tool_calls" event (a call cannot be streamed before it is complete)."""
+    names = {t.get("function", {}).get("name") for t in tools or []} - {None}
+    if not names:
+        async for ev in events:
+            yield ev
+        return
+    parts: list[str] = []
+    async for ev in events:
+        if ev.kind == "text":
+            parts.append(ev.text)
+            continue
+        if ev.kind == "done":
+            content, calls = parse_tool_calls("".join(parts), names)
+            if content:
+                yield Event("text", content)
+            if calls:
+                yield Event("tool_calls", stats={"calls": calls})
+                ev.stats = {**(ev.stats or {}), "tool_calls": True}
+        yield ev

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from corral import __version__
 from corral.api.context import AppContext
-from corral.api.jobs import Job, now_iso
+from corral.api.jobs import Job, now_iso, with_tool_calls
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
@@ -46,6 +46,9 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
             async for ev in events:
                 if ev.kind == "text":
                     obj = {**shape(ev.text), "done": False}
+                elif ev.kind == "tool_calls":
+                    obj = {**shape(""), "done": False}
+                    obj["message"] = {**obj.get("message", {}), "tool_calls": ev.stats["calls"]}
                 elif ev.kind == "queued":
                     # corral's own field: where a waiting request stands, before its first token.
                     obj = {**shape(""), "done": False, "queue_position": ev.stats["position"]}
@@ -58,11 +61,17 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
         return StreamingResponse(lines(), media_type=NDJSON)
 
     parts: list[str] = []
+    calls: list[dict] = []
     async for ev in events:
         if ev.kind == "text":
             parts.append(ev.text)
+        elif ev.kind == "tool_calls":
+            calls = ev.stats["calls"]
         elif ev.kind == "done":
-            return JSONResponse({**shape("".join(parts)), **job.final_stats(ev.stats or {})})
+            obj = {**shape("".join(parts)), **job.final_stats(ev.stats or {})}
+            if calls:
+                obj["message"]["tool_calls"] = calls
+            return JSONResponse(obj)
         elif ev.kind == "error":
             return JSONResponse({"error": ev.text}, status_code=(ev.stats or {}).get("status", 500))
     return JSONResponse({"error": "generation ended without a result"}, status_code=500)
@@ -95,7 +104,8 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     if not body.messages:
         return JSONResponse(await job.load_or_unload(shape))
     rendered = job.render([m.model_dump(exclude_none=True) for m in body.messages], body.tools)
-    return await _reply(job, job.run(rendered.text, rendered.stop, body.format), body.stream, shape)
+    events = with_tool_calls(job.run(rendered.text, rendered.stop, body.format), body.tools)
+    return await _reply(job, events, body.stream, shape)
 
 
 def _expires_at(runner) -> str:

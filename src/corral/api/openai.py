@@ -12,7 +12,7 @@ from typing import AsyncIterator, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from corral.api.jobs import Job
+from corral.api.jobs import Job, with_tool_calls
 from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
 from corral.models.store import ModelName
 from corral.runner.handle import Event
@@ -34,7 +34,15 @@ def _usage(stats: dict) -> dict:
 
 
 def _finish(stats: dict) -> str:
+    if stats.get("tool_calls"):
+        return "tool_calls"
     return "length" if stats.get("reason") == "length" else "stop"
+
+
+def _openai_calls(calls: list[dict]) -> list[dict]:
+    return [{"index": i, "id": f"call_{secrets.token_hex(8)}", "type": "function",
+             "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])}}
+            for i, c in enumerate(calls)]
 
 
 async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: bool, include_usage: bool,
@@ -57,6 +65,10 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
                         chunk = {**base, "object": f"{obj}.chunk", "choices": [], "usage": _usage(stats)}
                         yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
                     break
+                elif ev.kind == "tool_calls":
+                    delta = {"role": "assistant", "tool_calls": _openai_calls(ev.stats["calls"])}
+                    chunk = {**base, "object": f"{obj}.chunk",
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                 elif ev.kind == "error":
                     chunk = openai_error((ev.stats or {}).get("status", 500), ev.text)
                 else:
@@ -67,13 +79,19 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
         return StreamingResponse(sse(), media_type="text/event-stream")
 
     parts: list[str] = []
+    calls: list[dict] = []
     async for ev in events:
         if ev.kind == "text":
             parts.append(ev.text)
+        elif ev.kind == "tool_calls":
+            calls = _openai_calls(ev.stats["calls"])
         elif ev.kind == "done":
             stats = ev.stats or {}
-            return JSONResponse({**base, "object": obj, "choices": [choice("".join(parts), _finish(stats), True)],
-                                 "usage": _usage(stats)})
+            only = choice("".join(parts), _finish(stats), True)
+            if calls:
+                only["message"] = {"role": "assistant", "content": only["message"]["content"] or None,
+                                   "tool_calls": [{k: v for k, v in c.items() if k != "index"} for c in calls]}
+            return JSONResponse({**base, "object": obj, "choices": [only], "usage": _usage(stats)})
         elif ev.kind == "error":
             status = (ev.stats or {}).get("status", 500)
             return JSONResponse(openai_error(status, ev.text), status_code=status)
@@ -93,7 +111,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
 
     format = body.response_format.as_format() if body.response_format else None
-    return await _reply(job.run(rendered.text, rendered.stop, format), body.model, "chat.completion", body.stream,
+    events = with_tool_calls(job.run(rendered.text, rendered.stop, format), body.tools)
+    return await _reply(events, body.model, "chat.completion", body.stream,
                         body.include_usage, choice)
 
 

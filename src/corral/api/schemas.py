@@ -6,6 +6,7 @@ Unknown fields are ignored, as Ollama does.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -118,7 +119,23 @@ class OpenAIMessage(_Body):
         if isinstance(content, list):
             content = "".join(part.text or "" for part in content if part.type == "text")
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content or ""}
+        message: dict[str, Any] = {"role": role, "content": content or ""}
+        if self.tool_calls:  # OpenAI sends arguments as a JSON string; templates expect an object
+            message["tool_calls"] = [{"function": {"name": c.get("function", {}).get("name"),
+                                                   "arguments": _json_object(c.get("function", {}).get("arguments"))}}
+                                     for c in self.tool_calls]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+def _json_object(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 class StreamOptions(_Body):
