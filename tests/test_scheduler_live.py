@@ -206,6 +206,10 @@ def test_runner_killed_mid_stream(start_server):
     assert other["final"]["eval_count"] == 4
     assert ps(url)[SMOL]["pid"] != pid
     assert wait_until(lambda: not psutil.pid_exists(pid), timeout=10)  # reaped, not left a zombie
+    # No leaked reservation: what /metrics reserves is exactly what /api/ps shows loaded.
+    metrics = httpx.get(url + "/metrics").text
+    reserved = float(next(l.split()[-1] for l in metrics.splitlines() if l.startswith("corral_memory_reserved_bytes")))
+    assert reserved == sum(m["size"] for m in ps(url).values())
 
 
 def test_load_failure_is_an_error_and_frees_the_reservation(start_server, model_store, tmp_path):
