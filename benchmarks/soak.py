@@ -54,6 +54,9 @@ async def one(client: httpx.AsyncClient, rng: random.Random) -> tuple[str, float
             r = await client.post(path, json=body)
             return (f"{kind} {r.status_code}", time.perf_counter() - t)
         async with client.stream("POST", path, json=body) as r:
+            if r.status_code != 200:
+                await r.aread()
+                return (f"{kind} {r.status_code}", time.perf_counter() - t)
             lines = 0
             async for line in r.aiter_lines():
                 if "error" in json.loads(line):
@@ -68,6 +71,7 @@ async def one(client: httpx.AsyncClient, rng: random.Random) -> tuple[str, float
 
 async def soak(base_url: str, minutes: float, clients: int) -> dict:
     rng = random.Random(1)
+    rss_by_minute: dict[int, dict[str, int]] = {}
     outcomes: Counter = Counter()
     latencies: dict[int, list[float]] = defaultdict(list)
     start = time.monotonic()
@@ -86,9 +90,15 @@ async def soak(base_url: str, minutes: float, clients: int) -> dict:
                 for outcome, _ in results:
                     outcomes["burst " + outcome] += 1
 
-        await asyncio.gather(bursts(), *(worker() for _ in range(clients)))
+        async def sample_rss() -> None:
+            while time.monotonic() < end:
+                rss_by_minute[int((time.monotonic() - start) // 60)] = await asyncio.to_thread(rss_by_process, base_url)
+                await asyncio.sleep(60)
+
+        await asyncio.gather(bursts(), sample_rss(), *(worker() for _ in range(clients)))
     p99 = {m: sorted(v)[int(len(v) * 0.99) - 1] if v else None for m, v in sorted(latencies.items())}
-    return {"outcomes": dict(outcomes), "p99_latency_s_by_minute": p99}
+    return {"outcomes": dict(sorted(outcomes.items())), "p99_latency_s_by_minute": p99,
+            "rss_mib_by_minute": {m: {k: round(v / 2**20) for k, v in r.items()} for m, r in rss_by_minute.items()}}
 
 
 def main() -> int:

@@ -268,3 +268,22 @@ def test_ps_and_metrics(server, model_store):
         assert name in text
     generated = [l for l in text.splitlines() if l.startswith(f'corral_generated_tokens_total{{model="{SMOL}"}}')]
     assert generated and float(generated[0].split()[-1]) >= 5
+
+
+def test_eviction_takes_the_shortest_keep_alive(start_server, model_store):
+    """Three names for the SmolLM2 weights (three runners); room for two: loading the third evicts
+    the idle one with the least keep-alive left, not the least recently used."""
+    store = Store(model_store)
+    names = ["evict-a:1", "evict-b:1", "evict-c:1"]
+    for n in names:
+        store.copy(ModelName.parse(SMOL), ModelName.parse(n))
+    try:
+        budget = 2 * est(model_store, SMOL, 1) + 16 * MiB
+        server = start_server(CORRAL_MEMORY_LIMIT=str(budget), OLLAMA_NUM_PARALLEL="1")
+        warm(server.url, "evict-a:1", keep_alive="10m")
+        warm(server.url, "evict-b:1", keep_alive="1m")  # more recent, but shorter keep-alive
+        warm(server.url, "evict-c:1")
+        assert wait_until(lambda: set(ps(server.url)) == {"evict-a:1", "evict-c:1"}, timeout=10), ps(server.url)
+    finally:
+        for n in names:
+            store.delete(ModelName.parse(n))

@@ -15,6 +15,8 @@ import numpy as np
 
 from corral.runner.protocol import EV_DONE
 
+EMBED_CTX = 2048  # longest input an embedding request may have (tokens); memory.py counts it
+
 
 @dataclass
 class EmbedJob:

@@ -17,14 +17,11 @@ import llama_cpp as ll
 import numpy as np
 
 from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOptions, LoadConfig
-from corral.runner.embedder import EmbedJob, Embedder
+from corral.runner.embedder import EMBED_CTX, EmbedJob, Embedder
 from corral.runner.grammar import grammar_for
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.slot import Slot, is_plain_greedy, prompt_chunk
 from corral.runner.textstream import TextStream
-
-
-EMBED_CTX = 2048  # longest input an embedding request may have (tokens)
 
 
 class LoadError(RuntimeError):

@@ -17,6 +17,7 @@ MiB = 2**20
 GiB = 2**30
 RESERVE_BYTES = 1 * GiB  # left for the OS and the server itself when the budget is measured
 RUNTIME_OVERHEAD = 48 * MiB
+EMBED_CTX = 2048  # longest embedding input, in tokens (the runner's embedding context)
 GPU_RESERVE_BYTES = 512 * MiB  # per GPU, for CUDA contexts and fragmentation  # a runner's interpreter, llama.cpp's code and allocator slack
 
 
@@ -26,10 +27,11 @@ class Estimate:
     kv_cache: int
     compute: int
     prompt_cache: int = 0
+    embedder: int = 0  # the pooled-embedding context, created on the first embed request
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + self.prompt_cache + RUNTIME_OVERHEAD
+        return self.weights + self.kv_cache + self.compute + self.prompt_cache + self.embedder + RUNTIME_OVERHEAD
 
 
 def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512, prompt_cache: int = 0) -> Estimate:
@@ -37,7 +39,10 @@ def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512, 
     n_vocab = info.vocab_size or 32_000
     # Activations for one n_batch ubatch plus the logits rows kept for sampling.
     compute = info.embedding_length * n_batch * 4 * 8 + n_vocab * 4 * max(n_slots, 1) * 2
-    return Estimate(weights=info.tensor_bytes, kv_cache=kv, compute=compute, prompt_cache=prompt_cache)
+    embed_ctx = min(n_ctx_slot, EMBED_CTX)
+    embedder = info.kv_bytes_per_token() * embed_ctx + info.embedding_length * embed_ctx * 4 * 8
+    return Estimate(weights=info.tensor_bytes, kv_cache=kv, compute=compute, prompt_cache=prompt_cache,
+                    embedder=embedder)
 
 
 def system_budget(limit: int | None = None) -> int:
