@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable
 
@@ -129,3 +130,34 @@ async def with_tool_calls(events: AsyncIterator[Event], tools: list[dict] | None
                 yield Event("tool_calls", stats={"calls": calls})
                 ev.stats = {**(ev.stats or {}), "tool_calls": True}
         yield ev
+
+
+@dataclass
+class Collected:
+    """A non-streaming reply: all text, tool calls, and the final stats or the error."""
+
+    text: str = ""
+    calls: list[dict] = field(default_factory=list)
+    stats: dict | None = None
+    error: str = ""
+    status: int = 500
+
+
+async def collect(events: AsyncIterator[Event]) -> Collected:
+    parts: list[str] = []
+    result = Collected()
+    async for ev in events:
+        if ev.kind == "text":
+            parts.append(ev.text)
+        elif ev.kind == "tool_calls":
+            result.calls = ev.stats["calls"]
+        elif ev.kind == "done":
+            result.stats = ev.stats or {}
+            break
+        elif ev.kind == "error":
+            result.error, result.status = ev.text, (ev.stats or {}).get("status", 500)
+            break
+    result.text = "".join(parts)
+    if result.stats is None and not result.error:
+        result.error = "generation ended without a result"
+    return result

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from corral import __version__
 from corral.api.context import AppContext
-from corral.api.jobs import Job, now_iso, with_tool_calls
+from corral.api.jobs import Job, collect, now_iso, with_tool_calls
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
@@ -60,21 +60,13 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
 
         return StreamingResponse(lines(), media_type=NDJSON)
 
-    parts: list[str] = []
-    calls: list[dict] = []
-    async for ev in events:
-        if ev.kind == "text":
-            parts.append(ev.text)
-        elif ev.kind == "tool_calls":
-            calls = ev.stats["calls"]
-        elif ev.kind == "done":
-            obj = {**shape("".join(parts)), **job.final_stats(ev.stats or {})}
-            if calls:
-                obj["message"]["tool_calls"] = calls
-            return JSONResponse(obj)
-        elif ev.kind == "error":
-            return JSONResponse({"error": ev.text}, status_code=(ev.stats or {}).get("status", 500))
-    return JSONResponse({"error": "generation ended without a result"}, status_code=500)
+    result = await collect(events)
+    if result.error:
+        return JSONResponse({"error": result.error}, status_code=result.status)
+    obj = {**shape(result.text), **job.final_stats(result.stats)}
+    if result.calls:
+        obj["message"]["tool_calls"] = result.calls
+    return JSONResponse(obj)
 
 
 @router.post("/api/generate")

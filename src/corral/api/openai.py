@@ -12,7 +12,7 @@ from typing import AsyncIterator, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from corral.api.jobs import Job, with_tool_calls
+from corral.api.jobs import Job, collect, with_tool_calls
 from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
 from corral.models.store import ModelName
 from corral.runner.handle import Event
@@ -78,24 +78,15 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
 
         return StreamingResponse(sse(), media_type="text/event-stream")
 
-    parts: list[str] = []
-    calls: list[dict] = []
-    async for ev in events:
-        if ev.kind == "text":
-            parts.append(ev.text)
-        elif ev.kind == "tool_calls":
-            calls = _openai_calls(ev.stats["calls"])
-        elif ev.kind == "done":
-            stats = ev.stats or {}
-            only = choice("".join(parts), _finish(stats), True)
-            if calls:
-                only["message"] = {"role": "assistant", "content": only["message"]["content"] or None,
-                                   "tool_calls": [{k: v for k, v in c.items() if k != "index"} for c in calls]}
-            return JSONResponse({**base, "object": obj, "choices": [only], "usage": _usage(stats)})
-        elif ev.kind == "error":
-            status = (ev.stats or {}).get("status", 500)
-            return JSONResponse(openai_error(status, ev.text), status_code=status)
-    return JSONResponse(openai_error(500, "generation ended without a result"), status_code=500)
+    result = await collect(events)
+    if result.error:
+        return JSONResponse(openai_error(result.status, result.error), status_code=result.status)
+    only = choice(result.text, _finish(result.stats), True)
+    if result.calls:
+        only["message"] = {"role": "assistant", "content": result.text or None,
+                           "tool_calls": [{k: v for k, v in c.items() if k != "index"}
+                                          for c in _openai_calls(result.calls)]}
+    return JSONResponse({**base, "object": obj, "choices": [only], "usage": _usage(result.stats)})
 
 
 @router.post("/chat/completions")
