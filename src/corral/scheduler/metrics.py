@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -9,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from corral.runner.handle import Event
     from corral.scheduler.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -65,5 +67,30 @@ class Metrics:
         self.latency = Histogram("corral_request_seconds", "Time from admission to the last token", ["model"],
                                  buckets=LATENCY_BUCKETS, registry=r)
 
+    def request(self, model: str, enqueued: float, queued_s: float) -> "RequestTiming":
+        self.queue_time.labels(model).observe(queued_s)
+        return RequestTiming(self, model, enqueued)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RequestTiming:
+    """Observes one request's stream: time to first token, inter-token gaps, latency, tokens."""
+
+    def __init__(self, metrics: Metrics, model: str, enqueued: float) -> None:
+        self.m, self.model, self.enqueued, self.last = metrics, model, enqueued, 0.0
+
+    def saw(self, event: "Event") -> None:
+        now = time.monotonic()
+        if event.kind == "text":
+            if self.last:
+                self.m.itl.labels(self.model).observe(now - self.last)
+            else:
+                self.m.ttft.labels(self.model).observe(now - self.enqueued)
+            self.last = now
+        elif event.kind == "done":
+            stats = event.stats or {}
+            self.m.latency.labels(self.model).observe(now - self.enqueued)
+            self.m.prompt_tokens.labels(self.model).inc(stats.get("prompt_eval_count", 0))
+            self.m.generated_tokens.labels(self.model).inc(stats.get("eval_count", 0))

@@ -153,24 +153,11 @@ class Scheduler:
                 return
             runner = waiter.future.result()
             queued_s = time.monotonic() - waiter.enqueued
-            model = waiter.spec.name
-            self.metrics.queue_time.labels(model).observe(queued_s)
-            last = 0.0
+            timing = self.metrics.request(waiter.spec.name, waiter.enqueued, queued_s)
             async for event in work(runner):
-                now = time.monotonic()
-                if event.kind == "text":
-                    if last:
-                        self.metrics.itl.labels(model).observe(now - last)
-                    else:
-                        self.metrics.ttft.labels(model).observe(now - waiter.enqueued)
-                    last = now
-                elif event.kind == "done":
-                    stats = event.stats or {}
-                    self.metrics.latency.labels(model).observe(now - waiter.enqueued)
-                    self.metrics.prompt_tokens.labels(model).inc(stats.get("prompt_eval_count", 0))
-                    self.metrics.generated_tokens.labels(model).inc(stats.get("eval_count", 0))
-                    load_s = runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0
-                    event.stats = {**stats, "queue_s": queued_s, "load_s": load_s}
+                timing.saw(event)
+                if event.kind == "done":
+                    event.stats = {**(event.stats or {}), "queue_s": queued_s, "load_s": _load_wait(runner, waiter)}
                 yield event
                 if event.kind in ("done", "error"):
                     break
@@ -190,7 +177,7 @@ class Scheduler:
         runner: Runner | None = None
         try:
             runner = await waiter.future
-            return runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0
+            return _load_wait(runner, waiter)
         finally:
             if runner is not None:
                 self.release(runner, waiter.keep_alive)
@@ -215,9 +202,7 @@ class Scheduler:
             if runner and runner.state == "ready" and runner.busy < runner.spec.n_slots:
                 runner.busy += 1
                 runner.expires_at = 0.0
-                if runner.timer:
-                    runner.timer.cancel()
-                    runner.timer = None
+                runner.cancel_timer()
                 self.waiters.remove(waiter)
                 waiter.future.set_result(runner)
                 moved.add(name)
@@ -330,7 +315,7 @@ class Scheduler:
             self._arm_expiry(runner)
 
     def _fail_waiters(self, spec: ModelSpec, exc: Exception) -> None:
-        for w in [w for w in self.waiters if w.spec.served_by(spec) or w.spec == spec]:
+        for w in [w for w in self.waiters if w.spec.served_by(spec)]:
             self.waiters.remove(w)
             if not w.future.done():
                 w.future.set_exception(RunnerError(str(exc)) if not isinstance(exc, NeverFits) else exc)
@@ -342,9 +327,7 @@ class Scheduler:
 
     # -- keep-alive and unloading -------------------------------------------------------------
     def _arm_expiry(self, runner: Runner) -> None:
-        if runner.timer:
-            runner.timer.cancel()
-            runner.timer = None
+        runner.cancel_timer()
         if runner.keep_alive == FOREVER:
             runner.expires_at = FOREVER
             return
@@ -365,9 +348,7 @@ class Scheduler:
         if runner.state == "unloading":
             return
         runner.state = "unloading"
-        if runner.timer:
-            runner.timer.cancel()
-            runner.timer = None
+        runner.cancel_timer()
 
         async def stop() -> None:
             await runner.handle.stop()
@@ -392,8 +373,7 @@ class Scheduler:
     def _drop(self, runner: Runner) -> None:
         if runner in self.runners:
             self.runners.remove(runner)
-            if runner.timer:
-                runner.timer.cancel()
+            runner.cancel_timer()
             self._kick()
 
     def _spawn(self, coro) -> None:
@@ -409,3 +389,8 @@ class Scheduler:
         self.waiters.clear()
         await asyncio.gather(*(r.handle.stop() for r in list(self.runners)), return_exceptions=True)
         self.runners.clear()
+
+
+def _load_wait(runner: Runner, waiter: Waiter) -> float:
+    """The load time a request waited for: its runner's, if it became ready after the request came."""
+    return runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0

@@ -62,6 +62,11 @@ class Runner:
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None
 
+    def cancel_timer(self) -> None:
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+
     @property
     def idle(self) -> bool:
         return self.state == "ready" and self.busy == 0
