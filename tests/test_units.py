@@ -107,3 +107,19 @@ def test_template_cannot_mutate():
 def test_fallback_without_template():
     p = render_chat(None, [{"role": "user", "content": "Hi"}])
     assert p.text.endswith("Assistant:") and "User: Hi" in p.text and p.stop
+
+
+@pytest.mark.parametrize("min_piece", [2, 32])
+def test_prompt_chunks_are_never_shorter_than_min_piece(min_piece):
+    from corral.runner.slot import prompt_chunk
+
+    for length in range(1, 120):
+        for room in (0, 1, 3, 17, 40, 512):
+            left, pieces = length, []
+            while left:
+                take = prompt_chunk(left, room, min_piece)
+                assert 0 < take <= left
+                pieces.append(take)
+                left -= take
+            assert sum(pieces) == length
+            assert all(p >= min(min_piece, length) for p in pieces), (length, room, pieces)

@@ -28,6 +28,10 @@ class LoadError(RuntimeError):
     pass
 
 
+MIN_PIECE_CPU = 2
+MIN_PIECE_GPU = 32
+
+
 class SlotsFull(RuntimeError):
     pass
 
@@ -42,7 +46,11 @@ class Engine:
         # kernel and leftover rows with another, so a token's numbers depend on where it sits in
         # the batch. Plain per-row dot products keep prefix reuse and batching exact.
         mparams.use_extra_bufts = False
-        if cfg.n_gpu_layers:
+        self.on_gpu = cfg.n_gpu_layers != 0
+        # No prompt piece shorter than this (see prompt_chunk): the CPU takes other kernels for a
+        # single token; CUDA for up to 8 tokens (mmvq, mmvf) and up to 16 (mmf).
+        self.min_piece = MIN_PIECE_GPU if self.on_gpu else MIN_PIECE_CPU
+        if self.on_gpu:
             # Wholly on one GPU: the scheduler placed the model there by its footprint.
             mparams.split_mode = ll.LLAMA_SPLIT_MODE_NONE
             mparams.main_gpu = cfg.main_gpu
@@ -190,8 +198,8 @@ class Engine:
             else:
                 best_len = 0
         self.free.remove(best)
-        # Decode at least two prompt tokens (see step()), one when the prompt has only one.
-        keep = max(min(best_len, len(tokens) - 2), 0)
+        # Decode at least min_piece prompt tokens (see step()), fewer only when the prompt is shorter.
+        keep = max(min(best_len, len(tokens) - self.min_piece), 0)
         if best.cached and ll.llama_memory_seq_pos_min(self.memory, best.seq) > 0:
             keep = 0  # a sliding-window cache has dropped early positions: the prefix is incomplete
         if keep < len(best.cached):
@@ -260,7 +268,7 @@ class Engine:
             if room <= 0:
                 break
             if slot.prefilling:
-                take = prompt_chunk(len(slot.prompt) - slot.n_past, room)
+                take = prompt_chunk(len(slot.prompt) - slot.n_past, room, self.min_piece)
                 chunks.append((slot, take))
                 room -= take
         if generating:
@@ -293,6 +301,10 @@ class Engine:
         self.batch.n_tokens = n
         td = time.perf_counter_ns()
         rc = ll.llama_decode(self.ctx, self.batch)
+        if self.on_gpu:
+            # CUDA decodes asynchronously; wait here so decode_ns holds the GPU's work and the
+            # Python share reported from it is Python's.
+            ll.llama_synchronize(self.ctx)
         t_decoded = time.perf_counter_ns()
         self.decode_ns += t_decoded - td
         if rc != 0:

@@ -38,10 +38,14 @@ def is_plain_greedy(o: GenerationOptions) -> bool:
     return o.temperature <= 0 and not penalties and not o.format
 
 
-def prompt_chunk(remaining: int, room: int) -> int:
-    """Prompt tokens to decode now: at most `room` (but at least two), never leaving exactly one
-    behind, and never a one-token piece of a longer prompt."""
-    take = min(remaining, max(room, 2))
-    if remaining - take == 1:
-        take = take - 1 if take > 2 else remaining
+def prompt_chunk(remaining: int, room: int, min_piece: int = 2) -> int:
+    """Prompt tokens to decode now: at most `room` (but at least `min_piece`), never leaving
+    fewer than `min_piece` behind, so no piece of a prompt is shorter than `min_piece` tokens
+    unless the whole prompt is. Short pieces take other matmul kernels than long ones (a
+    one-token piece on the CPU; up to 16 tokens on CUDA), which would change the numbers."""
+    take = min(remaining, max(room, min_piece))
+    left = remaining - take
+    if 0 < left < min_piece:
+        shorter = take - (min_piece - left)
+        take = shorter if shorter >= min_piece else remaining
     return take
