@@ -35,11 +35,15 @@ def test_run_interactive_keeps_history_until_bye(srv):
     assert "Zanzibar" in r.stdout.split("What is my name?")[-1] or "Zanzibar" in r.stdout
 
 
-def test_run_format_json(srv):
+def test_run_format_json(srv, tmp_path):
     import json
-    r = corral(srv, "run", SMOL, "Give a JSON object with a key named color.", "--format", "json")
+    # Greedy, so the answer cannot ramble on until the context is full and end mid-string.
+    (tmp_path / "Modelfile").write_text(f"FROM {SMOL}\nPARAMETER temperature 0\n")
+    assert corral(srv, "create", "smol-greedy:latest", "-f", str(tmp_path / "Modelfile")).returncode == 0
+    r = corral(srv, "run", "smol-greedy:latest", "Give a JSON object with a key named color.", "--format", "json")
     assert r.returncode == 0, r.stderr
-    json.loads(r.stdout)
+    assert "color" in r.stdout and isinstance(json.loads(r.stdout), dict)
+    corral(srv, "rm", "smol-greedy:latest")
 
 
 def test_list_show_cp_rm_ps_stop(srv):

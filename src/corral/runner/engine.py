@@ -20,6 +20,7 @@ from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOption
 from corral.runner.embedder import EMBED_CTX, EmbedJob, Embedder
 from corral.runner.grammar import grammar_for
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
+from corral.runner.native import Threadpool, llama_function
 from corral.runner.slot import Slot, is_plain_greedy, prompt_chunk
 from corral.runner.textstream import TextStream
 
@@ -74,6 +75,8 @@ class Engine:
         self.ctx = ll.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             raise LoadError("failed to create the llama context (out of memory?)")
+        self.threadpool = Threadpool(cfg.n_threads)
+        self.threadpool.attach(self.ctx)
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.memory = ll.llama_get_memory(self.ctx)
@@ -82,6 +85,11 @@ class Engine:
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.bos = ll.llama_vocab_bos(self.vocab)
         self._piece = ctypes.create_string_buffer(256)
+        self._pieces: dict[int, bytes] = {}
+        # A private handle on llama_get_logits_ith that returns a plain address: numpy's as_array
+        # on a ctypes pointer builds a new array type per call (~60 us, most of a token's Python).
+        self._logits_ith = llama_function("llama_get_logits_ith", [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p)
+        self._logits_row = ctypes.c_float * self.n_vocab
         self._init_batch(cfg.n_batch)
         self.free: deque[Slot] = deque(Slot(seq=i) for i in range(cfg.n_slots))
         self.active: list[Slot] = []  # in admission order, so prompts are served FIFO
@@ -126,11 +134,14 @@ class Engine:
         return tokens
 
     def piece(self, token: int) -> bytes:
-        n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
-        if n < 0:
-            self._piece = ctypes.create_string_buffer(-n)
+        cached = self._pieces.get(token)
+        if cached is None:
             n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
-        return self._piece.raw[:n]
+            if n < 0:
+                self._piece = ctypes.create_string_buffer(-n)
+                n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+            cached = self._pieces[token] = self._piece.raw[:n]
+        return cached
 
     # -- requests -----------------------------------------------------------------------------
     @property
@@ -140,6 +151,7 @@ class Engine:
     def embed(self, request_id: str, inputs: list[str], truncate: bool = True) -> list[dict]:
         if self.embedder is None:
             self.embedder = Embedder(self.model, min(self.n_ctx_slot, EMBED_CTX), self.cfg.n_threads)
+            self.threadpool.attach(self.embedder.ctx)
         limit = self.embedder.n_ctx
         tokenized = []
         for text in inputs:
@@ -327,8 +339,10 @@ class Engine:
         if slot.greedy:
             # llama_sampler_sample copies the whole vocabulary into a candidate array before
             # taking the max; argmax over the logits row is the same token (first max on ties).
-            row = ll.llama_get_logits_ith(self.ctx, index)
-            token = int(np.ctypeslib.as_array(row, shape=(self.n_vocab,)).argmax())
+            address = self._logits_ith(self.ctx, index)
+            if not address:
+                raise RuntimeError(f"no logits for batch entry {index}")
+            token = int(np.frombuffer(self._logits_row.from_address(address), np.float32).argmax())
         else:
             token = ll.llama_sampler_sample(slot.sampler, self.ctx, index)
         if not slot.t_first:
@@ -381,4 +395,5 @@ class Engine:
         if self.embedder:
             self.embedder.close()
         ll.llama_free(self.ctx)
+        self.threadpool.close()
         ll.llama_model_free(self.model)
