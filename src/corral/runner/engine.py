@@ -262,7 +262,7 @@ class Engine:
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self) -> list[dict]:
-        """One step: a token for every generating slot in one decode, then prompt chunks (FIFO).
+        """One step: prompt chunks (FIFO), then a token for every generating slot in one decode.
 
         How llama.cpp splits a batch decides the numbers: with one KV stream per sequence a
         ubatch holds a run of consecutive sequence ids with the same number of tokens each, and
@@ -273,8 +273,7 @@ class Engine:
         """
         t0 = time.perf_counter_ns()
         events: list[dict] = self._embed_step() if self.embedder and self.embedder.jobs else []
-        generating = sorted((s for s in self.active if not s.prefilling), key=lambda s: s.seq)
-        room = self.n_batch - len(generating)
+        room = self.n_batch - sum(1 for s in self.active if not s.prefilling)
         chunks: list[tuple[Slot, int]] = []
         for slot in self.active:
             if room <= 0:
@@ -283,12 +282,6 @@ class Engine:
                 take = prompt_chunk(len(slot.prompt) - slot.n_past, room, self.min_piece)
                 chunks.append((slot, take))
                 room -= take
-        if generating:
-            for n, slot in enumerate(generating):
-                self._tok[n], self._pos[n], self._seq[n], self._logits[n] = slot.next_token, slot.n_past, slot.seq, 1
-                slot.n_past += 1
-                slot.cached.append(slot.next_token)
-            events += self._decode(len(generating), list(zip(generating, range(len(generating)))))
         for slot, take in chunks:
             if slot not in self.active:
                 continue  # failed in an earlier decode of this step
@@ -305,6 +298,16 @@ class Engine:
             if done:
                 self._logits[take - 1] = 1
             events += self._decode(take, [(slot, take - 1)] if done else [], [slot])
+        # After the prompts, so a slot whose prompt just finished generates in this same call:
+        # a slot still prefilling would leave a hole in the run of sequence ids, and llama.cpp
+        # would split the call into two ubatches.
+        generating = sorted((s for s in self.active if not s.prefilling), key=lambda s: s.seq)
+        if generating:
+            for n, slot in enumerate(generating):
+                self._tok[n], self._pos[n], self._seq[n], self._logits[n] = slot.next_token, slot.n_past, slot.seq, 1
+                slot.n_past += 1
+                slot.cached.append(slot.next_token)
+            events += self._decode(len(generating), list(zip(generating, range(len(generating)))))
         self.step_ns += time.perf_counter_ns() - t0
         return events
 
