@@ -90,6 +90,12 @@ def test_two_models_share_the_gpu(start_server):
         httpx.request("DELETE", server.url + "/api/delete", json={"model": copy})
 
 
+def test_num_gpu_zero_runs_on_the_cpu(start_server):
+    server = start_server()
+    generate(server.url, SMOL, options={**GREEDY, "num_gpu": 0})
+    assert ps(server.url)[SMOL]["size_vram"] == 0
+
+
 def test_cuda_off_keeps_models_on_the_cpu(start_server):
     server = start_server(CORRAL_CUDA="0")
     generate(server.url, SMOL)

@@ -179,6 +179,25 @@ def test_num_ctx_change_reloads_once_without_losing_requests(start_server):
     assert ps(url)[SMOL]["pid"] == after["pid"]
 
 
+def test_num_thread_and_num_gpu_are_load_options(start_server):
+    server = start_server(OLLAMA_NUM_PARALLEL="1", OLLAMA_NUM_THREADS="2")
+    url = server.url
+    asyncio.run(stream_generate(url, SMOL, "Hi", greedy(2)))
+    two = ps(url)[SMOL]["pid"]
+    threads_two = psutil.Process(two).num_threads()
+    # Another thread count is another runner: the model is reloaded with one llama.cpp thread.
+    one = asyncio.run(stream_generate(url, SMOL, "Hi", {**greedy(2), "num_thread": 1}))
+    assert one["final"]["eval_count"] == 2
+    pid = ps(url)[SMOL]["pid"]
+    assert pid != two and psutil.Process(pid).num_threads() == threads_two - 1
+    # Asking for the CPU on a machine without a GPU build changes nothing: same runner.
+    asyncio.run(stream_generate(url, SMOL, "Hi", {**greedy(2), "num_thread": 1, "num_gpu": 0}))
+    assert ps(url)[SMOL]["pid"] == pid and ps(url)[SMOL]["size_vram"] == 0
+    for bad in ({"num_thread": 0}, {"num_gpu": -2}, {"num_thread": "two"}):
+        r = httpx.post(url + "/api/generate", json={"model": SMOL, "prompt": "Hi", "options": bad})
+        assert r.status_code == 400 and "error" in r.json(), (bad, r.text)
+
+
 # -- failures ---------------------------------------------------------------------------------------
 
 def test_runner_killed_mid_stream(start_server):

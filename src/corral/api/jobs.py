@@ -35,7 +35,7 @@ class Job:
         extras = load_extras(ctx.store, ModelName.parse(model))
         if extras.parameters:  # a created model's PARAMETERs are defaults under the request's options
             options = Options.model_validate({**extras.parameters, **options.model_dump(exclude_none=True)})
-        self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx)
+        self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx, options.num_gpu, options.num_thread)
         self.options = options
         self.template = extras.template or self.spec.info.chat_template
         self.system = extras.system

@@ -35,10 +35,11 @@ class Options(_Body):
     frequency_penalty: Number | None = None
     stop: list[StrictStr] | StrictStr | None = None
     num_ctx: StrictInt | None = Field(None, ge=1)
-    # Accepted for compatibility; corral sets these per runner from its own settings.
+    # Load-time options: a runner is built with them; a different value means another runner.
+    num_gpu: StrictInt | None = Field(None, ge=-1)  # 0 = CPU; otherwise wholly on a GPU when one fits
+    num_thread: StrictInt | None = Field(None, ge=1, le=1024)
+    # Accepted for compatibility; corral sets these itself.
     num_batch: StrictInt | None = None
-    num_gpu: StrictInt | None = None
-    num_thread: StrictInt | None = None
     num_keep: StrictInt | None = None
 
     def generation(self, extra_stop: tuple[str, ...] = (), format: Any = None) -> GenerationOptions:

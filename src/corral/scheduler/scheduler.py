@@ -289,7 +289,7 @@ class Scheduler:
     def _new_handle(self, spec: ModelSpec, pool: str) -> RunnerHandle:
         on_gpu = pool != CPU
         cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
-                         n_threads=self.settings.threads, n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
+                         n_threads=spec.n_threads or self.settings.threads, n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
                          main_gpu=int(pool[3:]) if on_gpu else 0, prompt_cache_bytes=spec.prompt_cache_bytes)
         return self.runner_factory(cfg, self._runner_exited)
 

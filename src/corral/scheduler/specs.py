@@ -34,8 +34,14 @@ class SpecResolver:
     settings: Settings
     store: Store
 
-    def resolve(self, name: str, num_ctx: int | None = None) -> ModelSpec:
-        """ModelNotFound / InvalidName / GGUFFormatError / BadOption on failure."""
+    def resolve(self, name: str, num_ctx: int | None = None, num_gpu: int | None = None,
+                num_thread: int | None = None) -> ModelSpec:
+        """ModelNotFound / InvalidName / GGUFFormatError / BadOption on failure.
+
+        num_gpu 0 keeps the model on the CPU; any other value lets it go wholly onto a GPU where
+        one fits (corral does not split a model between devices). num_thread sets the runner's
+        threads. As in Ollama, a request asking for other values than the loaded runner's
+        waits for that runner to be idle and reloads it."""
         parsed = ModelName.parse(name)
         manifest = self.store.manifest(parsed)
         info = read_gguf(self.store.model_file(parsed))
@@ -44,9 +50,10 @@ class SpecResolver:
         if num_ctx is not None and num_ctx < 1:
             raise BadOption(f"num_ctx must be positive, got {num_ctx}")
         n_ctx = num_ctx or min(self.settings.context_length, info.context_length)
-        gpu_layers = -1 if self.settings.cuda is not False and cuda_available() else 0
-        spec = ModelSpec(name=parsed.short, digest=manifest.digest, info=info, n_ctx=n_ctx,
-                         n_slots=1, n_gpu_layers=gpu_layers, prompt_cache_bytes=self.settings.prompt_cache_bytes)
+        gpu_layers = -1 if num_gpu != 0 and self.settings.cuda is not False and cuda_available() else 0
+        spec = ModelSpec(name=parsed.short, digest=manifest.digest, info=info, n_ctx=n_ctx, n_slots=1,
+                         n_gpu_layers=gpu_layers, n_threads=num_thread or self.settings.threads,
+                         prompt_cache_bytes=self.settings.prompt_cache_bytes)
         slots = self.settings.parallel_for(parsed.short)
         if slots <= 0:
             # Auto, as Ollama: 4 slots when the model with 4 x num_ctx of KV fits the budget.

@@ -29,6 +29,7 @@ class ModelSpec:
     n_ctx: int  # per slot
     n_slots: int
     n_gpu_layers: int = 0
+    n_threads: int = 0  # 0: the server's default (Settings.threads)
     prompt_cache_bytes: int = 0
 
     def estimate(self) -> Estimate:
@@ -42,7 +43,8 @@ class ModelSpec:
         num_ctx values cause at most one reload, to the larger, never a reload per request.
         """
         return (self.name == other.name and self.digest == other.digest and self.n_slots == other.n_slots
-                and self.n_gpu_layers == other.n_gpu_layers and self.n_ctx <= other.n_ctx)
+                and self.n_gpu_layers == other.n_gpu_layers and self.n_threads == other.n_threads
+                and self.n_ctx <= other.n_ctx)
 
 
 @dataclass(eq=False)
