@@ -198,6 +198,34 @@ def test_num_thread_and_num_gpu_are_load_options(start_server):
         assert r.status_code == 400 and "error" in r.json(), (bad, r.text)
 
 
+def test_two_busy_models_share_the_threads(start_server):
+    server = start_server(OLLAMA_NUM_PARALLEL="1", OLLAMA_NUM_THREADS="2")
+    url = server.url
+    # Twice each, so that the solo text, like the shared run's, comes from the slot's kept prefix.
+    solo = {m: [asyncio.run(stream_generate(url, m, LONG, greedy(64)))["text"] for _ in range(2)][1]
+            for m in (SMOL, GEMMA)}
+    assert ps(url)[SMOL]["threads"] == ps(url)[GEMMA]["threads"] == 2
+
+    async def together():
+        runs = [asyncio.create_task(stream_generate(url, m, LONG, greedy(64))) for m in (SMOL, GEMMA)]
+        shares = set()
+        while not all(r.done() for r in runs):
+            loaded = await asyncio.to_thread(ps, url)
+            if all(loaded[m]["slots_busy"] for m in (SMOL, GEMMA)):
+                shares.add((loaded[SMOL]["threads"], loaded[GEMMA]["threads"]))
+            await asyncio.sleep(0.05)
+        return [await r for r in runs], shares
+
+    (smol, gemma), shares = asyncio.run(together())
+    assert shares == {(1, 1)}  # while both generate, one thread each of the two
+    # The thread count changes where rows are computed, not the numbers: the same greedy text.
+    assert smol["text"] == solo[SMOL] and gemma["text"] == solo[GEMMA]
+    busy = lambda: any(m["slots_busy"] for m in ps(url).values())  # noqa: E731
+    assert wait_until(lambda: not busy(), timeout=10)
+    asyncio.run(stream_generate(url, SMOL, "Hi", greedy(2)))
+    assert ps(url)[SMOL]["threads"] == 2  # alone again: both threads
+
+
 # -- failures ---------------------------------------------------------------------------------------
 
 def test_runner_killed_mid_stream(start_server):

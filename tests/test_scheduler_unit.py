@@ -30,6 +30,10 @@ class FakeHandle:
 
     def __init__(self, cfg: LoadConfig, on_exit) -> None:
         self.cfg, self.on_exit, self.alive, self.pid = cfg, on_exit, False, 1
+        self.threads: list[int] = []  # every set_threads call
+
+    def set_threads(self, n: int) -> None:
+        self.threads.append(n)
 
     async def start(self, timeout: float) -> None:
         FakeHandle.loads.append(self.cfg)
@@ -164,6 +168,35 @@ def test_waiting_for_memory_does_not_block_a_loaded_model():
         assert not long_a.done()
         await asyncio.gather(long_a, wait_b)
         assert [r.spec.name for r in s.runners] == ["b"]
+    asyncio.run(main())
+
+
+def test_share_threads_splits_evenly_within_caps():
+    from corral.scheduler.threads import share_threads
+
+    assert share_threads(8, []) == []
+    assert share_threads(8, [8]) == [8]
+    assert share_threads(8, [8, 8, 8]) == [3, 3, 2]
+    assert share_threads(2, [2, 2, 2]) == [1, 1, 1]  # never fewer than one
+    assert share_threads(8, [2, 8]) == [2, 6]  # a capped runner's part goes to the other
+    assert share_threads(4, [1, 1]) == [1, 1]
+
+
+def test_busy_cpu_runners_share_the_threads():
+    async def main():
+        s = make(memory_mib=1000, num_threads=4)
+        a, b = spec("a", 100), spec("b", 100)
+        await run(s, a), await run(s, b)  # both loaded, both idle
+        ra, rb = (next(r for r in s.runners if r.spec.name == n) for n in "ab")
+        assert ra.threads == rb.threads == 4 and ra.handle.threads == rb.handle.threads == []
+        both = [asyncio.create_task(run(s, a, n=40)), asyncio.create_task(run(s, b, n=20))]
+        await asyncio.sleep(0.05)
+        assert (ra.threads, rb.threads) == (2, 2)  # two busy runners: half each
+        await both[1]
+        await asyncio.sleep(0.01)
+        assert ra.threads == 4  # alone again: all of them
+        await both[0]
+        assert ra.handle.threads == [2, 4] and rb.handle.threads == [2]
     asyncio.run(main())
 
 

@@ -121,7 +121,7 @@ async def ps(request: Request) -> dict:
             # corral's own fields
             "state": r.state, "slots_busy": r.busy, "slots_total": r.spec.n_slots,
             "queue": sum(1 for w in scheduler.waiters if w.spec.name == r.spec.name),
-            "size_measured": r.handle.rss(), "pid": r.handle.pid, "device": r.pool,
+            "size_measured": r.handle.rss(), "pid": r.handle.pid, "device": r.pool, "threads": r.threads,
         })
     return {"models": models}
 

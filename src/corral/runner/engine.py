@@ -20,7 +20,6 @@ from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOption
 from corral.runner.embedder import EMBED_CTX, EmbedJob, Embedder
 from corral.runner.grammar import grammar_for
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
-from corral.runner.native import Threadpool, llama_function
 from corral.runner.slot import Slot, is_plain_greedy, prompt_chunk
 from corral.runner.textstream import TextStream
 
@@ -75,20 +74,21 @@ class Engine:
         self.ctx = ll.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             raise LoadError("failed to create the llama context (out of memory?)")
-        self.threadpool = Threadpool(cfg.n_threads)
-        self.threadpool.attach(self.ctx)
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.memory = ll.llama_get_memory(self.ctx)
         self.n_ctx_slot = ll.llama_n_ctx(self.ctx) // cfg.n_slots
         self.n_batch = cfg.n_batch
+        self.n_threads = cfg.n_threads
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.bos = ll.llama_vocab_bos(self.vocab)
         self._piece = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
-        # A private handle on llama_get_logits_ith that returns a plain address: numpy's as_array
-        # on a ctypes pointer builds a new array type per call (~60 us, most of a token's Python).
-        self._logits_ith = llama_function("llama_get_logits_ith", [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p)
+        # A private handle on llama_get_logits_ith (its own CDLL, so llama-cpp-python's shared one
+        # keeps its types) returning a plain address: numpy's as_array on a ctypes pointer builds
+        # a new array type per call (~60 us, most of a token's Python).
+        self._logits_ith = getattr(ctypes.CDLL(ll.llama_cpp._lib._name), "llama_get_logits_ith")
+        self._logits_ith.argtypes, self._logits_ith.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p
         self._logits_row = ctypes.c_float * self.n_vocab
         self._init_batch(cfg.n_batch)
         self.free: deque[Slot] = deque(Slot(seq=i) for i in range(cfg.n_slots))
@@ -143,6 +143,14 @@ class Engine:
             cached = self._pieces[token] = self._piece.raw[:n]
         return cached
 
+    def set_threads(self, n: int) -> None:
+        """Use n of the threads this runner was started with (the scheduler shares the cores
+        among busy runners: two runners spinning two threads each on two cores starve both)."""
+        self.n_threads = max(1, min(n, self.cfg.n_threads))
+        ll.llama_set_n_threads(self.ctx, self.n_threads, self.n_threads)
+        if self.embedder:
+            ll.llama_set_n_threads(self.embedder.ctx, self.n_threads, self.n_threads)
+
     # -- requests -----------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
@@ -151,7 +159,7 @@ class Engine:
     def embed(self, request_id: str, inputs: list[str], truncate: bool = True) -> list[dict]:
         if self.embedder is None:
             self.embedder = Embedder(self.model, min(self.n_ctx_slot, EMBED_CTX), self.cfg.n_threads)
-            self.threadpool.attach(self.embedder.ctx)
+            ll.llama_set_n_threads(self.embedder.ctx, self.n_threads, self.n_threads)
         limit = self.embedder.n_ctx
         tokenized = []
         for text in inputs:
@@ -398,5 +406,4 @@ class Engine:
         if self.embedder:
             self.embedder.close()
         ll.llama_free(self.ctx)
-        self.threadpool.close()
         ll.llama_model_free(self.model)

@@ -150,6 +150,12 @@ class RunnerHandle:
             except (RunnerError, ConnectionError):
                 pass
 
+    def set_threads(self, n: int) -> None:
+        try:
+            self._send({"op": p.OP_THREADS, "n": n})
+        except (RunnerError, ConnectionError):
+            pass  # a dead runner needs no threads
+
     def stream(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0) -> AsyncIterator[Event]:
         """Generate: text events, then "done" (or "error")."""
         return self._run({"op": p.OP_SUBMIT, "prompt": prompt, "num_ctx": num_ctx, "options": options.__dict__})

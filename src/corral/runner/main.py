@@ -67,6 +67,8 @@ def main() -> int:
                 return 0
             if op == p.OP_CANCEL:
                 events += engine.cancel(msg["id"])
+            elif op == p.OP_THREADS:
+                engine.set_threads(int(msg["n"]))
             elif op in (p.OP_SUBMIT, p.OP_EMBED):
                 try:
                     if op == p.OP_EMBED:

@@ -17,6 +17,7 @@ OP_SUBMIT = "submit"  # generate: {"id", "prompt", "num_ctx", "options"}
 OP_EMBED = "embed"  # {"id", "inputs", "truncate"}; answered by a "done" with "embeddings"
 OP_CANCEL = "cancel"
 OP_SHUTDOWN = "shutdown"
+OP_THREADS = "threads"  # {"n"}: use n of the runner's threads from now on
 
 # runner → server
 EV_READY = "ready"  # model loaded: {"n_ctx_slot", "n_slots"}

@@ -20,6 +20,7 @@ from corral.config import FOREVER, Settings
 from corral.runner.handle import Event, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
 from corral.scheduler.memory import CPU, Gpu, gpu_inventory, system_budget
+from corral.scheduler.threads import share_threads
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.state import Busy, ModelSpec, NeverFits, Runner, Waiter
 
@@ -212,6 +213,16 @@ class Scheduler:
                 self._place(waiter)
         for name in moved:
             self._notify_positions(name)
+        self._share_threads()
+
+    def _share_threads(self) -> None:
+        """Split the CPU threads among the CPU runners holding requests (see threads.py)."""
+        busy = [r for r in self.runners if r.pool == CPU and r.state == "ready" and r.busy]
+        caps = [r.spec.n_threads or self.settings.threads for r in busy]
+        for runner, n in zip(busy, share_threads(self.settings.threads, caps)):
+            if runner.threads != n:
+                runner.threads = n
+                runner.handle.set_threads(n)
 
     def _runner_for(self, spec: ModelSpec) -> Runner | None:
         candidates = [r for r in self.runners if r.state != "unloading" and spec.served_by(r.spec)]
@@ -309,6 +320,7 @@ class Scheduler:
         runner.last_used = time.monotonic()
         if runner.state == "loading":
             runner.state = "ready"
+        runner.threads = runner.spec.n_threads or self.settings.threads
         runner.loaded.set()
         self._kick()
         if runner.idle:

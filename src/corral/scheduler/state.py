@@ -55,6 +55,7 @@ class Runner:
     pool: str = "cpu"  # where its memory lives: "cpu" or "gpu<N>"
     state: str = "loading"  # loading | ready | unloading
     busy: int = 0  # requests holding a slot
+    threads: int = 0  # CPU threads it uses now (scheduler/threads.py); 0 until loaded
     keep_alive: float = 300.0
     expires_at: float = 0.0  # wall clock; 0 while busy
     last_used: float = 0.0
