@@ -17,7 +17,7 @@ bench() {  # $1 label, rest: environment for the server
   python3 -m corral.cli bench --base-url http://127.0.0.1:11999 --model smollm2:135m --sweep "${SWEEP:-1,8}" \
     --json "$out/bench-$label.json" --server-stats 2>&1 | tail -25
   curl -s http://127.0.0.1:11999/api/ps >> "$out/serve-$label.log"
-  kill $pid; wait $pid
+  kill $pid; wait $pid || true  # SIGTERM: exit status 143
 }
 echo "== GPU"; bench gpu
 echo "== CPU ($(nproc) cores)"; bench cpu CORRAL_CUDA=0
