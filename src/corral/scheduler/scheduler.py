@@ -20,8 +20,9 @@ from corral.config import FOREVER, Settings
 from corral.runner.handle import Event, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
 from corral.scheduler.memory import CPU, Gpu, gpu_inventory, system_budget
-from corral.scheduler.threads import share_threads
 from corral.scheduler.metrics import Metrics
+from corral.scheduler.placement import Pools
+from corral.scheduler.threads import share_threads
 from corral.scheduler.state import Busy, ModelSpec, NeverFits, Runner, Waiter
 
 __all__ = ["Busy", "ModelSpec", "NeverFits", "Runner", "Scheduler", "Waiter"]
@@ -40,6 +41,7 @@ class Scheduler:
         gpus = gpu_inventory() if gpus is None and settings.cuda is not False else (gpus or [])
         self.pools: dict[str, int] = {CPU: self.budget, **{f"gpu{g.index}": g.budget for g in gpus}}
         self.max_loaded = settings.max_loaded_models or 3 * max(len(gpus), 1)
+        self.placement = Pools(self.pools, self.max_loaded)
         self.runners: list[Runner] = []
         self.waiters: deque[Waiter] = deque()
         self._tasks: set[asyncio.Task] = set()
@@ -50,7 +52,7 @@ class Scheduler:
     # -- admission ----------------------------------------------------------------------------
     def check_fits(self, spec: ModelSpec) -> None:
         need = spec.estimate().total
-        largest = max(self.pools[p] for p in self._pools_for(spec))
+        largest = max(self.pools[p] for p in self.placement.for_spec(spec))
         if need > largest:
             raise NeverFits(f"model '{spec.name}' needs an estimated {need / 2**20:.0f} MiB, more than "
                             f"corral's whole memory budget of {largest / 2**20:.0f} MiB")
@@ -247,55 +249,25 @@ class Scheduler:
         need = spec.estimate()
         # A model goes wholly into one pool, no partial offload: free VRAM on some GPU, else VRAM
         # freed by evicting idle GPU models, else system RAM (free, then freed by eviction).
-        gpus = [p for p in self._pools_for(spec) if p != CPU]
+        gpus = [p for p in self.placement.for_spec(spec) if p != CPU]
+        wanted = {w.spec.name for w in self.waiters}
         for group in (gpus, [CPU]):
             for pool in group:
-                if self._fits(pool, need.total):
+                if self.placement.fits(self.runners, pool, need.total):
                     runner = Runner(spec, self._new_handle(spec, pool), need, pool=pool,
                                     keep_alive=waiter.keep_alive)
                     self.runners.append(runner)
                     self._spawn(self._load(runner))
                     return
             for pool in group:
-                if self._evict_for(pool, need.total):
+                if evict := self.placement.evictions(self.runners, pool, need.total, wanted):
+                    for r in evict:
+                        self._unload(r)
                     return  # room frees when those runners have exited; _kick runs again then
         # Otherwise it waits (counted in the queue) until a busy runner goes idle.
 
-    def _pools_for(self, spec: ModelSpec) -> list[str]:
-        gpus = [p for p in self.pools if p != CPU] if spec.n_gpu_layers else []
-        return gpus + [CPU]
-
     def reserved(self, pool: str | None = None) -> int:
-        return sum(r.estimate.total for r in self.runners if pool is None or r.pool == pool)
-
-    def _fits(self, pool: str, need: int, freed: int = 0, evicted: int = 0) -> bool:
-        return (self.reserved(pool) - freed + need <= self.pools[pool]
-                and len(self.runners) - evicted < self.max_loaded)
-
-    def _evict_for(self, pool: str, need: int) -> bool:
-        """Unload idle runners (shortest keep-alive left, then least recently used) if that makes
-        `need` fit in `pool`; evict nothing if it would not be enough."""
-        wanted = {w.spec.name for w in self.waiters}
-        idle = [r for r in self.runners if r.idle and r.spec.name not in wanted]
-        idle.sort(key=lambda r: (self._remaining_keep_alive(r), r.last_used))
-        chosen: list[Runner] = []
-        freed = 0
-        for r in idle:
-            if self._fits(pool, need, freed, len(chosen)):
-                break
-            if r.pool == pool or len(self.runners) - len(chosen) >= self.max_loaded:
-                chosen.append(r)
-                freed += r.estimate.total if r.pool == pool else 0
-        if not chosen or not self._fits(pool, need, freed, len(chosen)):
-            return False
-        for r in chosen:
-            self._unload(r)
-        return True
-
-    def _remaining_keep_alive(self, runner: Runner) -> float:
-        if runner.keep_alive == FOREVER:
-            return FOREVER
-        return max(runner.last_used + runner.keep_alive - time.monotonic(), 0.0)
+        return Pools.reserved(self.runners, pool)
 
     def _new_handle(self, spec: ModelSpec, pool: str) -> RunnerHandle:
         on_gpu = pool != CPU
