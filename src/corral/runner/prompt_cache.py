@@ -21,7 +21,7 @@ MIN_TOKENS = 16  # shorter sequences are cheaper to recompute than to copy
 @dataclass(frozen=True)
 class Entry:
     tokens: tuple[int, ...]
-    data: bytes
+    data: bytearray  # llama.cpp writes it in place and reads it back in place: no copies
 
 
 def common_prefix(a, b) -> int:
@@ -49,14 +49,16 @@ class PromptCache:
         n = ll.llama_state_seq_get_size(self.ctx, seq)
         if n <= 0 or n > self.capacity:
             return
-        buf = (ctypes.c_uint8 * n)()
-        written = ll.llama_state_seq_get_data(self.ctx, buf, n, seq)
+        data = bytearray(n)
+        written = ll.llama_state_seq_get_data(self.ctx, (ctypes.c_uint8 * n).from_buffer(data), n, seq)
         if written <= 0:
             return
+        if written < n:
+            del data[written:]
         # A saved prefix of this sequence is now redundant.
         for old in [k for k in self._entries if len(k) < len(key) and key[:len(k)] == k]:
             self._drop(old)
-        self._entries[key] = Entry(key, bytes(buf)[:written])
+        self._entries[key] = Entry(key, data)
         self.size += written
         while self.size > self.capacity and self._entries:
             self._drop(next(iter(self._entries)))
@@ -71,8 +73,8 @@ class PromptCache:
 
     def restore(self, entry: Entry, seq: int) -> bool:
         """Load a saved state into `seq` (which must be empty)."""
-        buf = (ctypes.c_uint8 * len(entry.data)).from_buffer_copy(entry.data)
-        ok = ll.llama_state_seq_set_data(self.ctx, buf, len(entry.data), seq) > 0
+        n = len(entry.data)
+        ok = ll.llama_state_seq_set_data(self.ctx, (ctypes.c_uint8 * n).from_buffer(entry.data), n, seq) > 0
         if ok:
             self._entries.move_to_end(entry.tokens)
         return ok
