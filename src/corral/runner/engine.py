@@ -18,9 +18,9 @@ import numpy as np
 
 from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOptions, LoadConfig
 from corral.runner.embedder import EMBED_CTX, EmbedJob, Embedder
-from corral.runner.grammar import grammar_for
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
-from corral.runner.slot import Slot, is_plain_greedy, prompt_chunk
+from corral.runner.sampling import is_plain_greedy, make_sampler
+from corral.runner.slot import Slot, prompt_chunk
 from corral.runner.textstream import TextStream
 
 
@@ -175,7 +175,7 @@ class Engine:
     def submit(self, request_id: str, prompt: str, opts: GenerationOptions, num_ctx: int = 0) -> list[dict]:
         if not self.free:
             raise SlotsFull("no free slot")
-        sampler = self._make_sampler(opts)  # first: a bad format fails before a slot is taken
+        sampler = make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)  # first: a bad format fails before a slot is taken
         limit = min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
         tokens = self.tokenize(prompt)
         if not tokens:
@@ -239,34 +239,6 @@ class Engine:
             if slot.id == request_id:
                 return self._finish(slot, "cancel")
         return []
-
-    def _make_sampler(self, o: GenerationOptions) -> ctypes.c_void_p:
-        chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-        add = lambda s: ll.llama_sampler_chain_add(chain, s)  # noqa: E731
-        last_n = self.n_ctx_slot if o.repeat_last_n < 0 else o.repeat_last_n
-        if last_n and (o.repeat_penalty != 1.0 or o.frequency_penalty or o.presence_penalty):
-            add(ll.llama_sampler_init_penalties(self.n_vocab, last_n, o.repeat_penalty,
-                                                o.frequency_penalty, o.presence_penalty))
-        grammar = grammar_for(o.format)
-        if grammar:
-            constraint = ll.llama_sampler_init_grammar(self.vocab, grammar.encode(), b"root")
-            if not constraint:
-                ll.llama_sampler_free(chain)
-                raise ValueError("format: llama.cpp could not parse the grammar for this schema")
-            add(constraint)
-        if o.temperature <= 0:
-            add(ll.llama_sampler_init_greedy())
-            return chain
-        if o.top_k > 0:
-            add(ll.llama_sampler_init_top_k(o.top_k))
-        if o.top_p < 1.0:
-            add(ll.llama_sampler_init_top_p(o.top_p, 1))
-        if o.min_p > 0.0:
-            add(ll.llama_sampler_init_min_p(o.min_p, 1))
-        add(ll.llama_sampler_init_temp(o.temperature))
-        seed = o.seed if o.seed >= 0 else ll.LLAMA_DEFAULT_SEED
-        add(ll.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self) -> list[dict]:

@@ -84,9 +84,12 @@ def main() -> int:
         except Exception:  # noqa: BLE001
             send(events + [{"ev": p.EV_FATAL, "message": traceback.format_exc(limit=3)}])
             return 1
+        # Counted up to now, so that busy time always includes the decodes reported with it.
+        busy_ns += time.perf_counter_ns() - t0
         for event in events:
             if event["ev"] == p.EV_DONE:
                 event["engine"] = {"decode_ns": engine.decode_ns, "busy_ns": busy_ns}
+        t0 = time.perf_counter_ns()
         send(events)
         busy_ns += time.perf_counter_ns() - t0
 

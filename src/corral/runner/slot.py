@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 
-from corral.runner.protocol import GenerationOptions
 from corral.runner.textstream import TextStream
 
 
@@ -30,12 +29,6 @@ class Slot:
     @property
     def prefilling(self) -> bool:
         return self.n_past < len(self.prompt)
-
-
-def is_plain_greedy(o: GenerationOptions) -> bool:
-    """Temperature 0 with no penalty and no grammar: the token is just the argmax."""
-    penalties = (o.repeat_last_n != 0 and o.repeat_penalty != 1.0) or o.frequency_penalty or o.presence_penalty
-    return o.temperature <= 0 and not penalties and not o.format
 
 
 def prompt_chunk(remaining: int, room: int, min_piece: int = 2) -> int:
