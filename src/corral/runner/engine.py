@@ -159,7 +159,7 @@ class Engine:
     def embed(self, request_id: str, inputs: list[str], truncate: bool = True) -> list[dict]:
         if self.embedder is None:
             self.embedder = Embedder(self.model, min(self.n_ctx_slot, EMBED_CTX), self.cfg.n_threads)
-            ll.llama_set_n_threads(self.embedder.ctx, self.n_threads, self.n_threads)
+            self.set_threads(self.n_threads)  # the share the scheduler gave this runner
         limit = self.embedder.n_ctx
         tokenized = []
         for text in inputs:
@@ -175,7 +175,8 @@ class Engine:
     def submit(self, request_id: str, prompt: str, opts: GenerationOptions, num_ctx: int = 0) -> list[dict]:
         if not self.free:
             raise SlotsFull("no free slot")
-        sampler = make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)  # first: a bad format fails before a slot is taken
+        # First: a bad format fails before a slot is taken.
+        sampler = make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)
         limit = min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
         tokens = self.tokenize(prompt)
         if not tokens:
