@@ -217,10 +217,14 @@ class Scheduler:
             self._notify_positions(name)
         self._share_threads()
 
+    def _threads_for(self, spec: ModelSpec) -> int:
+        """The threads a runner of this spec is started with (0 in a spec: the server's default)."""
+        return spec.n_threads or self.settings.threads
+
     def _share_threads(self) -> None:
         """Split the CPU threads among the CPU runners holding requests (see threads.py)."""
         busy = [r for r in self.runners if r.pool == CPU and r.state == "ready" and r.busy]
-        caps = [r.spec.n_threads or self.settings.threads for r in busy]
+        caps = [self._threads_for(r.spec) for r in busy]
         for runner, n in zip(busy, share_threads(self.settings.threads, caps)):
             if runner.threads != n:
                 runner.threads = n
@@ -272,7 +276,7 @@ class Scheduler:
     def _new_handle(self, spec: ModelSpec, pool: str) -> RunnerHandle:
         on_gpu = pool != CPU
         cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
-                         n_threads=spec.n_threads or self.settings.threads, n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
+                         n_threads=self._threads_for(spec), n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
                          main_gpu=int(pool[3:]) if on_gpu else 0, prompt_cache_bytes=spec.prompt_cache_bytes)
         return self.runner_factory(cfg, self._runner_exited)
 
@@ -292,7 +296,7 @@ class Scheduler:
         runner.last_used = time.monotonic()
         if runner.state == "loading":
             runner.state = "ready"
-        runner.threads = runner.spec.n_threads or self.settings.threads
+        runner.threads = self._threads_for(runner.spec)
         runner.loaded.set()
         self._kick()
         if runner.idle:
