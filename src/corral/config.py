@@ -83,6 +83,16 @@ def _bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _local_from(value: str) -> tuple[Path, ...] | None:
+    """CORRAL_ALLOW_LOCAL_FROM: 1/true = anywhere (the root), 0/false = off, else directories."""
+    text = value.strip()
+    if text.lower() in ("0", "false", "no", "off"):
+        return None
+    if text.lower() in ("1", "true", "yes", "on"):
+        return (Path("/"),)
+    return tuple(Path(d).expanduser().resolve() for d in text.split(os.pathsep) if d.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -102,6 +112,17 @@ class Settings:
     api_key: str | None = None  # when set, every route but GET / needs "Authorization: Bearer <key>"
     shutdown_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
     origins: tuple[str, ...] = ()
+    # A runner with work and no sign of progress for this long is killed and restarted.
+    stall_timeout: float = 60.0
+    # Server-side paths in /api/create's `from` / FROM: off (None), or the directories allowed
+    # (CORRAL_ALLOW_LOCAL_FROM=1 allows any path the server can read; a list of directories
+    # separated by the OS path separator allows those only).
+    local_from_dirs: tuple[Path, ...] | None = None
+    # Slow clients: seconds to receive a request's headers, seconds between two pieces of a
+    # body, and open connections (beyond it: 503).
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1024
     per_model_parallel: Mapping[str, int] = field(default_factory=dict)
 
     @property
@@ -151,6 +172,16 @@ class Settings:
             kw["prompt_cache_bytes"] = parse_size(v)
         if (v := get("ORIGINS")) is not None:
             kw["origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
+        if (v := get("STALL_TIMEOUT")) is not None:
+            kw["stall_timeout"] = parse_duration(v, 60.0)
+        if (v := get("ALLOW_LOCAL_FROM")) is not None:
+            kw["local_from_dirs"] = _local_from(v)
+        if (v := get("HEADER_TIMEOUT")) is not None:
+            kw["header_timeout"] = parse_duration(v, 10.0)
+        if (v := get("BODY_TIMEOUT")) is not None:
+            kw["body_timeout"] = parse_duration(v, 30.0)
+        if (v := get("MAX_CONNECTIONS")) is not None:
+            kw["max_connections"] = int(v)
         # CORRAL_NUM_PARALLEL_<model> sets slots for one model (Ollama issue #4894);
         # the model part is the name with ':' '.' '-' written as '_', case-insensitive.
         prefix = "CORRAL_NUM_PARALLEL_"
