@@ -62,4 +62,15 @@ def test_body_too_large_is_413(start_server):
     server = start_server(CORRAL_MAX_BODY="1KiB")
     with server.client() as c:
         r = c.post("/api/generate", json={"model": SMOL, "prompt": "x" * 4096})
-    assert r.status_code == 413
+        assert r.status_code == 413
+        # No Content-Length to trust: a chunked body is counted as it comes.
+        chunks = (piece for piece in [b'{"model": "smollm2:135m", "prompt": "', b"x" * 2048, b'"}'])
+        r = c.post("/api/generate", content=chunks)
+        assert r.status_code == 413 and "exceeds 1024 bytes" in r.json()["error"]
+        r = c.post("/v1/completions", content=(p for p in [b"x" * 2048]))
+        assert r.status_code == 413 and r.json()["error"]["message"]
+
+
+def test_body_not_utf8_is_400(http):
+    r = http.post("/api/generate", content=b'{"model": "smollm2:135m", "prompt": "caf\xe9"}')
+    assert r.status_code == 400 and r.json()["error"] == "invalid JSON body: not UTF-8 (byte 0xe9 at offset 40)"

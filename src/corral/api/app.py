@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral import __version__
 from corral.api import create, metrics, models, ollama, openai
 from corral.api.jobs import EmbedFailed
+from corral.api.schemas import body_problem
 from corral.api.security import BearerAuth, add_cors
 from corral.api.context import AppContext
 from corral.config import Settings
@@ -44,8 +45,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 class RequestGuard:
-    """Caps request bodies (413, whether or not Content-Length is honest) and reads every body
-    as JSON whatever its Content-Type, as Ollama does (curl -d sends a form type)."""
+    """Reads the whole body before the route runs (bodies are capped, so this is bounded), to
+    cap it (413, whether or not Content-Length is honest) and to refuse what Python's json
+    takes but JSON does not: NaN, 1e309, lone surrogates (schemas.body_problem, 400). Every body
+    is then read as JSON whatever its Content-Type, as Ollama does (curl -d sends a form type)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -55,27 +58,32 @@ class RequestGuard:
             return await self.app(scope, receive, send)  # blobs stream to disk, hashed, uncapped
         headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
         scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+        too_large = _error(413, f"request body exceeds {self.limit} bytes", path=scope["path"])
         declared = dict(headers).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _error(413, f"request body exceeds {self.limit} bytes", path=scope["path"])(scope, receive, send)
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+            return await too_large(scope, receive, send)
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLarge()
-            return message
+            if message["type"] != "http.request":
+                return  # the client left, or stalled (BodyTimeout answers), before the body ended
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await too_large(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        if problem := body_problem(bytes(body)):
+            return await _error(400, problem, path=scope["path"])(scope, receive, send)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _error(413, f"request body exceeds {self.limit} bytes", path=scope["path"])(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # a streaming reply's disconnect listener
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,12 +1,16 @@
 """The wire contract: pydantic models for Ollama's request bodies.
 
 Types are strict, as Go's JSON decoding is in Ollama: "0.5" is not a float, 1.5 is not an int.
-Unknown fields are ignored, as Ollama does.
+Unknown fields are ignored, as Ollama does. Every body is first checked by `body_problem`: numbers
+must be finite and strings valid Unicode, in typed fields and free-form ones (options, format,
+tools) alike.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
@@ -16,8 +20,74 @@ from corral.runner.protocol import GenerationOptions
 Number = StrictInt | StrictFloat
 
 
+# A \uD800-\uDFFF escape: the only way a lone surrogate gets into a body that is valid UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def body_problem(raw: bytes) -> str | None:
+    """Why a JSON request body must be refused although Python's json reads it, or None.
+
+    Python's json takes NaN, Infinity and 1e309 (as infinity), none of which is JSON, and
+    "\\ud800" (a lone surrogate, which cannot be encoded, so it would fail later, deep in
+    tokenization or the runner's pipe). A body that is not JSON at all is left to the route's
+    parser, which says where it broke."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid JSON body: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    non_finite: list[str] = []
+
+    def constant(name: str) -> float:
+        non_finite.append(name)
+        return math.nan
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            non_finite.append(literal)
+        return value
+
+    try:
+        value = json.loads(text, parse_constant=constant, parse_float=number)
+    except (ValueError, RecursionError):
+        return None
+    if not non_finite and not _SURROGATE_ESCAPE.search(text):
+        return None  # the common case: nothing to look for, no walk
+    where, what = _find_bad(value)
+    if what == "surrogate":
+        return f"invalid JSON body: lone surrogate in {where} (a \\uD800-\\uDFFF escape without its pair is not Unicode)"
+    if what == "number":
+        return (f"invalid JSON body: {where}: non-finite number {non_finite[0]} "
+                "(numbers must be finite; NaN and Infinity are not JSON)")
+    return None
+
+
+def _find_bad(value: Any) -> tuple[str, str | None]:
+    """The path ("options.temperature", "messages.0.content") of the first non-finite number
+    or lone-surrogate string, and which it is, in document order."""
+    stack: list[tuple[tuple, Any]] = [((), value)]
+    while stack:
+        path, item = stack.pop()
+        where = ".".join(map(str, path)) or "the body"
+        if isinstance(item, float) and not math.isfinite(item):
+            return where, "number"
+        if isinstance(item, str) and _SURROGATE.search(item):
+            return where, "surrogate"
+        if isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                if _SURROGATE.search(key):
+                    return ".".join(map(str, path + (key.encode("utf-8", "backslashreplace").decode(),))), "surrogate"
+                stack.append((path + (key,), child))
+        elif isinstance(item, list):
+            stack.extend((path + (i,), child) for i, child in reversed(list(enumerate(item))))
+    return "the body", None
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # Non-finite floats are refused here too, for models built in code (a created model's
+    # PARAMETERs merged under a request's options) rather than parsed from a body.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class Options(_Body):
@@ -232,7 +302,7 @@ class OpenAIEmbeddingsRequest(_Body):
 class CreateRequest(_Body):
     """Ollama's JSON form of /api/create, or the older {"name", "modelfile"} form."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, allow_inf_nan=False)
 
     model: StrictStr | None = None
     name: StrictStr | None = None
