@@ -15,7 +15,7 @@ from corral import __version__
 from corral.api import create, metrics, models, ollama, openai
 from corral.api.jobs import EmbedFailed
 from corral.api.schemas import body_problem
-from corral.api.security import BearerAuth, add_cors
+from corral.api.security import BearerAuth, BodyTimeout, OriginHostGuard, add_cors, is_loopback
 from corral.api.context import AppContext
 from corral.config import Settings
 from corral.models.gguf_info import GGUFFormatError
@@ -126,8 +126,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(EmbedFailed, embed_failed)
     handle(Exception, 500, lambda exc: f"internal error: {type(exc).__name__}: {exc}")
 
+    # Last added runs first. The Origin/Host rule goes before everything; CORS next, so
+    # preflights and every later error carry CORS headers.
     app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
+    app.add_middleware(BodyTimeout, timeout=settings.body_timeout, error=_error)
     if settings.api_key:
-        app.add_middleware(BearerAuth, key=settings.api_key)
-    add_cors(app, settings.origins)  # outermost, so preflights and errors carry CORS headers
+        app.add_middleware(BearerAuth, key=settings.api_key, error=_error)
+    add_cors(app, settings.origins)
+    app.add_middleware(OriginHostGuard, origins=settings.origins, check_host=is_loopback(settings.host),
+                       error=_error)
     return app
