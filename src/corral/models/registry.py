@@ -2,27 +2,31 @@
 
 Names carry the registry: `host[:port]/namespace/model:tag`. https unless `insecure` is asked for.
 Blobs are verified by sha256 before they are kept; an interrupted download resumes from its
-`.partial` file with an HTTP Range request.
+partial file (Store.partial_blob) with an HTTP Range request. A registry that cannot be reached
+is RegistryUnreachable (502, the host named) within the connect timeout, never a hang.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import httpx
 
-from corral.models.store import MEDIA_MANIFEST, ModelName, Store, check_digest
+from corral.models.store import CHUNK, MEDIA_MANIFEST, BlobMismatch, ModelName, Store, check_digest
 
 Progress = Callable[[str, int, int, str], None]  # status, completed, total, digest
-CHUNK = 1 << 20
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0  # between two reads: a slow registry is fine, a silent one is not
 
 
 class RegistryError(RuntimeError):
     pass
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry's host did not answer: refused, unresolvable, timed out, or cut off."""
 
 
 def _base(name: ModelName, insecure: bool) -> str:
@@ -30,11 +34,23 @@ def _base(name: ModelName, insecure: bool) -> str:
 
 
 def _client() -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(30.0, read=300.0), follow_redirects=True)
+    return httpx.Client(timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S), follow_redirects=True)
+
+
+def _unreachable(name: ModelName, exc: httpx.TransportError) -> RegistryUnreachable:
+    reason = str(exc) or type(exc).__name__
+    return RegistryUnreachable(f"cannot reach registry {name.host}: {reason}")
 
 
 def pull(store: Store, name: ModelName, insecure: bool = False, progress: Progress | None = None) -> None:
     report = progress or (lambda *a: None)
+    try:
+        _pull(store, name, insecure, report)
+    except httpx.TransportError as exc:
+        raise _unreachable(name, exc) from exc
+
+
+def _pull(store: Store, name: ModelName, insecure: bool, report: Progress) -> None:
     base = _base(name, insecure)
     with _client() as client:
         report("pulling manifest", 0, 0, "")
@@ -44,49 +60,54 @@ def pull(store: Store, name: ModelName, insecure: bool = False, progress: Progre
         if r.status_code != 200:
             raise RegistryError(f"registry answered {r.status_code} for the manifest of '{name.short}'")
         raw = r.content
-        body = json.loads(raw)
-        blobs = [body["config"], *body.get("layers", [])]
-        for blob in blobs:
-            digest = check_digest(blob["digest"])  # before it names any file
+        try:
+            body = json.loads(raw)
+            blobs = [(check_digest(b["digest"]), int(b.get("size", 0)))  # before any digest names a file
+                     for b in [body["config"], *body.get("layers", [])]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(f"the registry's manifest of '{name.short}' is not valid: {exc}") from None
+        for digest, size in blobs:
             if not store.has_blob(digest):
-                _download(client, store, f"{base}/blobs/{digest}", digest, int(blob.get("size", 0)), report)
+                _download(client, store, f"{base}/blobs/{digest}", digest, size, report)
         report("writing manifest", 0, 0, "")
         store.write_manifest_bytes(name, raw)
         report("success", 0, 0, "")
 
 
 def _download(client: httpx.Client, store: Store, url: str, digest: str, size: int, report: Progress) -> None:
-    target = store.blob_path(digest)
-    partial = target.with_name(target.name + "-partial")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    have = partial.stat().st_size if partial.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    with client.stream("GET", url, headers=headers) as r:
-        if r.status_code == 200 and have:
-            have = 0  # the registry ignored the range: start over
-        elif r.status_code not in (200, 206):
-            raise RegistryError(f"registry answered {r.status_code} for blob {digest}")
-        with open(partial, "ab" if have else "wb") as out:
+    with store.partial_blob(digest) as part:
+        if store.has_blob(digest):
+            return  # another pull of the same blob finished it while this one waited for the lock
+        have = part.size
+        with client.stream("GET", url, headers={"Range": f"bytes={have}-"} if have else {}) as r:
+            if r.status_code == 200 and have:
+                part.restart()  # the registry ignored the range: start over
+                have = 0
+            elif r.status_code not in (200, 206):
+                raise RegistryError(f"registry answered {r.status_code} for blob {digest}")
             done = have
             for chunk in r.iter_bytes(CHUNK):
-                out.write(chunk)
+                part.write(chunk)
                 done += len(chunk)
                 report(f"pulling {digest[7:19]}", done, size, digest)
-    h = hashlib.sha256()
-    with open(partial, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    if "sha256:" + h.hexdigest() != digest:
-        partial.unlink()
-        raise RegistryError(f"blob {digest} failed verification (got sha256:{h.hexdigest()}); not kept")
-    report("verifying sha256 digest", size, size, digest)
-    os.replace(partial, target)
+        try:
+            part.finish()
+        except BlobMismatch as exc:
+            raise RegistryError(str(exc)) from None
+        report("verifying sha256 digest", size, size, digest)
 
 
 def push(store: Store, name: ModelName, insecure: bool = False, progress: Progress | None = None) -> None:
     report = progress or (lambda *a: None)
+    try:
+        _push(store, name, insecure, report)
+    except httpx.TransportError as exc:
+        raise _unreachable(name, exc) from exc
+
+
+def _push(store: Store, name: ModelName, insecure: bool, report: Progress) -> None:
     base = _base(name, insecure)
-    raw = store.manifest_path(name).read_bytes()
+    raw = store.manifest_bytes(name)
     manifest = store.manifest(name)
     with _client() as client:
         for layer in [manifest.config, *manifest.layers]:
@@ -114,7 +135,7 @@ def push(store: Store, name: ModelName, insecure: bool = False, progress: Progre
     report("success", 0, 0, "")
 
 
-def _read_chunks(path: Path):
+def _read_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
             yield block

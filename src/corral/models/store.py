@@ -2,20 +2,33 @@
 
 This is the only module that builds paths under the store. Every name and digest is validated
 here before it is joined to a path (Ollama's CVE-2024-37032 came from not doing so).
+
+Files are written beside their final place under a temporary name that starts with a dot, which
+no name part, tag or digest can start with (so `foo:latest.partial` is a model like any other),
+and renamed into place once complete; every failure path removes the temporary. A writer holds an
+flock on its temporary, so opening a Store (server start) can sweep those nobody holds: the
+leftovers of a crash, a kill or a full disk. Files get at most the store directory's permissions
+without write or execute (0644 in a 0755 store, 0600 in a 0700 one), and the umask narrows that.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import stat
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -29,9 +42,18 @@ MEDIA_SYSTEM = "application/vnd.ollama.image.system"
 MEDIA_PARAMS = "application/vnd.ollama.image.params"
 MEDIA_LICENSE = "application/vnd.ollama.image.license"
 
+TEMP_PREFIX = ".corral-tmp-"
+PARTIAL_SUFFIX = "-partial"  # a resumable download, blobs/sha256-<hex>-partial, as Ollama names it
+# A temporary exists for a moment before its writer locks it; a sweep leaves younger files alone.
+STALE_AFTER_S = 10.0
+CHUNK = 1 << 20
+
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}(:[0-9]{1,5})?$")
+_BLOB_NAME = re.compile(r"^sha256-[0-9a-f]{64}$")
+_ANY_DIGEST = re.compile(rb"sha256[:-]([0-9a-f]{64})")
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class InvalidName(ValueError):
@@ -40,6 +62,14 @@ class InvalidName(ValueError):
 
 class ModelNotFound(LookupError):
     pass
+
+
+class BlobMismatch(ValueError):
+    """Bytes whose sha256 is not the digest they came as; they are never kept."""
+
+
+class StorageFull(RuntimeError):
+    """No space (or quota) left under the store. Nothing half-written is left behind."""
 
 
 def check_digest(digest: str) -> str:
@@ -82,6 +112,9 @@ class ModelName:
                 raise InvalidName(f"invalid model name {name!r}")
         if not _HOST.match(host) or ".." in host:
             raise InvalidName(f"invalid model name {name!r}")
+        _, _, port = host.partition(":")
+        if port and not 0 < int(port) <= 65535:
+            raise InvalidName(f"invalid model name {name!r}: port {port} is not in 1-65535")
         return cls(host, namespace, model.lower(), tag)
 
     @property
@@ -126,52 +159,217 @@ class Manifest:
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
+        while block := f.read(CHUNK):
             h.update(block)
     return "sha256:" + h.hexdigest()
 
 
+@contextmanager
+def _space(what: str, root: Path) -> Iterator[None]:
+    """ENOSPC / EDQUOT become StorageFull (507) with a message a person can act on."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise StorageFull(f"no space left on device: {what} in {root}") from exc
+        raise
+
+
+class _Temporary:
+    """A file being written beside its final place, under a dot name, flocked while it is open."""
+
+    def __init__(self, directory: Path, mode: int) -> None:
+        self.path = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
+
+    def commit(self, target: Path) -> None:
+        self.file.flush()  # a full disk shows here, before anything is renamed
+        os.replace(self.path, target)
+        self.file.close()
+
+    def discard(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass  # the flush of a full disk fails again; the file goes all the same
+        self.path.unlink(missing_ok=True)
+
+
+class BlobWriter:
+    """Bytes on their way into blobs/, hashed as they are written. commit() keeps them when they
+    match the digest they were promised as (if any); leaving the `with` block without a commit, or
+    any error, removes the temporary."""
+
+    def __init__(self, store: "Store", expected: str | None) -> None:
+        self._store = store
+        self.expected = check_digest(expected) if expected is not None else None
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._done = False
+        with store._space("writing a blob"):
+            store._mkdirs(store.root / "blobs")
+            self._tmp = _Temporary(store.root / "blobs", store._file_mode())
+
+    def write(self, data: bytes) -> None:
+        try:
+            with self._store._space("writing a blob"):
+                self._tmp.file.write(data)
+        except BaseException:
+            self.close()
+            raise
+        self._hash.update(data)
+        self.size += len(data)
+
+    def commit(self) -> tuple[Layer, bool]:
+        """The blob's layer (no media type) and whether this write added it to the store."""
+        digest = "sha256:" + self._hash.hexdigest()
+        try:
+            if self.expected is not None and digest != self.expected:
+                raise BlobMismatch(f"digest mismatch: body is {digest}, not {self.expected}")
+            target = self._store.blob_path(digest)
+            created = not target.exists()
+            if created:
+                with self._store._space(f"writing blob {digest}"):
+                    self._tmp.commit(target)
+                self._done = True
+            return Layer("", digest, self.size), created
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._tmp.discard()
+
+    def __enter__(self) -> "BlobWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PartialBlob:
+    """A download into blobs/sha256-<hex>-partial, which a later pull resumes (Ollama's naming).
+    The caller holds its lock (Store.partial_blob); finish() verifies and moves it into place."""
+
+    def __init__(self, store: "Store", digest: str, fd: int) -> None:
+        self._store, self.digest, self._fd = store, digest, fd
+        os.lseek(fd, 0, os.SEEK_END)
+
+    @property
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+    def restart(self) -> None:
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        with self._store._space(f"downloading blob {self.digest}"):
+            while view:
+                view = view[os.write(self._fd, view):]
+
+    def finish(self) -> None:
+        h = hashlib.sha256()
+        offset = 0
+        while block := os.pread(self._fd, CHUNK, offset):
+            h.update(block)
+            offset += len(block)
+        path = self._store.partial_path(self.digest)
+        if "sha256:" + h.hexdigest() != self.digest:
+            path.unlink(missing_ok=True)
+            raise BlobMismatch(f"blob {self.digest} failed verification (got sha256:{h.hexdigest()}); not kept")
+        os.replace(path, self._store.blob_path(self.digest))
+
+
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sweep: bool = True) -> None:
         self.root = Path(root)
+        # Manifest writes and garbage collection, one at a time within this process, so a delete
+        # never collects a blob that a manifest being written names.
+        self._lock = threading.RLock()
+        if sweep:
+            self.sweep()
 
     # -- paths (the only place they are built) --------------------------------------------
     def blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / check_digest(digest).replace(":", "-")
 
+    def partial_path(self, digest: str) -> Path:
+        return self.root / "blobs" / (check_digest(digest).replace(":", "-") + PARTIAL_SUFFIX)
+
     def manifest_path(self, name: ModelName) -> Path:
         return self.root / "manifests" / name.host / name.namespace / name.model / name.tag
+
+    # -- modes, space, directories --------------------------------------------------------------
+    def _space(self, what: str):
+        return _space(what, self.root)
+
+    def _dir_mode(self) -> int:
+        return stat.S_IMODE(self.root.stat().st_mode)
+
+    def _file_mode(self) -> int:
+        return self._dir_mode() & 0o644
+
+    def _mkdirs(self, path: Path) -> None:
+        """Create directories under the store with the store directory's own permissions."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+        missing = []
+        while not path.is_dir():
+            missing.append(path)
+            path = path.parent
+        mode = self._dir_mode()
+        for directory in reversed(missing):
+            directory.mkdir(mode=mode, exist_ok=True)
 
     # -- blobs ------------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def add_blob_file(self, source: Path, digest: str | None = None, move: bool = False) -> Layer:
-        """Copy (or move) a file into blobs/, verifying its sha256; never keeps a bad blob."""
-        actual = sha256_file(source)
-        if digest is not None and check_digest(digest) != actual:
-            raise ValueError(f"sha256 mismatch: expected {digest}, got {actual}")
-        target = self.blob_path(actual)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            tmp = target.with_name(target.name + ".partial")
-            if move:
-                shutil.move(str(source), tmp)
-            else:
-                shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        return Layer("", actual, target.stat().st_size)
+    def blob_writer(self, digest: str | None = None) -> BlobWriter:
+        return BlobWriter(self, digest)
+
+    def add_blob_from(self, source: BinaryIO, digest: str | None = None) -> tuple[Layer, bool]:
+        """Copy an open file into blobs/, hashing as it goes (one read); (layer, whether it is new)."""
+        with self.blob_writer(digest) as writer:
+            while block := source.read(CHUNK):
+                writer.write(block)
+            return writer.commit()
+
+    def add_blob_file(self, source: Path, digest: str | None = None) -> Layer:
+        """Copy a file into blobs/, verifying its sha256 when a digest is given; never keeps a bad blob."""
+        with open(source, "rb") as f:
+            return self.add_blob_from(f, digest)[0]
 
     def add_blob_bytes(self, data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        target = self.blob_path(digest)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
-                tmp.write(data)
-            os.chmod(tmp.name, 0o644)
-            os.replace(tmp.name, target)
-        return digest
+        with self.blob_writer() as writer:
+            writer.write(data)
+            return writer.commit()[0].digest
+
+    @contextmanager
+    def partial_blob(self, digest: str) -> Iterator[PartialBlob]:
+        """The resumable download of one blob, locked: a second pull of the same blob waits here.
+        A full disk or a failed verification removes it; other failures keep it to resume from."""
+        digest = check_digest(digest)
+        path = self.partial_path(digest)
+        with self._space(f"downloading blob {digest}"):
+            self._mkdirs(path.parent)
+            fd = _open_locked(path, self._file_mode())
+        try:
+            yield PartialBlob(self, digest, fd)
+        except (StorageFull, BlobMismatch):
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+
+    def remove_unused_blobs(self, digests: list[str]) -> None:
+        """Remove blobs that no manifest names (what a failed create wrote)."""
+        with self._lock:
+            self._collect(digests)
 
     # -- manifests --------------------------------------------------------------------------
     def write_manifest(self, name: ModelName, layers: list[Layer], config: dict | None = None) -> Manifest:
@@ -183,31 +381,35 @@ class Store:
             "config": Layer(MEDIA_CONFIG, config_digest, len(config_bytes)).to_json(),
             "layers": [layer.to_json() for layer in layers],
         }
-        path = self.manifest_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(body, indent=2))
-        os.replace(tmp, path)
-        return self.manifest(name)
+        return self._put_manifest(name, json.dumps(body, indent=2).encode())
 
     def write_manifest_bytes(self, name: ModelName, raw: bytes) -> Manifest:
-        """Keep a pulled manifest byte for byte (its digest is its identity); every digest in it
-        is checked before it is written."""
+        """Keep a pulled manifest byte for byte (its digest is its identity)."""
+        return self._put_manifest(name, raw)
+
+    def _put_manifest(self, name: ModelName, raw: bytes) -> Manifest:
         body = json.loads(raw)
-        for obj in [body["config"], *body.get("layers", [])]:
-            check_digest(obj["digest"])
+        digests = [check_digest(obj["digest"]) for obj in [body["config"], *body.get("layers", [])]]
         path = self.manifest_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_bytes(raw)
-        os.replace(tmp, path)
+        with self._lock, self._space(f"writing the manifest of {name.short}"):
+            missing = [d for d in digests if not self.has_blob(d)]
+            if missing:  # collected by a delete since it was written: a manifest must never dangle
+                raise RuntimeError(f"blob {missing[0]} of '{name.short}' is not in the store; try again")
+            self._mkdirs(path.parent)
+            tmp = _Temporary(path.parent, self._file_mode())
+            try:
+                tmp.file.write(raw)
+                tmp.commit(path)
+            except BaseException:
+                tmp.discard()
+                raise
         return self.manifest(name)
 
     def manifest(self, name: ModelName) -> Manifest:
         path = self.manifest_path(name)
         try:
             raw = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ModelNotFound(f"model '{name.short}' not found") from None
         body = json.loads(raw)
 
@@ -221,6 +423,12 @@ class Store:
             modified_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc),
             digest="sha256:" + hashlib.sha256(raw).hexdigest(),
         )
+
+    def manifest_bytes(self, name: ModelName) -> bytes:
+        try:
+            return self.manifest_path(name).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ModelNotFound(f"model '{name.short}' not found") from None
 
     def model_file(self, name: ModelName) -> Path:
         """Path of the GGUF weights behind a model name."""
@@ -243,7 +451,7 @@ class Store:
         if not base.is_dir():
             return
         for path in sorted(base.glob("*/*/*/*")):
-            if path.is_file() and not path.name.endswith(".partial"):
+            if path.is_file() and not path.name.startswith(TEMP_PREFIX):
                 host, namespace, model, tag = path.relative_to(base).parts
                 try:
                     yield self.manifest(ModelName.parse(f"{host}/{namespace}/{model}:{tag}"))
@@ -251,20 +459,119 @@ class Store:
                     continue  # a foreign or broken file in the store is not ours to list
 
     def copy(self, source: ModelName, destination: ModelName) -> Manifest:
-        raw = self.manifest_path(source)
-        if not raw.is_file():
-            raise ModelNotFound(f"model '{source.short}' not found")
-        target = self.manifest_path(destination)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".partial")
-        shutil.copyfile(raw, tmp)
-        os.replace(tmp, target)
-        return self.manifest(destination)
+        return self._put_manifest(destination, self.manifest_bytes(source))
 
     def delete(self, name: ModelName) -> None:
-        manifest = self.manifest(name)
-        self.manifest_path(name).unlink()
-        still_used = {d for m in self.list() for d in [m.config.digest, *(l.digest for l in m.layers)]}
-        for digest in [manifest.config.digest, *(l.digest for l in manifest.layers)]:
-            if digest not in still_used:
+        with self._lock:
+            manifest = self.manifest(name)
+            path = self.manifest_path(name)
+            path.unlink()
+            self._prune(path.parent)
+            self._collect([manifest.config.digest, *(layer.digest for layer in manifest.layers)])
+
+    def _prune(self, directory: Path) -> None:
+        """Remove the manifest folders a delete left empty, up to manifests/ itself."""
+        base = self.root / "manifests"
+        while directory != base and base in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return  # not empty (or gone): the folders above are not empty either
+            directory = directory.parent
+
+    def _collect(self, digests: list[str]) -> None:
+        used = self._used_digests()
+        if used is None:
+            return
+        for digest in digests:
+            if check_digest(digest) not in used:
                 self.blob_path(digest).unlink(missing_ok=True)
+
+    def _used_digests(self) -> set[str] | None:
+        """Every digest any file under manifests/ names, whatever its name, temporaries (a manifest
+        being written) included; None when one cannot be read, and then nothing is collected."""
+        used: set[str] = set()
+        for folder, _, files in os.walk(self.root / "manifests"):
+            for file in files:
+                try:
+                    raw = Path(folder, file).read_bytes()
+                except FileNotFoundError:
+                    continue  # a temporary renamed into place meanwhile; read there
+                except OSError:
+                    return None
+                used.update("sha256:" + hex_.decode() for hex_ in _ANY_DIGEST.findall(raw))
+        return used
+
+    # -- temporaries --------------------------------------------------------------------------
+    @contextmanager
+    def temp_dir(self) -> Iterator[Path]:
+        """A scratch folder inside the store (same filesystem as blobs/), locked; removed on exit."""
+        with self._space("creating a scratch folder"):
+            self._mkdirs(self.root)
+            path = self.root / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+            path.mkdir(mode=0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            os.close(fd)
+
+    def sweep(self) -> int:
+        """Remove temporaries nobody holds (left by a crash, a kill or a full disk); how many."""
+        if not self.root.is_dir():
+            return 0
+        candidates = [self.root / e for e in os.listdir(self.root)
+                      if e.startswith(TEMP_PREFIX) or e.startswith("corral-pull-")]  # older versions' name
+        blobs = self.root / "blobs"
+        if blobs.is_dir():
+            candidates += [blobs / e for e in os.listdir(blobs) if not _BLOB_NAME.match(e)]
+        for folder, _, files in os.walk(self.root / "manifests"):
+            candidates += [Path(folder, f) for f in files if f.startswith(TEMP_PREFIX)]
+        return sum(_remove_if_stale(path) for path in candidates)
+
+
+def _open_locked(path: Path, mode: int) -> int:
+    """Open (creating) and lock a file; if a sweep removed it between the open and the lock, the
+    lock is on a file no longer there, so open the path again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _remove_if_stale(path: Path) -> bool:
+    try:
+        info = path.lstat()
+        if time.time() - info.st_mtime < STALE_AFTER_S:
+            return False
+        if stat.S_ISDIR(info.st_mode):
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        elif stat.S_ISREG(info.st_mode):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        else:
+            return False  # not something corral writes
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        if os.fstat(fd).st_ino != info.st_ino:
+            return False
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
