@@ -69,10 +69,24 @@ def test_modelfile_form(server):
     {"model": "bad:1", "from": SMOL, "template": "{{ .Prompt }}"},  # a Go template
     {"model": "bad:1", "modelfile": "PARAMETER temperature 0"},  # no FROM
     {"model": "bad:1", "from": SMOL, "parameters": {"temperature": "hot"}},
-    {"model": "bad:1", "from": "/etc/hostname"},  # not a GGUF
+    {"model": "bad:1", "files": {"m.gguf": "sha256:" + hashlib.sha256(b"text").hexdigest()}},  # not uploaded
     {"model": "bad:1"},
 ])
 def test_bad_create_is_400(server, body):
     r = httpx.post(server.url + "/api/create", json={**body, "stream": False}, timeout=60)
     assert r.status_code == 400, r.text
     assert "bad:1" not in {m["name"] for m in httpx.get(server.url + "/api/tags").json()["models"]}
+
+
+def test_uploaded_blob_that_is_not_a_gguf_is_400(server):
+    data = b"plain text, not a model"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert httpx.post(f"{server.url}/api/blobs/{digest}", content=data).status_code == 201
+    r = httpx.post(server.url + "/api/create", json={"model": "bad:1", "files": {"m.gguf": digest}, "stream": False})
+    assert r.status_code == 400 and "GGUF" in r.json()["error"], r.text
+
+
+def test_server_side_paths_are_refused_without_allow_local_from(server):
+    """Server-side FROM paths are off by default (tests/test_hardening_store.py covers the rest)."""
+    r = httpx.post(server.url + "/api/create", json={"model": "bad:1", "from": "/etc/hostname", "stream": False})
+    assert r.status_code == 403 and "CORRAL_ALLOW_LOCAL_FROM" in r.json()["error"]

@@ -20,7 +20,7 @@ from rich.table import Table
 from corral.bench import command as bench_command
 from corral.config import Settings
 from corral.models.catalog import CATALOG, DEFAULT_MODEL, pull_from_catalog
-from corral.models.modelfile import ModelfileError, parse_modelfile
+from corral.models.modelfile import ModelfileError, is_local_path, parse_modelfile
 from corral.models.store import InvalidName, ModelName, ModelNotFound, Store, sha256_file
 
 console = Console(stderr=True)
@@ -72,20 +72,25 @@ def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
-    """Send a Modelfile; a FROM naming a local .gguf is uploaded as a blob first."""
+    """Send a Modelfile; a FROM naming a local file is uploaded as a blob first (as Ollama's CLI
+    does), because the server reads no paths of its own unless told to (CORRAL_ALLOW_LOCAL_FROM)."""
     text = Path(args.file).read_text()
     mf = parse_modelfile(text)
     body: dict = {"model": args.model, "modelfile": text}
     source = Path(mf.source).expanduser()
     if not source.is_absolute():
         source = Path(args.file).resolve().parent / source
+    if is_local_path(mf.source) and not source.is_file():
+        raise ValueError(f"FROM {mf.source}: no such file ({source})")
     with _client(settings) as client:
-        if mf.source.endswith(".gguf") and source.is_file():
+        if is_local_path(mf.source):
             digest = sha256_file(source)
             if client.head(f"/api/blobs/{digest}").status_code != 200:
                 with open(source, "rb") as f:
-                    _json(client.post(f"/api/blobs/{digest}", content=f))
-            files = {source.name: digest}
+                    r = client.post(f"/api/blobs/{digest}", content=f)
+                if r.status_code != 201:
+                    _json(r)
+            files = {source.name if source.name.endswith(".gguf") else "model.gguf": digest}
             body = {"model": args.model, "files": files, "template": mf.template, "system": mf.system,
                     "license": mf.license, "parameters": mf.parameters}
         for obj in _stream(client, "/api/create", body):

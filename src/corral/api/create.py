@@ -1,22 +1,33 @@
-"""/api/create and /api/blobs: build a model in the store from a Modelfile or Ollama's JSON form."""
+"""/api/create and /api/blobs: build a model in the store from a Modelfile or Ollama's JSON form.
+
+All file work (hashing, copying, header checks, manifest writes) runs in worker threads: a 20 GB
+model must not stop every stream on the event loop while it is copied. A server-side path in
+`from` / FROM is refused (403) unless CORRAL_ALLOW_LOCAL_FROM allows its directory; clients
+upload files as blobs instead, as Ollama's (and `corral create`) do.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import io
 import json
 import os
-import tempfile
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.schemas import CreateRequest
-from corral.models.gguf_info import read_gguf
-from corral.models.modelfile import Modelfile, ModelfileError, add_parameter, parse_modelfile, text_layers
+from corral.models.gguf_info import GGUFFormatError, read_gguf
+from corral.models.modelfile import (Modelfile, ModelfileError, add_parameter, is_local_path, parse_modelfile,
+                                     text_layers)
 from corral.models.store import MEDIA_MODEL, Layer, ModelName, ModelNotFound, Store, check_digest
 
 router = APIRouter(prefix="/api")
+PIECE = 1 << 20  # upload bytes handed to the writer thread at a time
+_GGUF_VERSIONS = (2, 3)
 
 
 def _store(request: Request) -> Store:
@@ -30,25 +41,21 @@ async def blob_exists(digest: str, request: Request) -> Response:
 
 @router.post("/blobs/{digest}", status_code=201)
 async def blob_upload(digest: str, request: Request) -> Response:
-    """Stream the body to disk, hashing as it comes; a blob whose sha256 differs is never kept."""
+    """Stream the body to disk, hashing as it comes; a blob whose sha256 differs is never kept.
+    Any content is kept, as Ollama does: /api/create is where a blob must be a GGUF."""
     store = _store(request)
-    expected = check_digest(digest)
-    target = store.blob_path(expected)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".partial") as tmp:
-        try:
-            async for chunk in request.stream():
-                h.update(chunk)
-                tmp.write(chunk)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    if "sha256:" + h.hexdigest() != expected:
-        os.unlink(tmp.name)
-        raise ValueError(f"digest mismatch: body is sha256:{h.hexdigest()}, not {expected}")
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, target)
+    writer = await asyncio.to_thread(store.blob_writer, check_digest(digest))
+    try:
+        piece = bytearray()
+        async for chunk in request.stream():
+            piece += chunk
+            if len(piece) >= PIECE:
+                full, piece = piece, bytearray()
+                await asyncio.to_thread(writer.write, full)
+        await asyncio.to_thread(writer.write, piece)
+        await asyncio.to_thread(writer.commit)
+    finally:
+        writer.close()  # removes the temporary unless committed: a cut-off upload leaves nothing
     return Response(status_code=201)
 
 
@@ -63,8 +70,54 @@ def _modelfile(body: CreateRequest) -> Modelfile:
     return mf
 
 
-def _weights(store: Store, body: CreateRequest, mf: Modelfile) -> tuple[Layer, dict[str, str]]:
-    """The weights layer, and the base model's text layers (a FROM model's settings carry over)."""
+def _refuse(source: str, why: str) -> HTTPException:
+    return HTTPException(403, f"FROM {source}: {why}; upload the file as a blob (POST /api/blobs/<digest>, "
+                              "then `files`, as `corral create -f` does), or allow its directory on the "
+                              "server with CORRAL_ALLOW_LOCAL_FROM")
+
+
+def _within(path: Path, allowed: tuple[Path, ...]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in allowed)
+
+
+def open_local(source: str, allowed: tuple[Path, ...] | None) -> BinaryIO:
+    """Open a server-side GGUF named by FROM, or refuse: off unless allowed, symlinks resolved and
+    the opened file itself checked against the allowed directories (no swap between check and
+    open), a regular file, and a GGUF header, all before a byte is copied."""
+    if allowed is None:
+        raise _refuse(source, "server-side paths are not allowed on this server")
+    path = Path(source).expanduser().resolve()
+    # The same answer whether or not a path outside exists, so refusals reveal nothing.
+    if not _within(path, allowed):
+        raise _refuse(source, "not inside a directory this server allows")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block
+    except OSError as exc:
+        raise ValueError(f"FROM {source}: {exc.strerror.lower() if exc.strerror else exc}") from None
+    f = os.fdopen(fd, "rb")
+    try:
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            real = path  # no /proc: the resolved path is what was checked
+        if not _within(real, allowed):
+            raise _refuse(source, "not inside a directory this server allows")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"FROM {source}: not a regular file")
+        head = f.read(8)
+        if len(head) < 8 or head[:4] != b"GGUF" or int.from_bytes(head[4:], "little") not in _GGUF_VERSIONS:
+            raise ValueError(f"FROM {source}: not a GGUF file")
+        f.seek(0)
+        return f
+    except BaseException:
+        f.close()
+        raise
+
+
+def _weights(store: Store, body: CreateRequest, mf: Modelfile, allowed: tuple[Path, ...] | None,
+             created: list[str]) -> tuple[Layer, dict[str, str]]:
+    """The weights layer, and the base model's text layers (a FROM model's settings carry over).
+    Blobs this call adds to the store go into `created`, to be removed if the create fails."""
     if body.files:
         ggufs = [d for n, d in body.files.items() if n.endswith(".gguf")]
         if len(ggufs) != 1:
@@ -75,34 +128,56 @@ def _weights(store: Store, body: CreateRequest, mf: Modelfile) -> tuple[Layer, d
         return Layer(MEDIA_MODEL, digest, store.blob_path(digest).stat().st_size), {}
     if not mf.source:
         raise ValueError("nothing to create from: give `from`, `files` or a Modelfile with FROM")
-    path = Path(mf.source).expanduser()
-    if mf.source.endswith(".gguf") or mf.source.startswith(("/", "./", "~")):
-        if not path.is_file():
-            raise ValueError(f"FROM {mf.source}: no such file")
-        layer = store.add_blob_file(path)
+    if is_local_path(mf.source):
+        with open_local(mf.source, allowed) as f:
+            layer, new = store.add_blob_from(f)
+        if new:
+            created.append(layer.digest)
         return Layer(MEDIA_MODEL, layer.digest, layer.size), {}
     base = ModelName.parse(mf.source)
     manifest = store.manifest(base)
     weights = manifest.layer(MEDIA_MODEL)
     if weights is None:
         raise ModelNotFound(f"model '{base.short}' has no weights")
-    inherited = {l.media_type: store.blob_path(l.digest).read_text() for l in manifest.layers if l.media_type != MEDIA_MODEL}
+    inherited = {layer.media_type: store.blob_path(layer.digest).read_text()
+                 for layer in manifest.layers if layer.media_type != MEDIA_MODEL}
     return weights, inherited
+
+
+def _build(store: Store, name: ModelName, body: CreateRequest, mf: Modelfile, text: dict[str, str],
+           allowed: tuple[Path, ...] | None) -> Layer:
+    """Everything that touches files, in one worker thread; a failure leaves no blob it wrote."""
+    created: list[str] = []
+    try:
+        weights, layers = _weights(store, body, mf, allowed, created)
+        read_gguf(store.blob_path(weights.digest))  # a blob that is not a GGUF fails here, not at load
+        layers.update(text)
+        extra = []
+        for media, content in layers.items():
+            layer, new = store.add_blob_from(io.BytesIO(content.encode()))
+            if new:
+                created.append(layer.digest)
+            extra.append(Layer(media, layer.digest, layer.size))
+        store.write_manifest(name, [weights, *extra])
+        return weights
+    except BaseException:
+        store.remove_unused_blobs(created)
+        raise
 
 
 @router.post("/create")
 async def create(body: CreateRequest, request: Request) -> Response:
-    store = _store(request)
+    ctx = request.app.state.corral
     name = ModelName.parse(body.target)
     try:
         mf = _modelfile(body)
-        weights, layers = _weights(store, body, mf)
-        read_gguf(store.blob_path(weights.digest))  # a file that is not GGUF fails here, not at load
-        layers.update(text_layers(mf))
+        text = text_layers(mf)  # a bad template is refused before any file is touched
     except ModelfileError as exc:
         raise ValueError(str(exc)) from None
-    extra = [Layer(media, store.add_blob_bytes(text.encode()), len(text.encode())) for media, text in layers.items()]
-    store.write_manifest(name, [weights, *extra])
+    try:
+        weights = await asyncio.to_thread(_build, ctx.store, name, body, mf, text, ctx.settings.local_from_dirs)
+    except GGUFFormatError as exc:
+        raise ValueError(f"the model's weights are not a valid GGUF file: {exc}") from None
     statuses = ["parsing modelfile", "using existing layer " + weights.digest, "writing manifest", "success"]
     if body.stream:
         return StreamingResponse((json.dumps({"status": s}) + "\n" for s in statuses),

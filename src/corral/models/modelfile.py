@@ -55,6 +55,11 @@ def parse_modelfile(text: str) -> Modelfile:
     return mf
 
 
+def is_local_path(source: str) -> bool:
+    """Whether FROM names a file rather than a model (Ollama's rule, plus relative paths)."""
+    return source.endswith(".gguf") or source.startswith(("/", "./", "../", "~"))
+
+
 def add_parameter(params: dict[str, Any], key: str, value: Any) -> None:
     try:
         if key == "stop":
