@@ -19,7 +19,8 @@ from corral.api.security import BearerAuth, BodyTimeout, OriginHostGuard, add_co
 from corral.api.context import AppContext
 from corral.config import Settings
 from corral.models.gguf_info import GGUFFormatError
-from corral.models.store import InvalidName, ModelNotFound
+from corral.models.registry import RegistryUnreachable
+from corral.models.store import InvalidName, ModelNotFound, StorageFull
 from corral.models.template import TemplateError
 from corral.runner.handle import RunnerError
 from corral.scheduler.scheduler import Busy, NeverFits
@@ -119,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         handle(bad, 400)
     handle(Busy, 503, headers={"Retry-After": RETRY_AFTER_S})
     handle(NeverFits, 507)
+    handle(StorageFull, 507)
+    handle(RegistryUnreachable, 502)
     handle(RunnerError, 500)
 
     async def embed_failed(request: Request, exc: EmbedFailed) -> JSONResponse:

@@ -1,4 +1,7 @@
-"""Model management routes: /api/tags, show, delete, copy, pull."""
+"""Model management routes: /api/tags, show, delete, copy, pull, push.
+
+Store work (GGUF headers, manifests, unlinking blobs of gigabytes) runs in worker threads, so it
+never holds up the streams on the event loop."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from corral.models.catalog import catalog_entry, pull_from_catalog
 from corral.models.gguf_info import GGUFInfo, read_gguf
 from corral.models.modelfile import load_extras
 from corral.models import registry
-from corral.models.store import DEFAULT_HOST, ModelName, ModelNotFound, Store
+from corral.models.store import DEFAULT_HOST, ModelName, ModelNotFound, StorageFull, Store
 
 router = APIRouter(prefix="/api")
 
@@ -34,7 +37,10 @@ def _iso(dt) -> str:
 
 @router.get("/tags")
 async def tags(request: Request) -> dict:
-    store = _store(request)
+    return await asyncio.to_thread(_tags, _store(request))
+
+
+def _tags(store: Store) -> dict:
     models = []
     for m in store.list():
         try:
@@ -55,8 +61,10 @@ def _capabilities(template: str) -> list[str]:
 
 @router.post("/show")
 async def show(body: ShowRequest, request: Request) -> dict:
-    store = _store(request)
-    name = ModelName.parse(body.target)
+    return await asyncio.to_thread(_show, _store(request), ModelName.parse(body.target))
+
+
+def _show(store: Store, name: ModelName) -> dict:
     manifest = store.manifest(name)
     path = store.model_file(name)
     info = read_gguf(path)
@@ -81,14 +89,19 @@ async def show(body: ShowRequest, request: Request) -> dict:
 @router.delete("/delete")
 async def delete(body: ModelRequest, request: Request) -> Response:
     name = ModelName.parse(body.target)
-    request.app.state.corral.scheduler.unload(name.short)
-    _store(request).delete(name)
+    try:
+        await asyncio.to_thread(_store(request).delete, name)
+    finally:
+        # After the manifest is gone, so no new request can load it again; a busy runner goes
+        # when its requests finish.
+        request.app.state.corral.scheduler.unload(name.short)
     return Response(status_code=200)
 
 
 @router.post("/copy")
 async def copy(body: CopyRequest, request: Request) -> Response:
-    _store(request).copy(ModelName.parse(body.source), ModelName.parse(body.destination))
+    source, destination = ModelName.parse(body.source), ModelName.parse(body.destination)
+    await asyncio.to_thread(_store(request).copy, source, destination)
     return Response(status_code=200)
 
 
@@ -111,10 +124,14 @@ async def pull(body: ModelRequest, request: Request) -> Response:
 async def push(body: ModelRequest, request: Request) -> Response:
     store = _store(request)
     name = ModelName.parse(body.target)
-    store.manifest(name)  # 404 before anything streams
+    await asyncio.to_thread(store.manifest, name)  # 404 before anything streams
     if name.host == DEFAULT_HOST:
         raise ValueError("name the registry to push to: host[:port]/namespace/model:tag")
     return await _transfer(body.stream, lambda report: registry.push(store, name, body.insecure, report))
+
+
+# Failures with their own status when the reply is one object (a stream has sent 200 already).
+_TYPED = (StorageFull, registry.RegistryUnreachable)
 
 
 async def _transfer(stream: bool, work: Callable[[Callable[[str, int, int, str], None]], None]) -> Response:
@@ -130,10 +147,13 @@ async def _transfer(stream: bool, work: Callable[[Callable[[str, int, int, str],
             item["digest"] = digest
         loop.call_soon_threadsafe(progress.put_nowait, item)
 
+    failure: list[Exception] = []
+
     async def run() -> None:
         try:
             await asyncio.to_thread(work, report)
         except Exception as exc:  # noqa: BLE001 - reported to the client, the server goes on
+            failure.append(exc)
             progress.put_nowait({"error": str(exc)})
         finally:
             progress.put_nowait(None)
@@ -151,6 +171,8 @@ async def _transfer(stream: bool, work: Callable[[Callable[[str, int, int, str],
     async for item in updates:
         last = item
     await task
+    if failure and isinstance(failure[0], _TYPED):
+        raise failure[0]  # 507 / 502 from the app's handlers
     return JSONResponse(last, status_code=500 if "error" in last else 200)
 
 
