@@ -52,6 +52,9 @@ class FakeHandle:
     def rss(self) -> int:
         return 0
 
+    def silent_for(self, now: float | None = None) -> float:
+        return 0.0  # always progressing: the watchdog is tested on a real stopped runner
+
 
 def spec(name: str, weights_mib: int, gpu: bool = False, slots: int = 1) -> ModelSpec:
     info = GGUFInfo(path=Path(f"/models/{name}"), architecture="fake", name=name, file_size=0,

@@ -11,6 +11,7 @@ from corral.api.context import AppContext
 from corral.api.schemas import Options
 from corral.config import parse_duration
 from corral.models.modelfile import load_extras
+from corral.models.prompt_fit import byte_budget, tail_text, trim_messages
 from corral.models.store import ModelName
 from corral.models.template import ChatPrompt, render_chat
 from corral.models.tool_calls import parse_tool_calls
@@ -44,6 +45,7 @@ class Job:
         """Chat messages → prompt, with the model's SYSTEM when the request brings none."""
         if self.system and not any(m.get("role") == "system" for m in messages):
             messages = [{"role": "system", "content": self.system}, *messages]
+        messages = trim_messages(messages, self._budget())
         info = self.spec.info
         return render_chat(template or self.template, messages, bos_token=info.bos_token,
                            eos_token=info.eos_token, tools=tools)
@@ -57,8 +59,12 @@ class Job:
         await self.ctx.scheduler.warm(waiter)
         return {**shape(""), "done": True, "done_reason": "load"}
 
+    def _budget(self) -> int:
+        return byte_budget(self.spec.n_ctx, self.spec.info.max_token_bytes)
+
     def run(self, prompt: str, extra_stop: tuple[str, ...] = (), format: Any = None) -> AsyncIterator[Event]:
         options = self.options.generation(extra_stop, format)
+        prompt = tail_text(prompt, self._budget())
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
         return self.ctx.scheduler.generate(waiter, prompt, options)
 
@@ -79,19 +85,28 @@ class Job:
 
         Raises EmbedFailed with an HTTP status when the runner reports an error.
         """
+        if len(inputs) > MAX_EMBED_INPUTS:
+            raise ValueError(f"too many inputs: {len(inputs)} (at most {MAX_EMBED_INPUTS} per request)")
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
+        vectors: list[list[float]] = [[] for _ in inputs]
         async for ev in self.ctx.scheduler.embed(waiter, inputs, truncate):
             if ev.kind == "error":
                 raise EmbedFailed((ev.stats or {}).get("status", 500), ev.text)
-            if ev.kind == "done":
+            if ev.kind == "embedding":
                 stats = ev.stats or {}
-                vectors = stats.get("embeddings", [])
+                vectors[stats["index"]] = stats["vector"]
+            elif ev.kind == "done":
+                stats = ev.stats or {}
                 if dimensions:
                     vectors = [_shorten(v, dimensions) for v in vectors]
                 return {"embeddings": vectors, "prompt_eval_count": stats.get("prompt_eval_count", 0),
                         "total_duration": time.monotonic_ns() - self.started,
                         "load_duration": int(stats.get("load_s", 0) * 1e9)}
         raise EmbedFailed(500, "embedding ended without a result")
+
+
+# As OpenAI's embeddings endpoint: a bound on one request's work and on the reply it builds.
+MAX_EMBED_INPUTS = 2048
 
 
 class EmbedFailed(RuntimeError):

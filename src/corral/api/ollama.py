@@ -122,6 +122,7 @@ async def ps(request: Request) -> dict:
             "state": r.state, "slots_busy": r.busy, "slots_total": r.spec.n_slots,
             "queue": sum(1 for w in scheduler.waiters if w.spec.name == r.spec.name),
             "size_measured": r.handle.rss(), "pid": r.handle.pid, "device": r.pool, "threads": r.threads,
+            "health": scheduler.health(r), "restarts": scheduler.restarts.get(r.spec.name, 0),
         })
     return {"models": models}
 

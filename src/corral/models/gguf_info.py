@@ -37,6 +37,9 @@ class GGUFInfo:
     chat_template: str | None
     bos_token: str
     eos_token: str
+    # The longest token's text in UTF-8 bytes: no token covers more of a prompt than this, so
+    # n tokens never span more than n * max_token_bytes bytes (how prompts are cut to fit).
+    max_token_bytes: int = 64
     metadata: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -153,6 +156,14 @@ def _token(meta: dict, key: str) -> str:
     return tokens.items[token_id] if 0 <= token_id < tokens.count else ""
 
 
+def _max_token_bytes(tokens: object) -> int:
+    if not isinstance(tokens, _Array) or not tokens.items:
+        return 64  # no vocabulary to measure: a generous bound
+    # Token texts as stored (byte-level BPE's printable stand-ins, SPM's "▁" and <0xNN>) are at
+    # least as long in UTF-8 as the text they decode to, so this is an upper bound.
+    return max(max(len(t.encode()) for t in tokens.items if isinstance(t, str)), 1)
+
+
 @lru_cache(maxsize=32)
 def read_gguf(path: Path) -> GGUFInfo:
     """Metadata of a GGUF file; GGUFFormatError if it is not a valid one."""
@@ -188,5 +199,6 @@ def read_gguf(path: Path) -> GGUFInfo:
         chat_template=template if isinstance(template, str) else None,
         bos_token=_token(meta, "tokenizer.ggml.bos_token_id"),
         eos_token=_token(meta, "tokenizer.ggml.eos_token_id"),
+        max_token_bytes=_max_token_bytes(tokens),
         metadata={k: v for k, v in meta.items() if not isinstance(v, _Array)},
     )

@@ -8,12 +8,12 @@ token-by-token generation. It is created on the first embed request.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import llama_cpp as ll
 import numpy as np
 
-from corral.runner.protocol import EV_DONE
+from corral.runner.protocol import EV_DONE, EV_EMBEDDING
 
 EMBED_CTX = 2048  # longest input an embedding request may have (tokens); memory.py counts it
 
@@ -22,7 +22,7 @@ EMBED_CTX = 2048  # longest input an embedding request may have (tokens); memory
 class EmbedJob:
     id: str
     inputs: list[list[int]]
-    vectors: list[list[float]] = field(default_factory=list)
+    n_done: int = 0  # inputs embedded (and sent) so far
 
     @property
     def tokens(self) -> int:
@@ -53,7 +53,7 @@ class Embedder:
         packed: list[tuple[EmbedJob, int]] = []  # (job, index of the input within it)
         n = 0
         for job in self.jobs:
-            for i in range(len(job.vectors), len(job.inputs)):
+            for i in range(job.n_done, len(job.inputs)):
                 tokens = job.inputs[i]
                 if len(packed) == self.n_seq or n + len(tokens) > self.n_ctx:
                     break
@@ -77,16 +77,19 @@ class Embedder:
                 self.jobs.remove(job)
             return [{"ev": "error", "id": job.id, "message": f"llama_decode failed (code {rc})", "status": 500}
                     for job in failed]
-        for seq, (job, _) in enumerate(packed):
+        # Each vector goes out as soon as it exists, one line each: a request with many inputs
+        # never makes one huge reply line, and the runner keeps no vectors.
+        events = []
+        for seq, (job, index) in enumerate(packed):
             ptr = ll.llama_get_embeddings_seq(self.ctx, seq)
             vec = np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).astype(np.float64)
             norm = np.linalg.norm(vec)
-            job.vectors.append((vec / norm if norm > 0 else vec).tolist())
-        events = []
-        while self.jobs and len(self.jobs[0].vectors) == len(self.jobs[0].inputs):
+            events.append({"ev": EV_EMBEDDING, "id": job.id, "index": index,
+                           "embedding": (vec / norm if norm > 0 else vec).tolist()})
+            job.n_done += 1
+        while self.jobs and self.jobs[0].n_done == len(self.jobs[0].inputs):
             job = self.jobs.popleft()
-            events.append({"ev": EV_DONE, "id": job.id, "reason": "stop", "embeddings": job.vectors,
-                           "prompt_eval_count": job.tokens})
+            events.append({"ev": EV_DONE, "id": job.id, "reason": "stop", "prompt_eval_count": job.tokens})
         return events
 
     def cancel(self, request_id: str) -> bool:

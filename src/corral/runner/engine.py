@@ -18,6 +18,7 @@ import numpy as np
 
 from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOptions, LoadConfig
 from corral.runner.embedder import EMBED_CTX, EmbedJob, Embedder
+from corral.runner.fit import cut, input_tokens, prompt_tokens
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.sampling import is_plain_greedy, make_sampler
 from corral.runner.slot import Slot, prompt_chunk
@@ -30,6 +31,11 @@ class LoadError(RuntimeError):
 
 MIN_PIECE_CPU = 2
 MIN_PIECE_GPU = 32
+# While other slots generate, a step spends about this long on prompt tokens (at least
+# PREFILL_MIN_TOKENS of them): the bound on the extra gap a long prompt adds between their tokens.
+PREFILL_STEP_NS = 100_000_000
+PREFILL_MIN_TOKENS = 32
+PREFILL_SAMPLE_MIN = 16  # chunks shorter than this say little about the speed
 
 
 class SlotsFull(RuntimeError):
@@ -93,6 +99,7 @@ class Engine:
         self._init_batch(cfg.n_batch)
         self.free: deque[Slot] = deque(Slot(seq=i) for i in range(cfg.n_slots))
         self.active: list[Slot] = []  # in admission order, so prompts are served FIFO
+        self.prefill_ns_per_token = 0.0  # measured; sizes prompt chunks while others generate
         self.decode_ns = 0  # time inside llama_decode, for the Python-overhead share
         self.step_ns = 0
         self.embedder: Embedder | None = None
@@ -156,36 +163,43 @@ class Engine:
     def busy(self) -> bool:
         return bool(self.active) or bool(self.embedder and self.embedder.jobs)
 
-    def embed(self, request_id: str, inputs: list[str], truncate: bool = True) -> list[dict]:
+    def request_limit(self, num_ctx: int) -> int:
+        """A request's context: its num_ctx, at most the slot's."""
+        return min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
+
+    def prompt_tokens(self, text: str, num_ctx: int) -> list[int]:
+        """A prompt's tokens, cut to its context (thread-safe: the stdin reader calls it)."""
+        return prompt_tokens(self.tokenize, text, self.request_limit(num_ctx))
+
+    def embed_tokens(self, inputs: list[str], truncate: bool) -> list[list[int]]:
+        """Embedding inputs' tokens, each cut to the embedding context (thread-safe)."""
+        limit = min(self.n_ctx_slot, EMBED_CTX)
+        tokenized = []
+        for text in inputs:
+            tokens, longer = input_tokens(self.tokenize, text, limit)
+            if longer and not truncate:
+                raise ValueError(f"input exceeds the context length of {limit} tokens")
+            tokenized.append(tokens or [self.bos])
+        return tokenized
+
+    def embed(self, request_id: str, tokenized: list[list[int]]) -> list[dict]:
+        """Queue tokenized inputs (embed_tokens()) for embedding."""
         if self.embedder is None:
             self.embedder = Embedder(self.model, min(self.n_ctx_slot, EMBED_CTX), self.cfg.n_threads)
             self.set_threads(self.n_threads)  # the share the scheduler gave this runner
-        limit = self.embedder.n_ctx
-        tokenized = []
-        for text in inputs:
-            tokens = self.tokenize(text) or [self.bos]
-            if len(tokens) > limit:
-                if not truncate:
-                    raise ValueError(f"input of {len(tokens)} tokens exceeds the context length of {limit}")
-                tokens = tokens[:limit]
-            tokenized.append(tokens)
         self.embedder.jobs.append(EmbedJob(request_id, tokenized))
         return []
 
-    def submit(self, request_id: str, prompt: str, opts: GenerationOptions, num_ctx: int = 0) -> list[dict]:
+    def submit(self, request_id: str, tokens: list[int], opts: GenerationOptions, num_ctx: int = 0) -> list[dict]:
+        """Start a request on a free slot; `tokens` is its prompt (prompt_tokens())."""
         if not self.free:
             raise SlotsFull("no free slot")
         # First: a bad format fails before a slot is taken.
         sampler = make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)
-        limit = min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
-        tokens = self.tokenize(prompt)
+        limit = self.request_limit(num_ctx)
         if not tokens:
             tokens = [self.bos] if self.bos >= 0 else []
-        if len(tokens) >= limit:
-            # As Ollama: keep the start token and the most recent part of an over-long prompt,
-            # leaving a quarter of the context for the answer.
-            keep = limit - limit // 4
-            tokens = tokens[:1] + tokens[len(tokens) - keep + 1:]
+        tokens = cut(tokens, limit)
         slot = self._take_slot(tokens)
         slot.ctx_limit = limit
         slot.id, slot.prompt, slot.n_generated = request_id, tokens, 0
@@ -254,7 +268,12 @@ class Engine:
         """
         t0 = time.perf_counter_ns()
         events: list[dict] = self._embed_step() if self.embedder and self.embedder.jobs else []
-        room = self.n_batch - sum(1 for s in self.active if not s.prefilling)
+        n_generating = sum(1 for s in self.active if not s.prefilling)
+        room = self.n_batch - n_generating
+        if n_generating:
+            # Streams are generating: prefill only what fits the step's time budget, so a long
+            # prompt arriving delays each of their tokens by about PREFILL_STEP_NS, not seconds.
+            room = min(room, self._prefill_room())
         chunks: list[tuple[Slot, int]] = []
         for slot in self.active:
             if room <= 0:
@@ -278,7 +297,12 @@ class Engine:
             done = not slot.prefilling
             if done:
                 self._logits[take - 1] = 1
+            td = time.perf_counter_ns()
             events += self._decode(take, [(slot, take - 1)] if done else [], [slot])
+            if take >= PREFILL_SAMPLE_MIN:
+                # Smoothed cost of a prompt token (decode and sampling of the last one included).
+                per_token = (time.perf_counter_ns() - td) / take
+                self.prefill_ns_per_token += (per_token - self.prefill_ns_per_token) * 0.3
         # After the prompts, so a slot whose prompt just finished generates in this same call:
         # a slot still prefilling would leave a hole in the run of sequence ids, and llama.cpp
         # would split the call into two ubatches.
@@ -291,6 +315,13 @@ class Engine:
             events += self._decode(len(generating), list(zip(generating, range(len(generating)))))
         self.step_ns += time.perf_counter_ns() - t0
         return events
+
+    def _prefill_room(self) -> int:
+        """Prompt tokens that fit PREFILL_STEP_NS at the measured prompt speed (never < min)."""
+        if not self.prefill_ns_per_token:
+            return PREFILL_MIN_TOKENS  # not measured yet: a small first chunk measures it
+        fit = int(PREFILL_STEP_NS / self.prefill_ns_per_token)
+        return max(PREFILL_MIN_TOKENS, min(fit, self.n_batch))
 
     def _decode(self, n: int, to_sample: list[tuple[Slot, int]], owners: list[Slot] | None = None) -> list[dict]:
         """Decode the first n batch entries, then sample the slots that produced logits."""

@@ -10,6 +10,7 @@ import itertools
 import os
 import signal
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable
@@ -27,7 +28,7 @@ class RunnerError(RuntimeError):
 class Event:
     """One item of a request's stream: text, the final stats, or an error."""
 
-    kind: str  # "queued" | "text" | "done" | "error"
+    kind: str  # "queued" | "text" | "embedding" | "tool_calls" | "done" | "error"
     text: str = ""
     stats: dict | None = None
 
@@ -36,8 +37,11 @@ _ids = itertools.count(1)
 
 
 class RunnerHandle:
-    def __init__(self, cfg: p.LoadConfig, on_exit: Callable[["RunnerHandle"], None] | None = None) -> None:
+    def __init__(self, cfg: p.LoadConfig, on_exit: Callable[["RunnerHandle"], None] | None = None,
+                 command: tuple[str, ...] = (sys.executable, "-m", "corral.runner.main")) -> None:
+        """`command` (followed by the config as JSON) starts the runner process; tests swap it."""
         self.cfg = cfg
+        self.command = command
         self.on_exit = on_exit
         self.proc: asyncio.subprocess.Process | None = None
         self.n_ctx_slot = cfg.n_ctx_slot
@@ -48,6 +52,8 @@ class RunnerHandle:
         # Cumulative runner-loop figures: time inside llama_decode, and time the loop had work.
         self.decode_ns = 0
         self.busy_ns = 0
+        self.last_progress = time.monotonic()  # the last line read from the runner
+        self.kill_reason = ""
 
     @property
     def pid(self) -> int | None:
@@ -66,9 +72,9 @@ class RunnerHandle:
     async def start(self, timeout: float) -> None:
         """Spawn the process and wait until its model is loaded; RunnerError on failure."""
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "corral.runner.main", self.cfg.to_json(),
+            *self.command, self.cfg.to_json(),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            limit=1 << 24,
+            limit=p.MAX_LINE,
         )
         self._tasks.append(asyncio.create_task(self._drain_stderr()))
         try:
@@ -94,15 +100,50 @@ class RunnerHandle:
         async for raw in self.proc.stderr:
             self._stderr.append(raw.decode(errors="replace"))
 
+    async def _next_line(self) -> tuple[bytes, bool]:
+        """The next line from the runner, and whether it is whole: a line over MAX_LINE comes back
+        as its first bytes only (the rest is read and dropped), so no reply size can break the
+        channel. b"" at EOF."""
+        assert self.proc and self.proc.stdout
+        reader = self.proc.stdout
+        try:
+            return await reader.readuntil(b"\n"), True
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial, True
+        except asyncio.LimitOverrunError as exc:
+            head = await reader.read(exc.consumed)
+        while True:
+            try:
+                await reader.readuntil(b"\n")
+                return head, False
+            except asyncio.IncompleteReadError:
+                return head, False
+            except asyncio.LimitOverrunError as exc:
+                await reader.read(exc.consumed)
+
     async def _read_events(self) -> None:
         assert self.proc and self.proc.stdout
         try:
-            async for line in self.proc.stdout:
-                msg = p.decode(line)
+            while True:
+                line, whole = await self._next_line()
+                if not line:
+                    break
+                self.last_progress = time.monotonic()
+                try:
+                    msg = p.decode(line) if whole else None
+                except ValueError:
+                    msg = None
+                if msg is None:
+                    # One bad line fails the request it belongs to, not the runner.
+                    what = "too large" if not whole else "malformed"
+                    self._fail(p.request_id_of(line), f"the model runner's reply was {what}")
+                    continue
                 ev = msg.get("ev")
                 queue = self._streams.get(msg.get("id", ""))
                 if ev == p.EV_TOKEN and queue:
                     queue.put_nowait(Event("text", msg["text"]))
+                elif ev == p.EV_EMBEDDING and queue:
+                    queue.put_nowait(Event("embedding", stats={"index": msg["index"], "vector": msg["embedding"]}))
                 elif ev == p.EV_DONE and queue:
                     engine = msg.pop("engine", None)
                     if engine:
@@ -118,12 +159,29 @@ class RunnerHandle:
         finally:
             await self._died()
 
+    def _fail(self, request_id: str | None, message: str) -> None:
+        queue = self._streams.pop(request_id, None) if request_id else None
+        if queue is None:
+            self._stderr.append(message)
+            return
+        queue.put_nowait(Event("error", message, stats={"status": 500}))
+        try:
+            self._send({"op": p.OP_CANCEL, "id": request_id})  # stop the work nobody will read
+        except (RunnerError, ConnectionError):
+            pass
+
+    def silent_for(self, now: float | None = None) -> float:
+        """Seconds this runner has had work and said nothing (0 when it has no work)."""
+        if not self._streams or not self.alive:
+            return 0.0
+        return (time.monotonic() if now is None else now) - self.last_progress
+
     async def _died(self) -> None:
         self.alive = False
         if self.proc and self.proc.returncode is None:
             await self.kill()
         code = self.proc.returncode if self.proc else None
-        reason = f"model runner exited unexpectedly (exit code {code})"
+        reason = self.kill_reason or f"model runner exited unexpectedly (exit code {code})"
         detail = self._last_stderr()
         for queue in self._streams.values():
             queue.put_nowait(Event("error", f"{reason}: {detail}" if detail else reason))
@@ -140,6 +198,8 @@ class RunnerHandle:
         request_id = f"r{next(_ids)}"
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._send({**message, "id": request_id})
+        if not self._streams:
+            self.last_progress = time.monotonic()  # an idle runner's silence is not a stall
         self._streams[request_id] = queue
         return request_id, queue
 
@@ -161,7 +221,7 @@ class RunnerHandle:
         return self._run({"op": p.OP_SUBMIT, "prompt": prompt, "num_ctx": num_ctx, "options": options.__dict__})
 
     def embed(self, inputs: list[str], truncate: bool = True) -> AsyncIterator[Event]:
-        """Embed: one "done" event whose stats hold "embeddings" (or "error")."""
+        """Embed: an "embedding" event per input ({"index", "vector"}), then "done" (or "error")."""
         return self._run({"op": p.OP_EMBED, "inputs": inputs, "truncate": truncate})
 
     async def _run(self, message: dict) -> AsyncIterator[Event]:
@@ -172,7 +232,7 @@ class RunnerHandle:
             while True:
                 event = await queue.get()
                 yield event
-                if event.kind != "text":
+                if event.kind not in ("text", "embedding"):
                     finished = True
                     return
         finally:
@@ -188,7 +248,10 @@ class RunnerHandle:
         except (RunnerError, ConnectionError, asyncio.TimeoutError):
             await self.kill()
 
-    async def kill(self) -> None:
+    async def kill(self, reason: str = "") -> None:
+        """SIGKILL (works on a stopped process too); `reason` becomes its requests' error."""
+        if reason:
+            self.kill_reason = reason
         if self.proc and self.proc.returncode is None:
             try:
                 os.kill(self.proc.pid, signal.SIGKILL)

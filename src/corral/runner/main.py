@@ -17,12 +17,28 @@ import traceback
 from corral.runner import protocol as p
 
 
-def _read_stdin(inbox: queue.Queue) -> None:
+# A busy runner that has written nothing for this long writes a heartbeat, so that the server's
+# watchdog can tell a long prompt (many silent steps) from a stalled runner.
+BEAT_NS = 1_000_000_000
+
+
+def _read_stdin(inbox: queue.Queue, engine) -> None:
+    """Reads messages and tokenizes prompts here, beside the engine loop: llama_tokenize runs
+    without the GIL, so a huge prompt does not stop the other slots' generation."""
     for line in sys.stdin.buffer:
         try:
-            inbox.put(p.decode(line))
+            msg = p.decode(line)
         except ValueError:
             continue
+        try:
+            if msg.get("op") == p.OP_SUBMIT:
+                msg["tokens"] = engine.prompt_tokens(msg.pop("prompt", ""), int(msg.get("num_ctx") or 0))
+            elif msg.get("op") == p.OP_EMBED:
+                msg["tokens"] = engine.embed_tokens(msg.pop("inputs", []), bool(msg.get("truncate", True)))
+        except Exception as exc:  # noqa: BLE001 - a bad prompt fails its request alone
+            msg["error"] = str(exc) or type(exc).__name__
+            msg["status"] = 400 if isinstance(exc, ValueError) else 500
+        inbox.put(msg)
     inbox.put({"op": p.OP_SHUTDOWN})
 
 
@@ -54,8 +70,9 @@ def main() -> int:
     send([{"ev": p.EV_READY, "n_ctx_slot": engine.n_ctx_slot, "n_slots": cfg.n_slots, "pid": os.getpid()}])
 
     inbox: queue.Queue = queue.Queue()
-    threading.Thread(target=_read_stdin, args=(inbox,), daemon=True).start()
+    threading.Thread(target=_read_stdin, args=(inbox, engine), daemon=True).start()
     busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
+    last_write = time.perf_counter_ns()
     while True:
         events: list[dict] = []
         messages = _drain(inbox, block=not engine.busy)
@@ -71,11 +88,15 @@ def main() -> int:
                 engine.set_threads(int(msg["n"]))
             elif op in (p.OP_SUBMIT, p.OP_EMBED):
                 try:
+                    if "error" in msg:
+                        events.append({"ev": p.EV_ERROR, "id": msg.get("id", ""), "message": msg["error"],
+                                       "status": msg["status"]})
+                        continue
                     if op == p.OP_EMBED:
-                        events += engine.embed(msg["id"], list(msg["inputs"]), bool(msg.get("truncate", True)))
+                        events += engine.embed(msg["id"], msg["tokens"])
                         continue
                     opts = p.GenerationOptions(**msg.get("options", {}))
-                    events += engine.submit(msg["id"], msg["prompt"], opts, int(msg.get("num_ctx") or 0))
+                    events += engine.submit(msg["id"], msg["tokens"], opts, int(msg.get("num_ctx") or 0))
                 except Exception as exc:  # noqa: BLE001 - a bad request fails alone
                     status = 400 if isinstance(exc, (ValueError, TypeError)) else 500
                     events.append({"ev": p.EV_ERROR, "id": msg.get("id", ""), "message": str(exc), "status": status})
@@ -90,7 +111,11 @@ def main() -> int:
             if event["ev"] == p.EV_DONE:
                 event["engine"] = {"decode_ns": engine.decode_ns, "busy_ns": busy_ns}
         t0 = time.perf_counter_ns()
-        send(events)
+        if not events and engine.busy and t0 - last_write > BEAT_NS:
+            events.append({"ev": p.EV_BEAT})
+        if events:
+            send(events)
+            last_write = t0
         busy_ns += time.perf_counter_ns() - t0
 
 

@@ -9,6 +9,7 @@ events of one decode step in a single write, so the cost is one syscall per step
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -23,8 +24,14 @@ OP_THREADS = "threads"  # {"n"}: use n of the runner's threads from now on
 EV_READY = "ready"  # model loaded: {"n_ctx_slot", "n_slots"}
 EV_FATAL = "fatal"  # the runner cannot go on: {"message"}
 EV_TOKEN = "tok"  # {"id", "text"}
+EV_EMBEDDING = "emb"  # one input's vector: {"id", "index", "embedding"}; a "done" follows the last
 EV_DONE = "done"  # {"id", "reason", counts and durations}
 EV_ERROR = "error"  # one request failed: {"id", "message"}
+EV_BEAT = "beat"  # a busy runner that has had nothing else to say for a while is still making progress
+
+# Every runner → server line starts with "ev" and then "id", so that the request a line belongs to
+# can be read from its first bytes even when the whole line is too long to keep (see handle.py).
+MAX_LINE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -76,3 +83,12 @@ def encode(message: dict) -> bytes:
 
 def decode(line: bytes) -> dict:
     return json.loads(line)
+
+
+_ID = re.compile(rb'"id":"([^"\\]{1,64})"')
+
+
+def request_id_of(head: bytes) -> str | None:
+    """The request id of a line that cannot be decoded whole, from its first bytes."""
+    match = _ID.search(head[:256])
+    return match.group(1).decode(errors="replace") if match else None

@@ -42,6 +42,15 @@ class _StateCollector(Collector):
             busy.add_metric([model], sum(r.handle.busy_ns for r in runners) / 1e9)
         yield decode
         yield busy
+        silent = GaugeMetricFamily("corral_runner_silent_seconds", "Seconds a runner with work has made no "
+                                   "progress (0 when idle or progressing)", labels=["model"])
+        healthy = GaugeMetricFamily("corral_runner_healthy", "1 when a runner makes progress, 0 when it "
+                                    "looks stalled", labels=["model"])
+        for runner in self.s.runners:
+            silent.add_metric([runner.spec.name], runner.handle.silent_for())
+            healthy.add_metric([runner.spec.name], 1.0 if self.s.health(runner) == "ok" else 0.0)
+        yield silent
+        yield healthy
         yield GaugeMetricFamily("corral_models_loaded", "Runner processes loaded or loading",
                                 value=len(self.s.runners))
         yield GaugeMetricFamily("corral_memory_reserved_bytes", "Memory reserved by loaded models (estimates)",
@@ -55,6 +64,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_StateCollector(scheduler))
         r = self.registry
+        self.runner_restarts = Counter("corral_runner_restarts", "Runners lost to a crash or killed by the "
+                                       "stall watchdog", ["model", "reason"], registry=r)
         self.rejected = Counter("corral_rejected_requests", "Requests refused with 503 (queue full)", registry=r)
         self.prompt_tokens = Counter("corral_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.generated_tokens = Counter("corral_generated_tokens", "Tokens generated", ["model"], registry=r)

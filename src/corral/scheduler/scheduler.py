@@ -47,6 +47,8 @@ class Scheduler:
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._draining = False
+        self._watchdog: asyncio.Task | None = None
+        self.restarts: dict[str, int] = {}  # model name → runners killed for a stall or lost to a crash
         self.metrics = Metrics(self)
 
     # -- admission ----------------------------------------------------------------------------
@@ -71,6 +73,8 @@ class Scheduler:
             raise Busy("server busy, please try again.  maximum pending requests exceeded")
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future())
         self.waiters.append(waiter)
+        if self._watchdog is None:
+            self._watchdog = asyncio.ensure_future(self._watch())
         self._kick()
         return waiter
 
@@ -237,7 +241,10 @@ class Scheduler:
         return candidates[0] if candidates else None
 
     def _place(self, waiter: Waiter) -> None:
-        spec = waiter.spec
+        self._start(waiter.spec, waiter.keep_alive)
+
+    def _start(self, spec: ModelSpec, keep_alive: float) -> None:
+        """Load a runner for `spec` where it fits, evicting idle runners if that makes room."""
         same_model = [r for r in self.runners if r.spec.name == spec.name and r.state != "unloading"]
         if same_model:
             # A runner of this model with other load options: reload once it is idle.
@@ -259,7 +266,7 @@ class Scheduler:
             for pool in group:
                 if self.placement.fits(self.runners, pool, need.total):
                     runner = Runner(spec, self._new_handle(spec, pool), need, pool=pool,
-                                    keep_alive=waiter.keep_alive)
+                                    keep_alive=keep_alive)
                     self.runners.append(runner)
                     self._spawn(self._load(runner))
                     return
@@ -356,7 +363,37 @@ class Scheduler:
 
     def _runner_exited(self, handle: RunnerHandle) -> None:
         for runner in [r for r in self.runners if r.handle is handle]:
+            if runner.state != "unloading":  # it died under us: a crash, or the watchdog's kill
+                self.restarts[runner.spec.name] = self.restarts.get(runner.spec.name, 0) + 1
+                self.metrics.runner_restarts.labels(runner.spec.name, "stall" if runner.stalled else "crash").inc()
             self._drop(runner)
+            if runner.stalled and not self._closed and not self._draining:
+                # Restarted at once, so the model is back before the next request needs it;
+                # requests still queued for it are served by this new runner.
+                if not any(r.spec.name == runner.spec.name for r in self.runners):
+                    self._start(runner.spec, runner.keep_alive)
+                    self._kick()
+
+    # -- watchdog -----------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        """Kill runners that have work but make no progress (a deadlock, a stopped process, a
+        stuck device): their in-flight requests end with an error, the rest go to a new runner."""
+        timeout = self.settings.stall_timeout
+        while not self._closed:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = time.monotonic()
+            for runner in list(self.runners):
+                if runner.state == "ready" and not runner.stalled and runner.handle.silent_for(now) > timeout:
+                    runner.stalled = True
+                    reason = (f"model runner made no progress for {timeout:g}s; "
+                              "it was stopped and the model is being reloaded")
+                    self._spawn(runner.handle.kill(reason))
+
+    def health(self, runner: Runner) -> str:
+        """"ok", or "unresponsive" while a runner with work has been silent for half the stall timeout."""
+        if runner.stalled or runner.handle.silent_for() > self.settings.stall_timeout / 2:
+            return "unresponsive"
+        return "ok"
 
     def _drop(self, runner: Runner) -> None:
         if runner in self.runners:
@@ -371,6 +408,8 @@ class Scheduler:
 
     async def close(self) -> None:
         self._closed = True
+        if self._watchdog:
+            self._watchdog.cancel()
         for w in list(self.waiters):
             if not w.future.done():
                 w.future.set_exception(RunnerError("server is shutting down"))

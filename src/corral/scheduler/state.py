@@ -62,6 +62,7 @@ class Runner:
     load_duration: float = 0.0
     ready_at: float = 0.0  # monotonic
     rss: int = 0
+    stalled: bool = False  # the watchdog killed it for making no progress
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None
 

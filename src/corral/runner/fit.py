@@ -1,0 +1,52 @@
+"""Tokenizing only the part of a text a context can use.
+
+llama.cpp's tokenizer takes seconds for megabytes of text (11 s for 1.9 MB here), and a request
+can carry megabytes. A prompt longer than its context keeps its start token and its latest
+tokens, an embedding input its first tokens; so only a window at that end is tokenized, grown
+until it holds more tokens than the context. A window's cut edge may split a word differently
+than the whole text would, but that edge lies far outside the tokens that are kept.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+Tokenize = Callable[[str, bool], list[int]]  # (text, add_special) → token ids
+
+FIRST_WINDOW_BYTES_PER_TOKEN = 8
+MARGIN = 16  # tokens beyond the limit a window must hold, so its cut edge is never kept
+
+
+def prompt_tokens(tokenize: Tokenize, text: str, limit: int) -> list[int]:
+    """The tokens of a prompt for a context of `limit` tokens, cut as cut() says."""
+    data = text.encode("utf-8", errors="replace")
+    window = max(limit, 1) * FIRST_WINDOW_BYTES_PER_TOKEN
+    while window < len(data):
+        tail = tokenize(data[-window:].decode("utf-8", errors="ignore"), False)
+        if len(tail) >= limit + MARGIN:
+            first = tokenize(data[:256].decode("utf-8", errors="ignore"), True)[:1]
+            return cut(first + tail, limit)
+        window *= 4
+    return cut(tokenize(text, True), limit)
+
+
+def cut(tokens: list[int], limit: int) -> list[int]:
+    """A prompt of `limit` tokens or more → its first token and the latest three quarters of
+    the context, leaving a quarter for the answer (as Ollama); a shorter one as it is."""
+    if len(tokens) < limit:
+        return tokens
+    keep = limit - limit // 4
+    return tokens[:1] + tokens[len(tokens) - keep + 1:]
+
+
+def input_tokens(tokenize: Tokenize, text: str, limit: int) -> tuple[list[int], bool]:
+    """The first `limit` tokens of an embedding input, and whether the input was longer."""
+    data = text.encode("utf-8", errors="replace")
+    window = max(limit, 1) * FIRST_WINDOW_BYTES_PER_TOKEN
+    while window < len(data):
+        head = tokenize(data[:window].decode("utf-8", errors="ignore"), True)
+        if len(head) >= limit + MARGIN:
+            return head[:limit], True
+        window *= 4
+    tokens = tokenize(text, True)
+    return tokens[:limit], len(tokens) > limit
