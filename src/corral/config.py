@@ -79,6 +79,19 @@ def parse_host(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def parse_mirrors(value: str) -> dict[str, str]:
+    """CORRAL_REGISTRY_MIRRORS: "host=url,host=url" → {host (lowercase): url without a trailing /}."""
+    mirrors = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        host, sep, url = part.partition("=")
+        if not sep or not host.strip() or "://" not in url:
+            raise ValueError(f"invalid registry mirror {part.strip()!r}: expected host=http(s)://address")
+        mirrors[host.strip().lower()] = url.strip().rstrip("/")
+    return mirrors
+
+
 def _bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
@@ -123,6 +136,8 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections: int = 1024
+    # Registry host → mirror base URL (same protocol), e.g. {"registry.ollama.ai": "http://127.0.0.1:5000"}.
+    registry_mirrors: Mapping[str, str] = field(default_factory=dict)
     per_model_parallel: Mapping[str, int] = field(default_factory=dict)
 
     @property
@@ -182,6 +197,8 @@ class Settings:
             kw["body_timeout"] = parse_duration(v, 30.0)
         if (v := get("MAX_CONNECTIONS")) is not None:
             kw["max_connections"] = int(v)
+        if (v := get("REGISTRY_MIRRORS")) is not None:
+            kw["registry_mirrors"] = parse_mirrors(v)
         # CORRAL_NUM_PARALLEL_<model> sets slots for one model (Ollama issue #4894);
         # the model part is the name with ':' '.' '-' written as '_', case-insensitive.
         prefix = "CORRAL_NUM_PARALLEL_"
