@@ -123,3 +123,16 @@ def test_prompt_chunks_are_never_shorter_than_min_piece(min_piece):
                 left -= take
             assert sum(pieces) == length
             assert all(p >= min(min_piece, length) for p in pieces), (length, room, pieces)
+
+
+def test_modelfile_refuses_non_finite_parameters():
+    import pytest
+
+    from corral.models.modelfile import ModelfileError, add_parameter
+
+    for value in ("inf", "-inf", "nan", "1e309"):
+        with pytest.raises(ModelfileError):
+            add_parameter({}, "temperature", value)
+    params: dict = {}
+    add_parameter(params, "temperature", "0.5")
+    assert params == {"temperature": 0.5}

@@ -23,7 +23,8 @@ FINGERPRINT = "fp_corral"
 
 
 def openai_error(status: int, message: str) -> dict:
-    kind = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error",
+    kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+            404: "not_found_error", 408: "timeout_error", 413: "invalid_request_error",
             503: "server_busy"}.get(status, "api_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 

@@ -8,6 +8,7 @@ corral renders; Ollama's Go templates are refused with a clear error rather than
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,7 +68,10 @@ def add_parameter(params: dict[str, Any], key: str, value: Any) -> None:
         elif key in _INT_PARAMS:
             params[key] = int(value)
         elif key in _FLOAT_PARAMS:
-            params[key] = float(value)
+            number = float(value)
+            if not math.isfinite(number):  # inf/nan are not JSON: the params layer could not hold them
+                raise ValueError(value)
+            params[key] = number
         else:
             raise ModelfileError(f"unknown parameter {key!r}")
     except (TypeError, ValueError) as exc:
