@@ -62,8 +62,9 @@ class Job:
     def _budget(self) -> int:
         return byte_budget(self.spec.n_ctx, self.spec.info.max_token_bytes)
 
-    def run(self, prompt: str, extra_stop: tuple[str, ...] = (), format: Any = None) -> AsyncIterator[Event]:
-        options = self.options.generation(extra_stop, format)
+    def run(self, prompt: str, extra_stop: tuple[str, ...] = (), format: Any = None,
+            shift: bool | None = None) -> AsyncIterator[Event]:
+        options = self.options.generation(extra_stop, format, shift=shift is not False)
         prompt = tail_text(prompt, self._budget())
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
         return self.ctx.scheduler.generate(waiter, prompt, options)

@@ -84,7 +84,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
         messages.append({"role": "user", "content": body.prompt})
         rendered = job.render(messages, template=body.template)
         prompt, extra_stop = rendered.text, rendered.stop
-    return await _reply(job, job.run(prompt, extra_stop, body.format), body.stream, shape)
+    return await _reply(job, job.run(prompt, extra_stop, body.format, body.shift), body.stream, shape)
 
 
 @router.post("/api/chat")
@@ -96,7 +96,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     if not body.messages:
         return JSONResponse(await job.load_or_unload(shape))
     rendered = job.render([m.model_dump(exclude_none=True) for m in body.messages], body.tools)
-    events = with_tool_calls(job.run(rendered.text, rendered.stop, body.format), body.tools)
+    events = with_tool_calls(job.run(rendered.text, rendered.stop, body.format, body.shift), body.tools)
     return await _reply(job, events, body.stream, shape)
 
 

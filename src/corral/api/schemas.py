@@ -108,12 +108,13 @@ class Options(_Body):
     # Load-time options: a runner is built with them; a different value means another runner.
     num_gpu: StrictInt | None = Field(None, ge=-1)  # 0 = CPU; otherwise wholly on a GPU when one fits
     num_thread: StrictInt | None = Field(None, ge=1, le=1024)
-    # Accepted for compatibility; corral sets these itself.
+    num_keep: StrictInt | None = None  # tokens a context shift keeps at the start
+    # Accepted for compatibility; corral sets it itself.
     num_batch: StrictInt | None = None
-    num_keep: StrictInt | None = None
 
-    def generation(self, extra_stop: tuple[str, ...] = (), format: Any = None) -> GenerationOptions:
+    def generation(self, extra_stop: tuple[str, ...] = (), format: Any = None, shift: bool = True) -> GenerationOptions:
         values = {k: v for k, v in self.model_dump(exclude_none=True).items() if k in GenerationOptions.names()}
+        values["shift"] = shift
         stop = values.pop("stop", [])
         values["stop"] = ([stop] if isinstance(stop, str) else list(stop)) + list(extra_stop)
         return GenerationOptions(**values, format=format)
@@ -134,6 +135,7 @@ class GenerateRequest(_Body):
     images: list[StrictStr] | None = None
     options: Options = Field(default_factory=Options)
     keep_alive: KeepAlive = None
+    shift: StrictBool | None = None  # a full context shifts (default) or ends the generation
 
 
 class ToolCall(_Body):
@@ -155,6 +157,7 @@ class ChatRequest(_Body):
     tools: list[dict[str, Any]] | None = None
     options: Options = Field(default_factory=Options)
     keep_alive: KeepAlive = None
+    shift: StrictBool | None = None
 
 
 class ModelRequest(_Body):

@@ -35,7 +35,8 @@ MIN_PIECE_GPU = 32
 # PREFILL_MIN_TOKENS of them): the bound on the extra gap a long prompt adds between their tokens.
 PREFILL_STEP_NS = 100_000_000
 PREFILL_MIN_TOKENS = 32
-PREFILL_SAMPLE_MIN = 16  # chunks shorter than this say little about the speed
+PREFILL_SAMPLE_MIN = 16
+OPEN_ENDED_CONTEXTS = 10  # chunks shorter than this say little about the speed
 
 
 class SlotsFull(RuntimeError):
@@ -83,6 +84,7 @@ class Engine:
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.memory = ll.llama_get_memory(self.ctx)
+        self.can_shift = bool(ll.llama_memory_can_shift(self.memory))
         self.n_ctx_slot = ll.llama_n_ctx(self.ctx) // cfg.n_slots
         self.n_batch = cfg.n_batch
         self.n_threads = cfg.n_threads
@@ -203,7 +205,11 @@ class Engine:
         slot = self._take_slot(tokens)
         slot.ctx_limit = limit
         slot.id, slot.prompt, slot.n_generated = request_id, tokens, 0
-        slot.num_predict = opts.num_predict
+        # As Ollama: an open-ended generation (-1) is bounded at ten contexts; -2 fills one.
+        slot.num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
+        slot.shift = opts.shift and opts.num_predict != -2 and self.can_shift
+        slot.num_keep = opts.num_keep
+        slot.shifted = False
         slot.text = TextStream(opts.stop)
         slot.sampler = sampler
         slot.greedy = is_plain_greedy(opts)
@@ -370,13 +376,30 @@ class Engine:
         events = [{"ev": EV_TOKEN, "id": slot.id, "text": text}] if text else []
         if slot.text.stopped:
             return events + self._finish(slot, "stop")
-        if (0 < slot.num_predict <= slot.n_generated) or slot.n_past >= slot.ctx_limit:
+        if 0 < slot.num_predict <= slot.n_generated:
             return events + self._finish(slot, "length")
+        if slot.n_past >= slot.ctx_limit:
+            if not slot.shift:
+                return events + self._finish(slot, "length")
+            self._shift(slot)
         return events
+
+    def _shift(self, slot: Slot) -> None:
+        """The context is full: keep the first num_keep tokens (after the start token), drop
+        half of the rest, slide the remainder back, and go on (Ollama's and llama-server's
+        context shift). The moved keys are re-roped, not recomputed, so the sequence is no longer
+        what a fresh prompt would give: it is never reused as a cached prefix."""
+        n_keep = min(max(slot.num_keep, 0) + (1 if self.add_bos else 0), slot.n_past - 2)
+        n_discard = (slot.n_past - n_keep) // 2
+        ll.llama_memory_seq_rm(self.memory, slot.seq, n_keep, n_keep + n_discard)
+        ll.llama_memory_seq_add(self.memory, slot.seq, n_keep + n_discard, slot.n_past, -n_discard)
+        del slot.cached[n_keep:n_keep + n_discard]
+        slot.n_past -= n_discard
+        slot.shifted = True
 
     def _release(self, slot: Slot, keep_cache: bool = True) -> None:
         self.active.remove(slot)
-        if keep_cache:
+        if keep_cache and not slot.shifted:
             self.prompt_cache.save(slot.seq, slot.cached)
         else:
             self._clear(slot)

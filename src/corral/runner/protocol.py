@@ -70,6 +70,8 @@ class GenerationOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
+    num_keep: int = 4  # tokens kept at the start when a full context is shifted
+    shift: bool = True  # shift a full context and go on; False: finish with "length"
     format: Any = None  # "json" or a JSON schema: output constrained by a grammar
 
     @classmethod

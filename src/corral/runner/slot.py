@@ -19,6 +19,9 @@ class Slot:
     n_generated: int = 0
     num_predict: int = -1
     ctx_limit: int = 0  # this request's num_ctx, at most the slot's
+    shift: bool = True  # a full context is shifted (not finished) for this request
+    num_keep: int = 4  # tokens after the start token a shift keeps
+    shifted: bool = False  # its KV was shifted: not a prefix to reuse
     sampler: ctypes.c_void_p | None = None
     greedy: bool = False  # plain argmax: sampled in numpy, no llama.cpp sampler chain needed
     text: TextStream | None = None

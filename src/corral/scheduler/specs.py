@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -12,6 +13,7 @@ from corral.scheduler.memory import system_budget
 from corral.scheduler.scheduler import ModelSpec
 
 AUTO_PARALLEL = 4
+log = logging.getLogger("corral.scheduler")
 
 
 class BadOption(ValueError):
@@ -46,7 +48,10 @@ class SpecResolver:
         manifest = self.store.manifest(parsed)
         info = read_gguf(self.store.model_file(parsed))
         if num_ctx is not None and num_ctx > info.context_length:
-            raise BadOption(f"num_ctx {num_ctx} exceeds the model's training context of {info.context_length}")
+            # As Ollama: clamped, not refused (clients such as Continue send 32768 to every model).
+            log.info("num_ctx %d for %s is above its training context; using %d", num_ctx, parsed.short,
+                     info.context_length)
+            num_ctx = info.context_length
         if num_ctx is not None and num_ctx < 1:
             raise BadOption(f"num_ctx must be positive, got {num_ctx}")
         n_ctx = num_ctx or min(self.settings.context_length, info.context_length)
