@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from corral.api.context import AppContext
 from corral.api.schemas import Options
 from corral.config import parse_duration
 from corral.models.modelfile import load_extras
-from corral.models.prompt_fit import byte_budget, tail_text, trim_messages
+from corral.models.prompt_fit import byte_budget, fit_chat, tail_text, trim_messages
 from corral.models.store import ModelName
 from corral.models.template import ChatPrompt, render_chat
 from corral.models.tool_calls import parse_tool_calls
 from corral.runner.handle import Event
-from corral.scheduler.scheduler import ModelSpec
+from corral.scheduler.scheduler import ModelSpec, PromptFit
 
 
 def now_iso() -> str:
@@ -50,6 +51,27 @@ class Job:
         return render_chat(template or self.template, messages, bos_token=info.bos_token,
                            eos_token=info.eos_token, tools=tools)
 
+    def chat(self, messages: list[dict], tools: list | None = None, format: Any = None,
+             shift: bool | None = None) -> AsyncIterator[Event]:
+        """A chat, rendered to fit its context as Ollama does: when the whole conversation is too
+        long, the oldest turns go and the system messages stay (asked of the runner's tokenizer
+        once the request has its slot). A template that fails is a 400 before admission."""
+        if self.system and not any(m.get("role") == "system" for m in messages):
+            messages = [{"role": "system", "content": self.system}, *messages]
+        messages = trim_messages(messages, self._budget())
+        first = self.render(messages, tools)
+        # A token covers at least one byte (plus a start token): a short rendering surely fits.
+        if len(first.text.encode("utf-8", errors="surrogatepass")) + 2 < self.spec.n_ctx:
+            return self.run(first.text, first.stop, format, shift)
+
+        async def render(subset: list[dict]) -> str:
+            return (await asyncio.to_thread(self.render, subset, tools)).text
+
+        async def fitted(fits: Callable[[str], Awaitable[bool]]) -> str:
+            return tail_text(await fit_chat(messages, render, fits), self._budget())
+
+        return self.run(fitted, first.stop, format, shift)
+
     async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
         """Ollama's empty prompt: load the model, or unload it when keep_alive is 0."""
         if self.keep_alive == 0:
@@ -62,10 +84,13 @@ class Job:
     def _budget(self) -> int:
         return byte_budget(self.spec.n_ctx, self.spec.info.max_token_bytes)
 
-    def run(self, prompt: str, extra_stop: tuple[str, ...] = (), format: Any = None,
+    def run(self, prompt: str | PromptFit, extra_stop: tuple[str, ...] = (), format: Any = None,
             shift: bool | None = None) -> AsyncIterator[Event]:
+        """Admit and generate; `prompt` is the text, or a function that finds it once a runner
+        can say what fits (see Scheduler.generate)."""
         options = self.options.generation(extra_stop, format, shift=shift is not False)
-        prompt = tail_text(prompt, self._budget())
+        if isinstance(prompt, str):
+            prompt = tail_text(prompt, self._budget())
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
         return self.ctx.scheduler.generate(waiter, prompt, options)
 

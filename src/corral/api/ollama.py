@@ -95,8 +95,8 @@ async def chat(body: ChatRequest, request: Request) -> Response:
                           "message": {"role": "assistant", "content": text}}
     if not body.messages:
         return JSONResponse(await job.load_or_unload(shape))
-    rendered = job.render([m.model_dump(exclude_none=True) for m in body.messages], body.tools)
-    events = with_tool_calls(job.run(rendered.text, rendered.stop, body.format, body.shift), body.tools)
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    events = with_tool_calls(job.chat(messages, body.tools, body.format, body.shift), body.tools)
     return await _reply(job, events, body.stream, shape)
 
 

@@ -94,7 +94,6 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
-    rendered = job.render([m.as_chat() for m in body.messages], body.tools)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
         if body.stream:
@@ -103,7 +102,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
 
     format = body.response_format.as_format() if body.response_format else None
-    events = with_tool_calls(job.run(rendered.text, rendered.stop, format), body.tools)
+    events = with_tool_calls(job.chat([m.as_chat() for m in body.messages], body.tools, format), body.tools)
     return await _reply(events, body.model, "chat.completion", body.stream,
                         body.include_usage, choice)
 

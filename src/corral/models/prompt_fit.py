@@ -8,7 +8,7 @@ the runner from rendering and tokenizing megabytes that would be thrown away.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 
 def byte_budget(n_ctx: int, max_token_bytes: int) -> int:
@@ -40,11 +40,54 @@ def trim_messages(messages: list[dict[str, Any]], budget: int) -> list[dict[str,
     while start > 0 and used < budget:
         start -= 1
         used += _size(messages[start])
-    while 0 < start < len(messages) and messages[start].get("role") == "tool":
-        start -= 1  # never a tool result without the assistant turn that called the tool
-    if start == 0:
+    start = _turn_start(messages, start)
+    if start <= 0:
         return messages
+    return _from(messages, start)
+
+
+def _turn_start(messages: list[dict[str, Any]], index: int) -> int:
+    """Where the turn holding messages[index] starts: a tool result goes with the assistant turn
+    that called the tool (Ollama's toolBlockStartIndex)."""
+    if index <= 0 or index >= len(messages) or messages[index].get("role") != "tool":
+        return index
+    start = index
+    while start > 0 and messages[start - 1].get("role") == "tool":
+        start -= 1
+    caller = start - 1
+    if caller >= 0 and messages[caller].get("role") == "assistant" and messages[caller].get("tool_calls"):
+        return caller
+    return index
+
+
+def _from(messages: list[dict[str, Any]], start: int) -> list[dict[str, Any]]:
+    """The messages from `start` on, after the system messages before it."""
     return [m for m in messages[:start] if m.get("role") == "system"] + messages[start:]
+
+
+async def fit_chat(messages: list[dict[str, Any]], render: Callable[[list[dict[str, Any]]], Awaitable[str]],
+                   fits: Callable[[str], Awaitable[bool]]) -> str:
+    """Ollama's chatPrompt: the rendering of the most recent messages that fits the context,
+    always with the system messages and the latest message (and its tool turn).
+
+    Ollama drops one message at a time from the front until the prompt fits; a prompt only
+    shrinks as messages go, so a binary search finds the same cut in log(n) renderings.
+    """
+    text = await render(messages)
+    if len(messages) < 2 or await fits(text):
+        return text
+    lo, hi = 1, len(messages) - 1
+    best: str | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        candidate = await render(_from(messages, _turn_start(messages, mid)))
+        if await fits(candidate):
+            best, hi = candidate, mid - 1
+        else:
+            lo = mid + 1
+    if best is None:  # not even the latest message fits: the runner keeps its tail
+        best = await render(_from(messages, _turn_start(messages, len(messages) - 1)))
+    return best
 
 
 def _size(message: dict[str, Any]) -> int:

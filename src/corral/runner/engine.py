@@ -173,6 +173,12 @@ class Engine:
         """A prompt's tokens, cut to its context (thread-safe: the stdin reader calls it)."""
         return prompt_tokens(self.tokenize, text, self.request_limit(num_ctx))
 
+    def prompt_fits(self, text: str, num_ctx: int) -> bool:
+        """Whether a prompt's tokens fit its context whole (thread-safe)."""
+        limit = self.request_limit(num_ctx)
+        _, longer = input_tokens(self.tokenize, text, limit - 1)
+        return not longer
+
     def embed_tokens(self, inputs: list[str], truncate: bool) -> list[list[int]]:
         """Embedding inputs' tokens, each cut to the embedding context (thread-safe)."""
         limit = min(self.n_ctx_slot, EMBED_CTX)

@@ -53,6 +53,7 @@ class RunnerHandle:
         self.decode_ns = 0
         self.busy_ns = 0
         self.last_progress = time.monotonic()  # the last line read from the runner
+        self._questions: dict[str, asyncio.Future[bool]] = {}
         self.kill_reason = ""
 
     @property
@@ -153,6 +154,10 @@ class RunnerHandle:
                 elif ev == p.EV_ERROR and queue:
                     self._streams.pop(msg["id"])
                     queue.put_nowait(Event("error", msg["message"], stats={"status": msg.get("status", 500)}))
+                elif ev == p.EV_FITS:
+                    answer = self._questions.pop(msg.get("id", ""), None)
+                    if answer and not answer.done():
+                        answer.set_result(bool(msg.get("fits")))
                 elif ev == p.EV_FATAL:
                     self._stderr.append(msg.get("message", ""))
                     break
@@ -186,6 +191,10 @@ class RunnerHandle:
         for queue in self._streams.values():
             queue.put_nowait(Event("error", f"{reason}: {detail}" if detail else reason))
         self._streams.clear()
+        for answer in self._questions.values():
+            if not answer.done():
+                answer.set_exception(RunnerError(reason))
+        self._questions.clear()
         if self.on_exit:
             self.on_exit(self)
 
@@ -215,6 +224,17 @@ class RunnerHandle:
             self._send({"op": p.OP_THREADS, "n": n})
         except (RunnerError, ConnectionError):
             pass  # a dead runner needs no threads
+
+    async def fits(self, text: str, num_ctx: int = 0) -> bool:
+        """Whether a prompt fits a request's context whole (asked of the runner's tokenizer)."""
+        question_id = f"q{next(_ids)}"
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._questions[question_id] = answer
+        try:
+            self._send({"op": p.OP_FITS, "id": question_id, "text": text, "num_ctx": num_ctx})
+            return await answer
+        finally:
+            self._questions.pop(question_id, None)
 
     def stream(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0) -> AsyncIterator[Event]:
         """Generate: text events, then "done" (or "error")."""

@@ -22,13 +22,21 @@ from corral.runner import protocol as p
 BEAT_NS = 1_000_000_000
 
 
-def _read_stdin(inbox: queue.Queue, engine) -> None:
+def _read_stdin(inbox: queue.Queue, engine, send) -> None:
     """Reads messages and tokenizes prompts here, beside the engine loop: llama_tokenize runs
-    without the GIL, so a huge prompt does not stop the other slots' generation."""
+    without the GIL, so a huge prompt does not stop the other slots' generation. Questions that
+    need only the tokenizer (does a prompt fit?) are answered here at once."""
     for line in sys.stdin.buffer:
         try:
             msg = p.decode(line)
         except ValueError:
+            continue
+        if msg.get("op") == p.OP_FITS:
+            try:
+                fits = engine.prompt_fits(str(msg.get("text", "")), int(msg.get("num_ctx") or 0))
+            except Exception:  # noqa: BLE001 - an unreadable question gets a "no"
+                fits = False
+            send([{"ev": p.EV_FITS, "id": msg.get("id", ""), "fits": fits}])
             continue
         try:
             if msg.get("op") == p.OP_SUBMIT:
@@ -56,9 +64,13 @@ def main() -> int:
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # whatever the C library prints goes to stderr, never into the channel
 
+    write_lock = threading.Lock()  # the stdin thread answers some questions itself
+
     def send(events: list[dict]) -> None:
         if events:
-            out.write(b"".join(p.encode(e) for e in events))
+            data = b"".join(p.encode(e) for e in events)
+            with write_lock:
+                out.write(data)
 
     try:
         from corral.runner.engine import Engine  # imports llama_cpp: keep it in the child
@@ -70,7 +82,7 @@ def main() -> int:
     send([{"ev": p.EV_READY, "n_ctx_slot": engine.n_ctx_slot, "n_slots": cfg.n_slots, "pid": os.getpid()}])
 
     inbox: queue.Queue = queue.Queue()
-    threading.Thread(target=_read_stdin, args=(inbox, engine), daemon=True).start()
+    threading.Thread(target=_read_stdin, args=(inbox, engine, send), daemon=True).start()
     busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
     last_write = time.perf_counter_ns()
     while True:

@@ -19,6 +19,7 @@ OP_EMBED = "embed"  # {"id", "inputs", "truncate"}; answered by a "done" with "e
 OP_CANCEL = "cancel"
 OP_SHUTDOWN = "shutdown"
 OP_THREADS = "threads"  # {"n"}: use n of the runner's threads from now on
+OP_FITS = "fits"  # {"id", "text", "num_ctx"}: does this prompt fit the context? answered by EV_FITS
 
 # runner → server
 EV_READY = "ready"  # model loaded: {"n_ctx_slot", "n_slots"}
@@ -27,6 +28,7 @@ EV_TOKEN = "tok"  # {"id", "text"}
 EV_EMBEDDING = "emb"  # one input's vector: {"id", "index", "embedding"}; a "done" follows the last
 EV_DONE = "done"  # {"id", "reason", counts and durations}
 EV_ERROR = "error"  # one request failed: {"id", "message"}
+EV_FITS = "fits"  # {"id", "fits"}: answered at once by the stdin thread, not the engine loop
 EV_BEAT = "beat"  # a busy runner that has had nothing else to say for a while is still making progress
 
 # Every runner → server line starts with "ev" and then "id", so that the request a line belongs to

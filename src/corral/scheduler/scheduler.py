@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 from corral.config import FOREVER, Settings
 from corral.runner.handle import Event, RunnerError, RunnerHandle
@@ -25,10 +25,12 @@ from corral.scheduler.placement import Pools
 from corral.scheduler.threads import share_threads
 from corral.scheduler.state import Busy, ModelSpec, NeverFits, Runner, Waiter
 
-__all__ = ["Busy", "ModelSpec", "NeverFits", "Runner", "Scheduler", "Waiter"]
+__all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "Scheduler", "Waiter"]
 
 
 RunnerFactory = Callable[[LoadConfig, Callable[[RunnerHandle], None]], RunnerHandle]
+# A prompt found once the request has a runner: given "does this text fit the context?", the text.
+PromptFit = Callable[[Callable[[str], Awaitable[bool]]], Awaitable[str]]
 
 
 class Scheduler:
@@ -127,8 +129,14 @@ class Scheduler:
             self._arm_expiry(runner)
         self._kick()
 
-    def generate(self, waiter: Waiter, prompt: str, options: GenerationOptions) -> AsyncIterator[Event]:
-        return self._serve(waiter, lambda runner: runner.handle.stream(prompt, options, waiter.spec.n_ctx))
+    def generate(self, waiter: Waiter, prompt: str | PromptFit, options: GenerationOptions) -> AsyncIterator[Event]:
+        async def work(runner: Runner) -> AsyncIterator[Event]:
+            n_ctx = waiter.spec.n_ctx
+            text = prompt if isinstance(prompt, str) else await prompt(lambda t: runner.handle.fits(t, n_ctx))
+            async for event in runner.handle.stream(text, options, n_ctx):
+                yield event
+
+        return self._serve(waiter, work)
 
     def embed(self, waiter: Waiter, inputs: list[str], truncate: bool) -> AsyncIterator[Event]:
         return self._serve(waiter, lambda runner: runner.handle.embed(inputs, truncate))
