@@ -63,7 +63,8 @@ def _modelfile(body: CreateRequest) -> Modelfile:
     if body.modelfile:
         return parse_modelfile(body.modelfile)
     mf = Modelfile(source=body.from_ or "", template=body.template, system=body.system,
-                   license="\n".join(body.license) if isinstance(body.license, list) else body.license)
+                   license="\n".join(body.license) if isinstance(body.license, list) else body.license,
+                   messages=[{"role": m.role, "content": m.content} for m in body.messages or []])
     for key, value in (body.parameters or {}).items():
         for item in value if isinstance(value, list) else [value]:
             add_parameter(mf.parameters, key, item)

@@ -41,11 +41,20 @@ class Job:
         self.options = options
         self.template = extras.template or self.spec.info.chat_template
         self.system = extras.system
+        self.messages = extras.messages
+
+    def conversation(self, messages: list[dict]) -> list[dict]:
+        """A chat as Ollama runs it: the model's MESSAGEs first, and its SYSTEM in front when
+        the request's own first message is not a system message."""
+        if not messages:
+            return messages
+        full = [*self.messages, *messages]
+        if self.system and messages[0].get("role") != "system":
+            full.insert(0, {"role": "system", "content": self.system})
+        return full
 
     def render(self, messages: list[dict], tools: list | None = None, template: str | None = None) -> ChatPrompt:
-        """Chat messages → prompt, with the model's SYSTEM when the request brings none."""
-        if self.system and not any(m.get("role") == "system" for m in messages):
-            messages = [{"role": "system", "content": self.system}, *messages]
+        """Messages (a conversation()) → prompt."""
         messages = trim_messages(messages, self._budget())
         info = self.spec.info
         return render_chat(template or self.template, messages, bos_token=info.bos_token,
@@ -56,9 +65,7 @@ class Job:
         """A chat, rendered to fit its context as Ollama does: when the whole conversation is too
         long, the oldest turns go and the system messages stay (asked of the runner's tokenizer
         once the request has its slot). A template that fails is a 400 before admission."""
-        if self.system and not any(m.get("role") == "system" for m in messages):
-            messages = [{"role": "system", "content": self.system}, *messages]
-        messages = trim_messages(messages, self._budget())
+        messages = trim_messages(self.conversation(messages), self._budget())
         first = self.render(messages, tools)
         # A token covers at least one byte (plus a start token): a short rendering surely fits.
         if len(first.text.encode("utf-8", errors="surrogatepass")) + 2 < self.spec.n_ctx:

@@ -80,8 +80,10 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     if body.raw or not (body.template or job.template):
         prompt = body.prompt  # Ollama's default template is {{ .Prompt }}
     else:
-        messages = ([{"role": "system", "content": body.system}] if body.system else [])
-        messages.append({"role": "user", "content": body.prompt})
+        # As Ollama: the request's system, else the model's; the model's MESSAGEs; the prompt.
+        system = body.system or job.system
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += [*job.messages, {"role": "user", "content": body.prompt}]
         rendered = job.render(messages, template=body.template)
         prompt, extra_stop = rendered.text, rendered.stop
     return await _reply(job, job.run(prompt, extra_stop, body.format, body.shift), body.stream, shape)

@@ -315,6 +315,7 @@ class CreateRequest(_Body):
     system: StrictStr | None = None
     license: StrictStr | list[StrictStr] | None = None
     parameters: dict[StrictStr, Any] | None = None
+    messages: list[Message] | None = None  # a conversation the model starts every chat with
     modelfile: StrictStr | None = None
     stream: StrictBool = True
 

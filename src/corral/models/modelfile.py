@@ -1,7 +1,7 @@
 """Modelfiles and the per-model settings they leave in the store (template, system, parameters).
 
-Supported: FROM (a store model or a local .gguf path), PARAMETER, TEMPLATE, SYSTEM, LICENSE, with
-Ollama's quoting ("..." or triple quotes). Templates must be Jinja chat templates, which is what
+Supported: FROM (a store model or a local .gguf path), PARAMETER, TEMPLATE, SYSTEM, LICENSE,
+MESSAGE, with Ollama's quoting ("..." or triple quotes). Templates must be Jinja chat templates, which is what
 corral renders; Ollama's Go templates are refused with a clear error rather than misrendered.
 """
 
@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.models.store import (MEDIA_LICENSE, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE, ModelName,
-                                  ModelNotFound, Store)
+from corral.models.store import (MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE,
+                                  ModelName, ModelNotFound, Store)
 
 _INT_PARAMS = {"num_ctx", "num_predict", "top_k", "seed", "repeat_last_n", "num_batch", "num_gpu", "num_thread",
                "num_keep"}
@@ -33,6 +33,10 @@ class Modelfile:
     system: str | None = None
     license: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+
+_MESSAGE_ROLES = ("system", "user", "assistant")
 
 
 def parse_modelfile(text: str) -> Modelfile:
@@ -49,11 +53,24 @@ def parse_modelfile(text: str) -> Modelfile:
         elif command == "parameter":
             key, _, value = arg.partition(" ")
             add_parameter(mf.parameters, key.strip(), value.strip())
-        elif command not in ("adapter", "message"):
+        elif command == "message":
+            role, _, content = arg.partition(" ")
+            if role.strip().lower() not in _MESSAGE_ROLES:
+                raise ModelfileError(f"MESSAGE role must be one of {', '.join(_MESSAGE_ROLES)}, got {role.strip()!r}")
+            mf.messages.append({"role": role.strip().lower(), "content": _unquote(content.strip())})
+        elif command != "adapter":
             raise ModelfileError(f"unknown Modelfile command {command.upper()!r}")
     if not mf.source:
         raise ModelfileError("a Modelfile needs a FROM line")
     return mf
+
+
+def _unquote(text: str) -> str:
+    if text.startswith('"""') and text.endswith('"""') and len(text) >= 6:
+        return text[3:-3]
+    if text.startswith('"') and text.endswith('"') and len(text) >= 2:
+        return text[1:-1].replace('\\"', '"')
+    return text
 
 
 def is_local_path(source: str) -> bool:
@@ -107,16 +124,29 @@ class ModelExtras:
     template: str | None = None
     system: str | None = None
     parameters: dict = field(default_factory=dict)
+    license: str | None = None
+    messages: list[dict] = field(default_factory=list)  # placed before a chat's own messages
 
 
 def load_extras(store: Store, name: ModelName) -> ModelExtras:
     try:
         params = store.text_layer(name, MEDIA_PARAMS)
+        messages = store.text_layer(name, MEDIA_MESSAGES)
         return ModelExtras(template=store.text_layer(name, MEDIA_TEMPLATE),
                            system=store.text_layer(name, MEDIA_SYSTEM),
-                           parameters=json.loads(params) if params else {})
+                           parameters=json.loads(params) if params else {},
+                           license=store.text_layer(name, MEDIA_LICENSE),
+                           messages=_messages(json.loads(messages)) if messages else [])
     except ModelNotFound:
         return ModelExtras()
+
+
+def _messages(value: Any) -> list[dict]:
+    """A messages layer's conversation, with anything that is not a message left out."""
+    if not isinstance(value, list):
+        return []
+    return [{"role": m["role"], "content": m.get("content") or ""} for m in value
+            if isinstance(m, dict) and m.get("role") in _MESSAGE_ROLES + ("tool",)]
 
 
 def text_layers(mf: Modelfile) -> dict[str, str]:
@@ -131,4 +161,6 @@ def text_layers(mf: Modelfile) -> dict[str, str]:
         layers[MEDIA_LICENSE] = mf.license
     if mf.parameters:
         layers[MEDIA_PARAMS] = json.dumps(mf.parameters)
+    if mf.messages:
+        layers[MEDIA_MESSAGES] = json.dumps(mf.messages)
     return layers
