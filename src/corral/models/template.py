@@ -1,7 +1,9 @@
-"""Chat prompts from a GGUF's Jinja chat template, rendered only in an immutable sandbox.
+"""Chat prompts from a model's template: a GGUF's Jinja chat template, rendered only in an
+immutable sandbox, or an Ollama TEMPLATE (Go text/template), rendered as Ollama renders it.
 
 A template is untrusted input (llama-cpp-python's CVE-2024-34359 ran code through one), so it
-never sees anything but plain data and a few harmless helpers.
+never sees anything but plain data and a few harmless helpers. Go templates run in corral's own
+interpreter (models/gotemplate), which can only read the values it is given.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from corral.models.gotemplate import GoTemplateError
+from corral.models.gotemplate.ollama import OllamaTemplate, Values
 
 
 class TemplateError(ValueError):
@@ -67,3 +72,80 @@ def _fallback(messages: list[dict[str, Any]]) -> ChatPrompt:
         lines.append(f"{role}: {message.get('content') or ''}")
     lines.append("Assistant:")
     return ChatPrompt("\n\n".join(lines), stop=("\nUser:", "\n\nUser:"))
+
+
+# ---- Ollama's Go templates (TEMPLATE layers, Modelfile TEMPLATEs)
+
+@lru_cache(maxsize=32)
+def _compile_go(source: str) -> OllamaTemplate:
+    try:
+        return OllamaTemplate(source)
+    except (GoTemplateError, RecursionError) as exc:
+        raise TemplateError(f"invalid template: {exc}") from None
+
+
+def _execute_go(template: str, values: Values) -> ChatPrompt:
+    compiled = _compile_go(template)
+    try:
+        return ChatPrompt(compiled.execute(values))
+    except GoTemplateError as exc:
+        raise TemplateError(str(exc)) from None
+    except (TypeError, ValueError, KeyError, RecursionError) as exc:
+        raise TemplateError(f"template failed: {exc}") from None
+
+
+def is_go_template(text: str) -> bool:
+    """Whether a template is Go's text/template rather than Jinja.
+
+    Ollama never guesses: a manifest's TEMPLATE layer is Go, a GGUF's tokenizer.chat_template is
+    Jinja. This is for text whose origin is unknown: Jinja's {% %} or {# #} tags mean Jinja;
+    otherwise it is Go if it parses as one (Jinja's {{ messages[0] }} or {{ bos_token }} do not).
+    """
+    if "{%" in text or "{#" in text:
+        return False
+    try:
+        _compile_go(text)
+    except TemplateError:
+        return False
+    return True
+
+
+def render_go(template: str, messages: list[dict[str, Any]], *, system: str = "",
+              tools: list[dict[str, Any]] | None = None, think: bool | str | None = None) -> ChatPrompt:
+    """/api/chat's prompt from a Go template, byte for byte as Ollama's.
+
+    messages: the request's (after any MESSAGE layers of the model), as dicts with role, content
+    and optionally images (base64), tool_calls, thinking, tool_name, tool_call_id. system: the
+    model's SYSTEM, put first when the messages do not start with a system message (Ollama's
+    rule). tools: None when the request has none ([] renders differently: `{{ .Tools }}` is "[]").
+    think: the request's think (None, a bool or "high"/"medium"/"low"/"max").
+    """
+    msgs = list(messages)
+    if system and (not msgs or msgs[0].get("role") != "system"):
+        msgs.insert(0, {"role": "system", "content": system})
+    return _execute_go(template, Values.with_think(msgs, think, tools=tools))
+
+
+def render_go_generate(template: str, prompt: str, *, system: str = "", suffix: str = "",
+                       history: list[dict[str, Any]] | None = None, images: list[str] | None = None,
+                       think: bool | str | None = None,
+                       tools: list[dict[str, Any]] | None = None) -> ChatPrompt:
+    """/api/generate's prompt from a Go template, as Ollama's GenerateHandler builds it.
+
+    With a suffix the template sees only Prompt and Suffix (fill-in-the-middle; if the prompt is
+    empty that is no messages at all). Otherwise the messages are: system (the request's, else the
+    model's SYSTEM), then history (the model's MESSAGE layers), then the prompt as a user message
+    with its images. tools: Ollama passes [] here (an empty, non-nil list); None only when the
+    request brings its own `template`.
+    """
+    if suffix:
+        return _execute_go(template, Values.with_think([], think, prompt=prompt, suffix=suffix))
+    msgs: list[dict[str, Any]] = []
+    if system:
+        msgs.append({"role": "system", "content": system})
+    msgs.extend(history or ())
+    user: dict[str, Any] = {"role": "user", "content": prompt}
+    if images:
+        user["images"] = list(images)
+    msgs.append(user)
+    return _execute_go(template, Values.with_think(msgs, think, tools=[] if tools is None else tools))
