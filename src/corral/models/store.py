@@ -3,6 +3,12 @@
 This is the only module that builds paths under the store. Every name and digest is validated
 here before it is joined to a path (Ollama's CVE-2024-37032 came from not doing so).
 
+Names follow Ollama's types/model/name.go: `[host/][namespace/]model[:tag]`, defaults
+registry.ollama.ai, library and latest; each part from its own character set. A name keeps the case
+it was typed in (on disk too), and names match case-insensitively: a lookup, or a write of a name
+that differs from a stored one only in case, uses the stored one's folders (Ollama's
+getExistingName), so one model never has two spellings in the store.
+
 Files are written beside their final place under a temporary name that starts with a dot, which
 no name part, tag or digest can start with (so `foo:latest.partial` is a model like any other),
 and renamed into place once complete; every failure path removes the temporary. A writer holds an
@@ -50,8 +56,11 @@ STALE_AFTER_S = 10.0
 CHUNK = 1 << 20
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,252}(:[0-9]{1,5})?$")
+# Ollama's part rules (types/model/name.go): a letter, digit or '_' first; then also '-' and '_', plus
+# '.' except in a namespace. A host is a name with an optional port (Ollama takes any ':').
+_NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,79}")
+_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}")
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,252}(:[0-9]{1,5})?")
 _BLOB_NAME = re.compile(r"^sha256-[0-9a-f]{64}$")
 _ANY_DIGEST = re.compile(rb"sha256[:-]([0-9a-f]{64})")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -81,8 +90,10 @@ def check_digest(digest: str) -> str:
     return f"sha256:{match.group(1)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelName:
+    """host/namespace/model:tag as typed; == and hash() ignore case, as Ollama's EqualFold."""
+
     host: str
     namespace: str
     model: str
@@ -108,24 +119,38 @@ class ModelName:
             namespace, model = parts
         else:
             (model,) = parts
-        for part in (namespace, model, tag):
-            if not _PART.match(part) or ".." in part:
-                raise InvalidName(f"invalid model name {name!r}")
-        if not _HOST.match(host) or ".." in host:
+        if not (_NAMESPACE.fullmatch(namespace) and _PART.fullmatch(model) and _PART.fullmatch(tag)
+                and _HOST.fullmatch(host)) or ".." in host or ".." in model or ".." in tag:
             raise InvalidName(f"invalid model name {name!r}")
         _, _, port = host.partition(":")
         if port and not 0 < int(port) <= 65535:
             raise InvalidName(f"invalid model name {name!r}: port {port} is not in 1-65535")
-        return cls(host, namespace, model.lower(), tag)
+        return cls(host, namespace, model, tag)
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What two names that are the same model share (the parts are ASCII, so lower() is exact)."""
+        return (self.host.lower(), self.namespace.lower(), self.model.lower(), self.tag.lower())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ModelName) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    @property
+    def repository(self) -> str:
+        """namespace/model: the repository a registry knows the model by."""
+        return f"{self.namespace}/{self.model}"
 
     @property
     def short(self) -> str:
-        """How Ollama displays a name: default host and namespace left out."""
-        if self.host == DEFAULT_HOST and self.namespace == DEFAULT_NAMESPACE:
-            return f"{self.model}:{self.tag}"
-        if self.host == DEFAULT_HOST:
+        """How Ollama displays a name (DisplayShortest): default host and namespace left out."""
+        if self.host.lower() != DEFAULT_HOST:
+            return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
+        if self.namespace.lower() != DEFAULT_NAMESPACE:
             return f"{self.namespace}/{self.model}:{self.tag}"
-        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
+        return f"{self.model}:{self.tag}"
 
     def __str__(self) -> str:
         return self.short
@@ -303,7 +328,29 @@ class Store:
         return self.root / "blobs" / (check_digest(digest).replace(":", "-") + PARTIAL_SUFFIX)
 
     def manifest_path(self, name: ModelName) -> Path:
+        """Where a name's manifest is (or goes): the stored spelling of each part that has one."""
+        return self._manifest_path(self.stored_name(name))
+
+    def _manifest_path(self, name: ModelName) -> Path:
         return self.root / "manifests" / name.host / name.namespace / name.model / name.tag
+
+    def stored_name(self, name: ModelName) -> ModelName:
+        """The name as the store spells it: at each level (host, namespace, model, tag), the entry
+        that equals the typed part ignoring case, if there is one; the typed part otherwise."""
+        if not isinstance(name, ModelName):
+            raise TypeError("a ModelName is required")
+        folder = self.root / "manifests"
+        parts = []
+        for part in (name.host, name.namespace, name.model, name.tag):
+            if not (folder / part).exists():
+                try:
+                    part = next((e for e in sorted(os.listdir(folder)) if e.isascii() and e.lower() == part.lower()),
+                                part)
+                except OSError:
+                    pass  # no such folder (yet): the rest is as typed
+            parts.append(part)
+            folder = folder / part
+        return ModelName(*parts)
 
     # -- modes, space, directories --------------------------------------------------------------
     def _space(self, what: str):
@@ -407,7 +454,8 @@ class Store:
         return self.manifest(name)
 
     def manifest(self, name: ModelName) -> Manifest:
-        path = self.manifest_path(name)
+        name = self.stored_name(name)
+        path = self._manifest_path(name)
         try:
             raw = path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
