@@ -42,6 +42,13 @@ def registry(tmp_path_factory):
     proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def server(start_server, registry):
+    """A default server whose registry.ollama.ai is the loopback registry: no test leaves the machine."""
+    host, _ = registry
+    return start_server(OLLAMA_NUM_PARALLEL="4", CORRAL_REGISTRY_MIRRORS=f"registry.ollama.ai=http://{host}")
+
+
 def cli(server, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OLLAMA_HOST": server.url.removeprefix("http://")}
     return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, env=env,
@@ -133,9 +140,11 @@ def test_pull_into_a_full_disk_is_507_and_keeps_no_partial(server, registry, mod
 
 
 def test_pull_unknown_names(server, registry):
+    """A model the registry does not have is a 404 at once, streamed or not (nothing streams first)."""
     host, _ = registry
-    r = httpx.post(server.url + "/api/pull", json={"model": f"{host}/corral/nosuch:v1", "insecure": True,
-                                                    "stream": False}, timeout=60)
-    assert r.status_code == 500 and "not found" in r.json()["error"]
+    for stream in (False, True):
+        r = httpx.post(server.url + "/api/pull", json={"model": f"{host}/corral/nosuch:v1", "insecure": True,
+                                                        "stream": stream}, timeout=60)
+        assert r.status_code == 404 and "not found" in r.json()["error"], r.text
     r = httpx.post(server.url + "/api/pull", json={"model": "llama3:8b", "stream": False}, timeout=60)
-    assert r.status_code == 404
+    assert r.status_code == 404 and f"mirror http://{host}" in r.json()["error"], r.text
