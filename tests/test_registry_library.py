@@ -589,3 +589,21 @@ def cli_env(server, env: dict, *args: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "OLLAMA_HOST": server.url.removeprefix("http://"), **env}
     return subprocess.run([sys.executable, "-m", "corral.cli", *args], capture_output=True, text=True, env=full,
                           timeout=300)
+
+
+def test_push_to_a_mirror_behind_a_token(lib_server, library, registry, proxy):
+    """With a mirror set for registry.ollama.ai, a plain name pushes there, answering the challenge."""
+    host, _ = registry
+    if "smollm2x:135m" not in tags(lib_server):
+        assert pull(lib_server, "smollm2x:135m").status_code == 200
+    r = httpx.post(lib_server.url + "/api/copy", json={"source": "smollm2x:135m", "destination": "corral/Pushed:v1"})
+    assert r.status_code == 200
+    proxy.token = True
+    try:
+        done = cli(lib_server, "push", "corral/Pushed:v1")
+        assert done.returncode == 0, done.stderr
+    finally:
+        httpx.request("DELETE", lib_server.url + "/api/delete", json={"model": "corral/pushed:v1"})
+    assert [e for e in proxy.log if e["path"] == "/token"]
+    pushed = httpx.get(f"http://{host}/v2/corral/pushed/manifests/v1", headers={"Accept": MEDIA_MANIFEST})
+    assert pushed.status_code == 200 and pushed.content == library["smollm2x"]

@@ -424,6 +424,8 @@ def pull(store: Store, name: ModelName, insecure: bool = False, progress: Progre
 
 def push(store: Store, name: ModelName, insecure: bool = False, progress: Progress | None = None,
          mirrors: Mapping[str, str] | None = None) -> None:
+    """Upload the blobs the registry lacks, then the manifest byte for byte (to the mirror, if the
+    host has one). A repository with capitals that the registry refuses is pushed in lowercase."""
     report = progress or (lambda *a: None)
     end = endpoint(name, insecure, mirrors)
     session = _Session(end, name.repository)
@@ -445,6 +447,9 @@ def _push(session: _Session, store: Store, name: ModelName, report: Progress) ->
             report(f"using existing {layer.digest[7:19]}", layer.size, layer.size, layer.digest)
             continue
         start = session.send("POST", f"{base}/v2/{session.repository}/blobs/uploads/")
+        if start.status_code == 404 and session.repository != session.repository.lower():
+            session.repository = session.repository.lower()  # OCI repository names are lowercase
+            start = session.send("POST", f"{base}/v2/{session.repository}/blobs/uploads/")
         if start.status_code != 202 or "location" not in start.headers:
             raise _status_error(session.end, start.status_code, "an upload", start.text)
         # The upload URL carries the registry's signed state: append to it, never re-encode it.
