@@ -406,6 +406,18 @@ def test_library_model_by_its_plain_name(lib_server, library, proxy, registry):
     assert sum(f"pulling {d[7:19]}" in done.stderr for d in layers) == len(layers)
 
 
+@pytest.mark.xfail(raises=ollama.ResponseError, strict=False,
+                   reason="Go template layers are not yet rendered on /api/chat (the lead's item); drop this mark then")
+def test_the_pulled_library_model_chats(lib_server, library):
+    """It runs: a chat through its Go template, its system prompt and its stop strings."""
+    if "smollm2x:135m" not in tags(lib_server):
+        assert pull(lib_server, "smollm2x:135m").status_code == 200
+    reply = ollama.Client(host=lib_server.url).chat(
+        model="smollm2x:135m", messages=[{"role": "user", "content": "What is your name?"}],
+        options={"temperature": 0, "num_predict": 24})
+    assert reply.eval_count > 0 and "<|im_" not in reply.message.content
+
+
 def test_capitals_are_kept_and_matched_case_insensitively(lib_server, library, proxy):
     """`CapsModel:v1` is stored as typed (the registry, whose repository names are lowercase, is
     asked again in lowercase) and found by any spelling; pulling `SmolLM2X:135m` again keeps the
