@@ -82,7 +82,8 @@ def test_pull_resumes_and_verifies(server, registry, model_store, tmp_path):
     store = Store(model_store)
     # A small model of our own so that its blob is not already in the shared test store.
     blob = tmp_path / "tiny.gguf"
-    blob.write_bytes(store.model_file(ModelName.parse(SMOL)).read_bytes()[: 4 << 20] + b"corral-resume-test")
+    # Bytes no other model has (a digest of their own), so that no other manifest keeps the blob.
+    blob.write_bytes(store.model_file(ModelName.parse(SMOL)).read_bytes()[: 4 << 20] + os.urandom(64))
     layer = store.add_blob_file(blob)
     name = ModelName.parse(f"{host}/corral/tiny:v1")
     store.write_manifest(name, [Layer(MEDIA_MODEL, layer.digest, layer.size)])
