@@ -120,7 +120,8 @@ def test_fifo_order_with_one_slot(start_server):
     async def staggered():
         tasks = []
         for i in range(4):
-            tasks.append(asyncio.create_task(stream_generate(server.url, SMOL, f"{i}: {LONG}", greedy(12))))
+            # Long enough that the first is still running when the last arrives.
+            tasks.append(asyncio.create_task(stream_generate(server.url, SMOL, f"{i}: {LONG}", greedy(64))))
             await asyncio.sleep(0.1)
         return await asyncio.gather(*tasks)
 

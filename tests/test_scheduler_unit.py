@@ -13,7 +13,8 @@ import pytest
 
 from corral.config import FOREVER, Settings
 from corral.models.gguf_info import GGUFInfo
-from corral.runner.handle import Event
+from corral.runner import protocol as p
+from corral.scheduler.events import Done, Queued, Text
 from corral.runner.protocol import GenerationOptions, LoadConfig
 from corral.scheduler.memory import RUNTIME_OVERHEAD, Gpu
 from corral.scheduler.scheduler import Busy, ModelSpec, NeverFits, Scheduler
@@ -26,7 +27,7 @@ class FakeHandle:
     """Loads instantly, streams `num_predict` tokens at 5 ms each."""
 
     loads: list[LoadConfig] = []
-    decode_ns = busy_ns = 0
+    stats = p.Stats(decode_ns=0, busy_ns=0)
 
     def __init__(self, cfg: LoadConfig, on_exit) -> None:
         self.cfg, self.on_exit, self.alive, self.pid = cfg, on_exit, False, 1
@@ -43,8 +44,8 @@ class FakeHandle:
     async def stream(self, prompt: str, options: GenerationOptions, num_ctx: int = 0):
         for i in range(max(options.num_predict, 1)):
             await asyncio.sleep(0.005)
-            yield Event("text", f"t{i} ")
-        yield Event("done", stats={"reason": "length", "eval_count": options.num_predict})
+            yield p.Token("r", f"t{i} ")
+        yield p.Done("r", p.FinishReason.LENGTH, eval_count=options.num_predict)
 
     async def stop(self, timeout: float = 5) -> None:
         self.alive = False
@@ -75,8 +76,8 @@ def make(memory_mib: int = 4096, gpus: list[Gpu] | None = None, **kw) -> Schedul
 async def run(s: Scheduler, sp: ModelSpec, n: int = 3, keep_alive: float = 60) -> str:
     waiter = s.admit(sp, keep_alive)
     out = [e async for e in s.generate(waiter, "p", GenerationOptions(num_predict=n))]
-    assert out[-1].kind == "done", out
-    return "".join(e.text for e in out if e.kind == "text")
+    assert isinstance(out[-1], Done), out
+    return "".join(e.text for e in out if isinstance(e, Text))
 
 
 def gpu(index: int, free_gib: float) -> Gpu:
@@ -126,7 +127,7 @@ def test_queue_bound_counts_only_waiting_requests():
         with pytest.raises(Busy, match="maximum pending requests exceeded"):
             s.admit(sp, 60)
         outs = await asyncio.gather(*(collect(s, w) for w in waiters))
-        assert all(o[-1].kind == "done" for o in outs)
+        assert all(isinstance(o[-1], Done) for o in outs)
     asyncio.run(main())
 
 
@@ -235,7 +236,7 @@ def test_cancelled_waiter_leaves_the_queue():
         waiter = s.admit(sp, 60)
         gen = s.generate(waiter, "p", GenerationOptions(num_predict=3))
         first = await gen.__anext__()
-        assert first.kind == "queued" and first.stats["position"] == 1
+        assert first == Queued(1)
         await gen.aclose()
         assert s.waiters == deque_empty()
         await busy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -13,20 +14,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
 from corral.api import create, metrics, models, ollama, openai
-from corral.api.jobs import EmbedFailed
 from corral.api.schemas import body_problem
 from corral.api.security import BearerAuth, BodyTimeout, OriginHostGuard, add_cors, is_loopback
 from corral.api.context import AppContext
 from corral.config import Settings
-from corral.models.gguf_info import GGUFFormatError
+from corral.errors import CorralError
 from corral.models.registry import RegistryUnreachable
 from corral.models.store import InvalidName, ModelNotFound, StorageFull
 from corral.models.template import TemplateError
-from corral.runner.handle import RunnerError
-from corral.scheduler.scheduler import Busy, NeverFits
-from corral.scheduler.specs import BadOption
 
-RETRY_AFTER_S = "1"
+log = logging.getLogger("corral.api")
 
 
 def _error(status: int, message: str, headers: dict | None = None, path: str = "") -> JSONResponse:
@@ -116,18 +113,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request.url.path)
     app.add_exception_handler(StarletteHTTPException, http_error)
     handle(ModelNotFound, 404, lambda exc: f"{exc}, try pulling it first")
-    for bad in (InvalidName, BadOption, TemplateError, ValueError, GGUFFormatError):
+
+    async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
+        # The one place a status is decided: each error carries its own (corral/errors.py).
+        return _error(exc.status, str(exc), exc.headers or None, request.url.path)
+    app.add_exception_handler(CorralError, corral_error)
+    # Not yet in the hierarchy (models/store.py, models/registry.py, models/template.py).
+    for bad in (InvalidName, TemplateError, ValueError):
         handle(bad, 400)
-    handle(Busy, 503, headers={"Retry-After": RETRY_AFTER_S})
-    handle(NeverFits, 507)
     handle(StorageFull, 507)
     handle(RegistryUnreachable, 502)
-    handle(RunnerError, 500)
-
-    async def embed_failed(request: Request, exc: EmbedFailed) -> JSONResponse:
-        return _error(exc.status, str(exc), None, request.url.path)
-    app.add_exception_handler(EmbedFailed, embed_failed)
-    handle(Exception, 500, lambda exc: f"internal error: {type(exc).__name__}: {exc}")
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", None, request.url.path)
+    app.add_exception_handler(Exception, internal)
 
     # Last added runs first. The Origin/Host rule goes before everything; CORS next, so
     # preflights and every later error carry CORS headers.

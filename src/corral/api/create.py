@@ -16,10 +16,11 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.schemas import CreateRequest
+from corral.errors import Forbidden
 from corral.models.gguf_info import GGUFFormatError, read_gguf
 from corral.models.modelfile import (Modelfile, ModelfileError, add_parameter, is_local_path, parse_modelfile,
                                      text_layers)
@@ -71,10 +72,10 @@ def _modelfile(body: CreateRequest) -> Modelfile:
     return mf
 
 
-def _refuse(source: str, why: str) -> HTTPException:
-    return HTTPException(403, f"FROM {source}: {why}; upload the file as a blob (POST /api/blobs/<digest>, "
-                              "then `files`, as `corral create -f` does), or allow its directory on the "
-                              "server with CORRAL_ALLOW_LOCAL_FROM")
+def _refuse(source: str, why: str) -> Forbidden:
+    return Forbidden(f"FROM {source}: {why}; upload the file as a blob (POST /api/blobs/<digest>, "
+                     "then `files`, as `corral create -f` does), or allow its directory on the "
+                     "server with CORRAL_ALLOW_LOCAL_FROM")
 
 
 def _within(path: Path, allowed: tuple[Path, ...]) -> bool:
@@ -94,7 +95,7 @@ def open_local(source: str, allowed: tuple[Path, ...] | None) -> BinaryIO:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block
     except OSError as exc:
-        raise ValueError(f"FROM {source}: {exc.strerror.lower() if exc.strerror else exc}") from None
+        raise ModelfileError(f"FROM {source}: {exc.strerror.lower() if exc.strerror else exc}") from None
     f = os.fdopen(fd, "rb")
     try:
         try:
@@ -104,10 +105,10 @@ def open_local(source: str, allowed: tuple[Path, ...] | None) -> BinaryIO:
         if not _within(real, allowed):
             raise _refuse(source, "not inside a directory this server allows")
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"FROM {source}: not a regular file")
+            raise ModelfileError(f"FROM {source}: not a regular file")
         head = f.read(8)
         if len(head) < 8 or head[:4] != b"GGUF" or int.from_bytes(head[4:], "little") not in _GGUF_VERSIONS:
-            raise ValueError(f"FROM {source}: not a GGUF file")
+            raise ModelfileError(f"FROM {source}: not a GGUF file")
         f.seek(0)
         return f
     except BaseException:
@@ -122,13 +123,13 @@ def _weights(store: Store, body: CreateRequest, mf: Modelfile, allowed: tuple[Pa
     if body.files:
         ggufs = [d for n, d in body.files.items() if n.endswith(".gguf")]
         if len(ggufs) != 1:
-            raise ValueError("files must name exactly one .gguf file")
+            raise ModelfileError("files must name exactly one .gguf file")
         digest = check_digest(ggufs[0])
         if not store.has_blob(digest):
-            raise ValueError(f"blob {digest} has not been uploaded (POST /api/blobs/{digest})")
+            raise ModelfileError(f"blob {digest} has not been uploaded (POST /api/blobs/{digest})")
         return Layer(MEDIA_MODEL, digest, store.blob_path(digest).stat().st_size), {}
     if not mf.source:
-        raise ValueError("nothing to create from: give `from`, `files` or a Modelfile with FROM")
+        raise ModelfileError("nothing to create from: give `from`, `files` or a Modelfile with FROM")
     if is_local_path(mf.source):
         with open_local(mf.source, allowed) as f:
             layer, new = store.add_blob_from(f)
@@ -173,12 +174,12 @@ async def create(body: CreateRequest, request: Request) -> Response:
     try:
         mf = _modelfile(body)
         text = text_layers(mf)  # a bad template is refused before any file is touched
-    except ModelfileError as exc:
-        raise ValueError(str(exc)) from None
+    except ModelfileError:
+        raise
     try:
         weights = await asyncio.to_thread(_build, ctx.store, name, body, mf, text, ctx.settings.local_from_dirs)
     except GGUFFormatError as exc:
-        raise ValueError(f"the model's weights are not a valid GGUF file: {exc}") from None
+        raise ModelfileError(f"the model's weights are not a valid GGUF file: {exc}") from None
     statuses = ["parsing modelfile", "using existing layer " + weights.digest, "writing manifest", "success"]
     if body.stream:
         return StreamingResponse((json.dumps({"status": s}) + "\n" for s in statuses),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -16,7 +16,8 @@ from corral.models.prompt_fit import byte_budget, fit_chat, tail_text, trim_mess
 from corral.models.store import ModelName
 from corral.models.template import ChatPrompt, render_chat
 from corral.models.tool_calls import parse_tool_calls
-from corral.runner.handle import Event
+from corral.errors import ClientError, RequestFailed
+from corral.scheduler.events import Done, Embedding, Event, Failed, Text, ToolCalls
 from corral.scheduler.scheduler import ModelSpec, PromptFit
 
 
@@ -33,7 +34,7 @@ class Job:
         try:
             self.keep_alive = parse_duration(keep_alive, ctx.settings.keep_alive)
         except ValueError as exc:
-            raise ValueError(f"invalid keep_alive: {exc}") from None
+            raise ClientError(f"invalid keep_alive: {exc}") from None
         extras = load_extras(ctx.store, ModelName.parse(model))
         if extras.parameters:  # a created model's PARAMETERs are defaults under the request's options
             options = Options.model_validate({**extras.parameters, **options.model_dump(exclude_none=True)})
@@ -101,57 +102,50 @@ class Job:
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
         return self.ctx.scheduler.generate(waiter, prompt, options)
 
-    def final_stats(self, stats: dict) -> dict:
+    def final_stats(self, done: Done) -> dict:
+        """Ollama's closing fields; every duration is there (load_duration 0 when loaded)."""
         return {
             "done": True,
-            "done_reason": stats.get("reason", "stop"),
+            "done_reason": done.reason.value,
             "total_duration": time.monotonic_ns() - self.started,
-            "load_duration": int(stats.get("load_s", 0) * 1e9),
-            "prompt_eval_count": stats.get("prompt_eval_count", 0),
-            "prompt_eval_duration": stats.get("prompt_eval_duration", 0),
-            "eval_count": stats.get("eval_count", 0),
-            "eval_duration": stats.get("eval_duration", 0),
+            "load_duration": int(done.load_s * 1e9),
+            "prompt_eval_count": done.prompt_eval_count,
+            "prompt_eval_duration": done.prompt_eval_duration,
+            "eval_count": done.eval_count,
+            "eval_duration": done.eval_duration,
         }
 
     async def embed(self, inputs: list[str], truncate: bool = True, dimensions: int | None = None) -> dict:
         """Embeddings for `inputs` through the scheduler: {"embeddings", "prompt_eval_count", durations}.
 
-        Raises EmbedFailed with an HTTP status when the runner reports an error.
+        Raises RequestFailed with the runner's status when it reports an error.
         """
         if len(inputs) > MAX_EMBED_INPUTS:
-            raise ValueError(f"too many inputs: {len(inputs)} (at most {MAX_EMBED_INPUTS} per request)")
+            raise ClientError(f"too many inputs: {len(inputs)} (at most {MAX_EMBED_INPUTS} per request)")
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
         vectors: list[list[float]] = [[] for _ in inputs]
         async for ev in self.ctx.scheduler.embed(waiter, inputs, truncate):
-            if ev.kind == "error":
-                raise EmbedFailed((ev.stats or {}).get("status", 500), ev.text)
-            if ev.kind == "embedding":
-                stats = ev.stats or {}
-                vectors[stats["index"]] = stats["vector"]
-            elif ev.kind == "done":
-                stats = ev.stats or {}
+            if isinstance(ev, Failed):
+                raise RequestFailed(ev.status, ev.message)
+            if isinstance(ev, Embedding):
+                vectors[ev.index] = ev.vector
+            elif isinstance(ev, Done):
                 if dimensions:
                     vectors = [_shorten(v, dimensions) for v in vectors]
-                return {"embeddings": vectors, "prompt_eval_count": stats.get("prompt_eval_count", 0),
+                return {"embeddings": vectors, "prompt_eval_count": ev.prompt_eval_count,
                         "total_duration": time.monotonic_ns() - self.started,
-                        "load_duration": int(stats.get("load_s", 0) * 1e9)}
-        raise EmbedFailed(500, "embedding ended without a result")
+                        "load_duration": int(ev.load_s * 1e9)}
+        raise RequestFailed(500, "embedding ended without a result")
 
 
 # As OpenAI's embeddings endpoint: a bound on one request's work and on the reply it builds.
 MAX_EMBED_INPUTS = 2048
 
 
-class EmbedFailed(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _shorten(vector: list[float], dimensions: int) -> list[float]:
     """The first `dimensions` components, renormalized (Matryoshka-style, as Ollama does)."""
     if dimensions > len(vector):
-        raise ValueError(f"dimensions {dimensions} exceeds the model's embedding size {len(vector)}")
+        raise ClientError(f"dimensions {dimensions} exceeds the model's embedding size {len(vector)}")
     head = vector[:dimensions]
     norm = sum(x * x for x in head) ** 0.5
     return [x / norm for x in head] if norm else head
@@ -159,7 +153,7 @@ def _shorten(vector: list[float], dimensions: int) -> list[float]:
 
 async def with_tool_calls(events: AsyncIterator[Event], tools: list[dict] | None) -> AsyncIterator[Event]:
     """When tools were offered, hold the text back and, at the end, split it into content and a
-    "tool_calls" event (a call cannot be streamed before it is complete)."""
+    ToolCalls event (a call cannot be streamed before it is complete)."""
     names = {t.get("function", {}).get("name") for t in tools or []} - {None}
     if not names:
         async for ev in events:
@@ -167,45 +161,44 @@ async def with_tool_calls(events: AsyncIterator[Event], tools: list[dict] | None
         return
     parts: list[str] = []
     async for ev in events:
-        if ev.kind == "text":
+        if isinstance(ev, Text):
             parts.append(ev.text)
             continue
-        if ev.kind == "done":
+        if isinstance(ev, Done):
             content, calls = parse_tool_calls("".join(parts), names)
             if content:
-                yield Event("text", content)
+                yield Text(content)
             if calls:
-                yield Event("tool_calls", stats={"calls": calls})
-                ev.stats = {**(ev.stats or {}), "tool_calls": True}
+                yield ToolCalls(calls)
+                ev = replace(ev, tool_calls=True)
         yield ev
 
 
 @dataclass
 class Collected:
-    """A non-streaming reply: all text, tool calls, and the final stats or the error."""
+    """A non-streaming reply: all text, tool calls, and how it ended."""
 
     text: str = ""
     calls: list[dict] = field(default_factory=list)
-    stats: dict | None = None
-    error: str = ""
-    status: int = 500
+    done: Done | None = None
+    failed: Failed | None = None
 
 
 async def collect(events: AsyncIterator[Event]) -> Collected:
     parts: list[str] = []
     result = Collected()
     async for ev in events:
-        if ev.kind == "text":
+        if isinstance(ev, Text):
             parts.append(ev.text)
-        elif ev.kind == "tool_calls":
-            result.calls = ev.stats["calls"]
-        elif ev.kind == "done":
-            result.stats = ev.stats or {}
+        elif isinstance(ev, ToolCalls):
+            result.calls = ev.calls
+        elif isinstance(ev, Done):
+            result.done = ev
             break
-        elif ev.kind == "error":
-            result.error, result.status = ev.text, (ev.stats or {}).get("status", 500)
+        elif isinstance(ev, Failed):
+            result.failed = ev
             break
     result.text = "".join(parts)
-    if result.stats is None and not result.error:
-        result.error = "generation ended without a result"
+    if result.done is None and result.failed is None:
+        result.failed = Failed(500, "generation ended without a result")
     return result

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.schemas import CopyRequest, ModelRequest, ShowRequest
-from corral.models.gguf_info import GGUFInfo, read_gguf
+from corral.models.gguf_info import GGUFFormatError, GGUFInfo, read_gguf
 from corral.models.capabilities import model_capabilities
 from corral.models.modelfile import load_extras
 from corral.models import registry
@@ -46,7 +46,7 @@ def _tags(store: Store) -> dict:
     for m in store.list():
         try:
             info = read_gguf(store.model_file(m.name))
-        except (ModelNotFound, ValueError):
+        except (ModelNotFound, GGUFFormatError, OSError):
             continue  # a half-written or broken model is not offered
         models.append({"name": m.name.short, "model": m.name.short, "modified_at": _iso(m.modified_at),
                        "size": m.size, "digest": m.digest.removeprefix("sha256:"), "details": details(info)})

@@ -16,7 +16,7 @@ from corral.api.jobs import Job, collect, now_iso, with_tool_calls
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
-from corral.runner.handle import Event
+from corral.scheduler.events import Done, Event, Failed, Queued, Text, ToolCalls
 
 router = APIRouter()
 
@@ -44,26 +44,30 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
     if stream:
         async def lines() -> AsyncIterator[bytes]:
             async for ev in events:
-                if ev.kind == "text":
-                    obj = {**shape(ev.text), "done": False}
-                elif ev.kind == "tool_calls":
-                    obj = {**shape(""), "done": False}
-                    obj["message"] = {**obj.get("message", {}), "tool_calls": ev.stats["calls"]}
-                elif ev.kind == "queued":
-                    # corral's own field: where a waiting request stands, before its first token.
-                    obj = {**shape(""), "done": False, "queue_position": ev.stats["position"]}
-                elif ev.kind == "done":
-                    obj = {**shape(""), **job.final_stats(ev.stats or {})}
-                else:
-                    obj = {"error": ev.text}
+                match ev:
+                    case Text(text=text):
+                        obj = {**shape(text), "done": False}
+                    case ToolCalls(calls=calls):
+                        obj = {**shape(""), "done": False}
+                        obj["message"] = {**obj.get("message", {}), "tool_calls": calls}
+                    case Queued(position=position):
+                        # corral's own field: where a waiting request stands, before its first token.
+                        obj = {**shape(""), "done": False, "queue_position": position}
+                    case Done():
+                        obj = {**shape(""), **job.final_stats(ev)}
+                    case Failed(message=message):
+                        obj = {"error": message}
+                    case _:
+                        continue
                 yield json.dumps(obj, ensure_ascii=False).encode() + b"\n"
 
         return StreamingResponse(lines(), media_type=NDJSON)
 
     result = await collect(events)
-    if result.error:
-        return JSONResponse({"error": result.error}, status_code=result.status)
-    obj = {**shape(result.text), **job.final_stats(result.stats)}
+    if result.failed:
+        return JSONResponse({"error": result.failed.message}, status_code=result.failed.status)
+    assert result.done is not None
+    obj = {**shape(result.text), **job.final_stats(result.done)}
     if result.calls:
         obj["message"]["tool_calls"] = result.calls
     return JSONResponse(obj)

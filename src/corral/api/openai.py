@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.jobs import Job, collect, with_tool_calls
 from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
+from corral.errors import ClientError
 from corral.models.store import ModelName
-from corral.runner.handle import Event
+from corral.scheduler.events import Done, DoneReason, Event, Failed, Text, ToolCalls
 
 router = APIRouter(prefix="/v1")
 
@@ -29,15 +30,15 @@ def openai_error(status: int, message: str) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def _usage(stats: dict) -> dict:
-    prompt, completion = stats.get("prompt_eval_count", 0), stats.get("eval_count", 0)
+def _usage(done: Done) -> dict:
+    prompt, completion = done.prompt_eval_count, done.eval_count
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _finish(stats: dict) -> str:
-    if stats.get("tool_calls"):
+def _finish(done: Done) -> str:
+    if done.tool_calls:
         return "tool_calls"
-    return "length" if stats.get("reason") == "length" else "stop"
+    return "length" if done.reason == DoneReason.LENGTH else "stop"
 
 
 def _openai_calls(calls: list[dict]) -> list[dict]:
@@ -55,39 +56,41 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
         async def sse() -> AsyncIterator[bytes]:
             first = True
             async for ev in events:
-                if ev.kind == "text":
-                    chunk = {**base, "object": f"{obj}.chunk", "choices": [choice(ev.text, None, first)]}
-                    first = False
-                elif ev.kind == "done":
-                    stats = ev.stats or {}
-                    chunk = {**base, "object": f"{obj}.chunk", "choices": [choice("", _finish(stats), first)]}
-                    yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-                    if include_usage:
-                        chunk = {**base, "object": f"{obj}.chunk", "choices": [], "usage": _usage(stats)}
+                match ev:
+                    case Text(text=text):
+                        chunk = {**base, "object": f"{obj}.chunk", "choices": [choice(text, None, first)]}
+                        first = False
+                    case Done():
+                        chunk = {**base, "object": f"{obj}.chunk", "choices": [choice("", _finish(ev), first)]}
                         yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-                    break
-                elif ev.kind == "tool_calls":
-                    delta = {"role": "assistant", "tool_calls": _openai_calls(ev.stats["calls"])}
-                    chunk = {**base, "object": f"{obj}.chunk",
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-                elif ev.kind == "error":
-                    chunk = openai_error((ev.stats or {}).get("status", 500), ev.text)
-                else:
-                    continue  # queue positions are an Ollama-API extension
+                        if include_usage:
+                            chunk = {**base, "object": f"{obj}.chunk", "choices": [], "usage": _usage(ev)}
+                            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                        break
+                    case ToolCalls(calls=calls):
+                        delta = {"role": "assistant", "tool_calls": _openai_calls(calls)}
+                        chunk = {**base, "object": f"{obj}.chunk",
+                                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                    case Failed(status=status, message=message):
+                        chunk = openai_error(status, message)
+                    case _:
+                        continue  # queue positions are an Ollama-API extension
                 yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream")
 
     result = await collect(events)
-    if result.error:
-        return JSONResponse(openai_error(result.status, result.error), status_code=result.status)
-    only = choice(result.text, _finish(result.stats), True)
+    if result.failed:
+        failed = result.failed
+        return JSONResponse(openai_error(failed.status, failed.message), status_code=failed.status)
+    assert result.done is not None
+    only = choice(result.text, _finish(result.done), True)
     if result.calls:
         only["message"] = {"role": "assistant", "content": result.text or None,
                            "tool_calls": [{k: v for k, v in c.items() if k != "index"}
                                           for c in _openai_calls(result.calls)]}
-    return JSONResponse({**base, "object": obj, "choices": [only], "usage": _usage(result.stats)})
+    return JSONResponse({**base, "object": obj, "choices": [only], "usage": _usage(result.done)})
 
 
 @router.post("/chat/completions")
@@ -110,7 +113,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 @router.post("/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     if isinstance(body.prompt, list) and len(body.prompt) != 1:
-        raise ValueError("prompt: exactly one prompt per request is supported")
+        raise ClientError("prompt: exactly one prompt per request is supported")
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
     # OpenAI's default for this endpoint is 16 tokens.
     job = Job(request.app.state.corral, body.model, body.options(16 if body.max_tokens is None else body.max_tokens), None)
@@ -146,7 +149,7 @@ async def get_model(model: str, request: Request) -> dict:
 async def embeddings(body: OpenAIEmbeddingsRequest, request: Request) -> dict:
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs:
-        raise ValueError("input must not be empty")
+        raise ClientError("input must not be empty")
     result = await Job(request.app.state.corral, body.model, Options(), None).embed(inputs, True, body.dimensions)
     tokens = result["prompt_eval_count"]
     encode = _base64_floats if body.encoding_format == "base64" else (lambda v: v)

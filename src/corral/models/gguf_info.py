@@ -10,6 +10,8 @@ from pathlib import Path
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
+from corral.errors import ClientError
+
 # general.file_type → the name Ollama shows as quantization_level (llama_ftype in llama.h)
 _FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
                11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
@@ -58,7 +60,7 @@ _SCALARS = {GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.U
             GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d"}
 
 
-class GGUFFormatError(ValueError):
+class GGUFFormatError(ClientError):
     """Not a GGUF file, or a truncated or corrupt one."""
 
 

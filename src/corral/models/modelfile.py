@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.errors import ClientError
 from corral.models.store import (MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE,
                                   ModelName, ModelNotFound, Store)
 
@@ -22,8 +23,8 @@ _FLOAT_PARAMS = {"temperature", "top_p", "min_p", "repeat_penalty", "presence_pe
 _GO_TEMPLATE = re.compile(r"\{\{-?\s*\.")
 
 
-class ModelfileError(ValueError):
-    pass
+class ModelfileError(ClientError):
+    """A Modelfile (or create request) that cannot be built."""
 
 
 @dataclass

@@ -70,24 +70,37 @@ async def fit_chat(messages: list[dict[str, Any]], render: Callable[[list[dict[s
     """Ollama's chatPrompt: the rendering of the most recent messages that fits the context,
     always with the system messages and the latest message (and its tool turn).
 
-    Ollama drops one message at a time from the front until the prompt fits; a prompt only
-    shrinks as messages go, so a binary search finds the same cut in log(n) renderings.
+    Ollama drops one message at a time from the front until the prompt fits. A prompt only
+    grows as messages are kept, so the same cut is found by keeping 1, 2, 4, ... of the latest
+    messages until one does not fit, then halving the last step: each rendering is at most
+    about twice what fits, however long the conversation.
     """
-    text = await render(messages)
-    if len(messages) < 2 or await fits(text):
-        return text
-    lo, hi = 1, len(messages) - 1
-    best: str | None = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        candidate = await render(_from(messages, _turn_start(messages, mid)))
+    n = len(messages)
+
+    def keep(k: int) -> list[dict[str, Any]]:
+        return messages if k >= n else _from(messages, _turn_start(messages, n - k))
+
+    fitting: str | None = None
+    good, k = 0, 1
+    while True:
+        candidate = await render(keep(k))
+        if not await fits(candidate):
+            break
+        fitting, good = candidate, k
+        if k >= n:
+            return candidate
+        k = min(2 * k, n)
+    bad = k
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        candidate = await render(keep(mid))
         if await fits(candidate):
-            best, hi = candidate, mid - 1
+            fitting, good = candidate, mid
         else:
-            lo = mid + 1
-    if best is None:  # not even the latest message fits: the runner keeps its tail
-        best = await render(_from(messages, _turn_start(messages, len(messages) - 1)))
-    return best
+            bad = mid
+    if fitting is None:  # not even the latest message fits: the runner keeps its tail
+        fitting = await render(keep(1))
+    return fitting
 
 
 def _size(message: dict[str, Any]) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import llama_cpp as ll
 import numpy as np
 
-from corral.runner.protocol import EV_DONE, EV_EMBEDDING
+from corral.runner.protocol import Done, Failed, FinishReason, Up, Vector
 
 EMBED_CTX = 2048  # longest input an embedding request may have (tokens); memory.py counts it
 
@@ -48,7 +48,7 @@ class Embedder:
         self.batch = ll.llama_batch_init(n_ctx, 0, 1)
         self.jobs: deque[EmbedJob] = deque()
 
-    def step(self) -> list[dict]:
+    def step(self) -> list[Up]:
         """One decode of as many pending inputs as fit; events for the jobs that completed."""
         packed: list[tuple[EmbedJob, int]] = []  # (job, index of the input within it)
         n = 0
@@ -75,21 +75,19 @@ class Embedder:
             failed = {id(job): job for job, _ in packed}.values()
             for job in failed:
                 self.jobs.remove(job)
-            return [{"ev": "error", "id": job.id, "message": f"llama_decode failed (code {rc})", "status": 500}
-                    for job in failed]
+            return [Failed(job.id, f"llama_decode failed (code {rc})") for job in failed]
         # Each vector goes out as soon as it exists, one line each: a request with many inputs
         # never makes one huge reply line, and the runner keeps no vectors.
-        events = []
+        events: list[Up] = []
         for seq, (job, index) in enumerate(packed):
             ptr = ll.llama_get_embeddings_seq(self.ctx, seq)
             vec = np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).astype(np.float64)
             norm = np.linalg.norm(vec)
-            events.append({"ev": EV_EMBEDDING, "id": job.id, "index": index,
-                           "embedding": (vec / norm if norm > 0 else vec).tolist()})
+            events.append(Vector(job.id, index, (vec / norm if norm > 0 else vec).tolist()))
             job.n_done += 1
         while self.jobs and self.jobs[0].n_done == len(self.jobs[0].inputs):
             job = self.jobs.popleft()
-            events.append({"ev": EV_DONE, "id": job.id, "reason": "stop", "prompt_eval_count": job.tokens})
+            events.append(Done(job.id, FinishReason.STOP, prompt_eval_count=job.tokens))
         return events
 
     def cancel(self, request_id: str) -> bool:

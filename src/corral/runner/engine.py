@@ -16,7 +16,8 @@ from collections import deque
 import llama_cpp as ll
 import numpy as np
 
-from corral.runner.protocol import EV_DONE, EV_ERROR, EV_TOKEN, GenerationOptions, LoadConfig
+from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
+from corral.errors import ClientError
 from corral.runner.embedder import EMBED_CTX, EmbedJob, Embedder
 from corral.runner.fit import cut, input_tokens, prompt_tokens
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
@@ -186,11 +187,11 @@ class Engine:
         for text in inputs:
             tokens, longer = input_tokens(self.tokenize, text, limit)
             if longer and not truncate:
-                raise ValueError(f"input exceeds the context length of {limit} tokens")
+                raise ClientError(f"input exceeds the context length of {limit} tokens")
             tokenized.append(tokens or [self.bos])
         return tokenized
 
-    def embed(self, request_id: str, tokenized: list[list[int]]) -> list[dict]:
+    def embed(self, request_id: str, tokenized: list[list[int]]) -> list[Up]:
         """Queue tokenized inputs (embed_tokens()) for embedding."""
         if self.embedder is None:
             self.embedder = Embedder(self.model, min(self.n_ctx_slot, EMBED_CTX), self.cfg.n_threads)
@@ -198,7 +199,7 @@ class Engine:
         self.embedder.jobs.append(EmbedJob(request_id, tokenized))
         return []
 
-    def submit(self, request_id: str, tokens: list[int], opts: GenerationOptions, num_ctx: int = 0) -> list[dict]:
+    def submit(self, request_id: str, tokens: list[int], opts: GenerationOptions, num_ctx: int = 0) -> list[Up]:
         """Start a request on a free slot; `tokens` is its prompt (prompt_tokens())."""
         if not self.free:
             raise SlotsFull("no free slot")
@@ -222,7 +223,7 @@ class Engine:
         slot.t_prompt = slot.t_first = slot.decode_ns = 0
         self.active.append(slot)
         if opts.num_predict == 0:
-            return self._finish(slot, "length")
+            return self._finish(slot, FinishReason.LENGTH)
         return []
 
     def _take_slot(self, tokens: list[int]) -> Slot:
@@ -259,16 +260,16 @@ class Engine:
         ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
         slot.cached.clear()
 
-    def cancel(self, request_id: str) -> list[dict]:
+    def cancel(self, request_id: str) -> list[Up]:
         if self.embedder and self.embedder.cancel(request_id):
-            return [{"ev": EV_DONE, "id": request_id, "reason": "cancel"}]
+            return [Done(request_id, FinishReason.CANCEL)]
         for slot in self.active:
             if slot.id == request_id:
-                return self._finish(slot, "cancel")
+                return self._finish(slot, FinishReason.CANCEL)
         return []
 
     # -- the loop -----------------------------------------------------------------------------
-    def step(self) -> list[dict]:
+    def step(self) -> list[Up]:
         """One step: prompt chunks (FIFO), then a token for every generating slot in one decode.
 
         How llama.cpp splits a batch decides the numbers: with one KV stream per sequence a
@@ -279,7 +280,7 @@ class Engine:
         alone, batched, or resumed from a cached prefix.
         """
         t0 = time.perf_counter_ns()
-        events: list[dict] = self._embed_step() if self.embedder and self.embedder.jobs else []
+        events: list[Up] = self._embed_step() if self.embedder and self.embedder.jobs else []
         n_generating = sum(1 for s in self.active if not s.prefilling)
         room = self.n_batch - n_generating
         if n_generating:
@@ -335,7 +336,7 @@ class Engine:
         fit = int(PREFILL_STEP_NS / self.prefill_ns_per_token)
         return max(PREFILL_MIN_TOKENS, min(fit, self.n_batch))
 
-    def _decode(self, n: int, to_sample: list[tuple[Slot, int]], owners: list[Slot] | None = None) -> list[dict]:
+    def _decode(self, n: int, to_sample: list[tuple[Slot, int]], owners: list[Slot] | None = None) -> list[Up]:
         """Decode the first n batch entries, then sample the slots that produced logits."""
         self.batch.n_tokens = n
         td = time.perf_counter_ns()
@@ -351,18 +352,18 @@ class Engine:
             # fail them rather than guess; the other slots go on.
             failed = owners if owners is not None else [slot for slot, _ in to_sample]
             return [e for slot in failed for e in self._fail(slot, f"llama_decode failed (code {rc})")]
-        events: list[dict] = []
+        events: list[Up] = []
         for slot, index in to_sample:
             events += self._sample(slot, index, t_decoded)
         return events
 
-    def _embed_step(self) -> list[dict]:
+    def _embed_step(self) -> list[Up]:
         td = time.perf_counter_ns()
         events = self.embedder.step()
         self.decode_ns += time.perf_counter_ns() - td
         return events
 
-    def _sample(self, slot: Slot, index: int, now: int) -> list[dict]:
+    def _sample(self, slot: Slot, index: int, now: int) -> list[Up]:
         if slot.greedy:
             # llama_sampler_sample copies the whole vocabulary into a candidate array before
             # taking the max; argmax over the logits row is the same token (first max on ties).
@@ -375,18 +376,18 @@ class Engine:
         if not slot.t_first:
             slot.t_first = now
         if ll.llama_vocab_is_eog(self.vocab, token):
-            return self._finish(slot, "stop")
+            return self._finish(slot, FinishReason.STOP)
         slot.n_generated += 1
         slot.next_token = token
         text = slot.text.feed(self.piece(token))
-        events = [{"ev": EV_TOKEN, "id": slot.id, "text": text}] if text else []
+        events: list[Up] = [Token(slot.id, text)] if text else []
         if slot.text.stopped:
-            return events + self._finish(slot, "stop")
+            return events + self._finish(slot, FinishReason.STOP)
         if 0 < slot.num_predict <= slot.n_generated:
-            return events + self._finish(slot, "length")
+            return events + self._finish(slot, FinishReason.LENGTH)
         if slot.n_past >= slot.ctx_limit:
             if not slot.shift:
-                return events + self._finish(slot, "length")
+                return events + self._finish(slot, FinishReason.LENGTH)
             self._shift(slot)
         return events
 
@@ -414,24 +415,20 @@ class Engine:
             slot.sampler = None
         self.free.append(slot)
 
-    def _finish(self, slot: Slot, reason: str) -> list[dict]:
-        tail = slot.text.flush() if reason != "cancel" and not slot.text.stopped else ""
+    def _finish(self, slot: Slot, reason: FinishReason) -> list[Up]:
+        tail = slot.text.flush() if reason != FinishReason.CANCEL and not slot.text.stopped else ""
         end = time.perf_counter_ns()
         first = slot.t_first or end
-        events = [{"ev": EV_TOKEN, "id": slot.id, "text": tail}] if tail else []
-        events.append({
-            "ev": EV_DONE, "id": slot.id, "reason": reason,
-            "prompt_eval_count": len(slot.prompt),
-            "prompt_eval_duration": max(first - (slot.t_prompt or first), 0),
-            "eval_count": slot.n_generated,
-            "eval_duration": end - first,
-        })
+        events: list[Up] = [Token(slot.id, tail)] if tail else []
+        events.append(Done(slot.id, reason, prompt_eval_count=len(slot.prompt),
+                           prompt_eval_duration=max(first - (slot.t_prompt or first), 0),
+                           eval_count=slot.n_generated, eval_duration=end - first))
         self._release(slot)
         return events
 
-    def _fail(self, slot: Slot, message: str) -> list[dict]:
+    def _fail(self, slot: Slot, message: str) -> list[Up]:
         self._release(slot, keep_cache=False)  # its KV is in an unknown state
-        return [{"ev": EV_ERROR, "id": slot.id, "message": message}]
+        return [Failed(slot.id, message)]
 
     def close(self) -> None:
         for slot in list(self.active):

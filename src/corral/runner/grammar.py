@@ -7,6 +7,8 @@ from typing import Any
 
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
+from corral.errors import ClientError
+
 
 def grammar_for(format: Any) -> str | None:
     """GBNF for a `format` value; None for no constraint; ValueError for a bad one."""
@@ -18,5 +20,5 @@ def grammar_for(format: Any) -> str | None:
         try:
             return json_schema_to_gbnf(json.dumps(format))
         except Exception as exc:  # noqa: BLE001 - the converter raises many kinds on bad schemas
-            raise ValueError(f"invalid format schema: {exc}") from None
-    raise ValueError(f'invalid format {format!r}: use "json" or a JSON schema object')
+            raise ClientError(f"invalid format schema: {exc}") from None
+    raise ClientError(f'invalid format {format!r}: use "json" or a JSON schema object')

@@ -1,6 +1,8 @@
 """The server's side of one runner process: spawn, stream, cancel, and turn a crash into errors.
 
-Plain asyncio, no web framework: the scheduler owns handles, the API never sees them.
+Plain asyncio, no web framework: the scheduler owns handles, the API never sees them. A request's
+stream is the runner's own messages for it (Token, Vector, then Done or Failed); a crash, a kill
+or a broken line becomes a Failed for the requests it touches.
 """
 
 from __future__ import annotations
@@ -12,26 +14,20 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import AsyncIterator, Callable
 
 import psutil
 
+from corral.errors import ServerError
 from corral.runner import protocol as p
 
 
-class RunnerError(RuntimeError):
+class RunnerError(ServerError):
     """A runner failed to load, or died while serving a request."""
 
 
-@dataclass
-class Event:
-    """One item of a request's stream: text, the final stats, or an error."""
-
-    kind: str  # "queued" | "text" | "embedding" | "tool_calls" | "done" | "error"
-    text: str = ""
-    stats: dict | None = None
-
+# What a request's stream carries: its text or vectors, then how it ended.
+Reply = p.Token | p.Vector | p.Done | p.Failed
 
 _ids = itertools.count(1)
 
@@ -46,14 +42,12 @@ class RunnerHandle:
         self.proc: asyncio.subprocess.Process | None = None
         self.n_ctx_slot = cfg.n_ctx_slot
         self.alive = False
-        self._streams: dict[str, asyncio.Queue[Event]] = {}
+        self._streams: dict[str, asyncio.Queue[Reply]] = {}
+        self._questions: dict[str, asyncio.Future[bool]] = {}
         self._stderr: deque[str] = deque(maxlen=40)
         self._tasks: list[asyncio.Task] = []
-        # Cumulative runner-loop figures: time inside llama_decode, and time the loop had work.
-        self.decode_ns = 0
-        self.busy_ns = 0
+        self.stats = p.Stats(decode_ns=0, busy_ns=0)  # the runner's latest counters
         self.last_progress = time.monotonic()  # the last line read from the runner
-        self._questions: dict[str, asyncio.Future[bool]] = {}
         self.kill_reason = ""
 
     @property
@@ -78,22 +72,27 @@ class RunnerHandle:
             limit=p.MAX_LINE,
         )
         self._tasks.append(asyncio.create_task(self._drain_stderr()))
+        assert self.proc.stdout
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         except asyncio.TimeoutError:
             await self.kill()
             raise RunnerError(f"model load timed out after {timeout:.0f}s") from None
-        msg = p.decode(line) if line else {"ev": p.EV_FATAL, "message": ""}
-        if msg.get("ev") != p.EV_READY:
+        try:
+            msg: p.Up = p.decode_up(line) if line else p.Fatal("")
+        except (ValueError, TypeError):
+            msg = p.Fatal("")
+        if not isinstance(msg, p.Ready):
             await self.kill()
-            detail = msg.get("message") or self._last_stderr() or f"exit code {self.proc.returncode}"
+            detail = (msg.message if isinstance(msg, p.Fatal) else "") or self._last_stderr() or \
+                f"exit code {self.proc.returncode}"
             raise RunnerError(f"model failed to load: {detail}")
-        self.n_ctx_slot = int(msg["n_ctx_slot"])
+        self.n_ctx_slot = msg.n_ctx_slot
         self.alive = True
         self._tasks.append(asyncio.create_task(self._read_events()))
 
     def _last_stderr(self) -> str:
-        lines = [l for l in self._stderr if l.strip()]
+        lines = [line for line in self._stderr if line.strip()]
         return lines[-1].strip() if lines else ""
 
     async def _drain_stderr(self) -> None:
@@ -123,7 +122,6 @@ class RunnerHandle:
                 await reader.read(exc.consumed)
 
     async def _read_events(self) -> None:
-        assert self.proc and self.proc.stdout
         try:
             while True:
                 line, whole = await self._next_line()
@@ -131,49 +129,40 @@ class RunnerHandle:
                     break
                 self.last_progress = time.monotonic()
                 try:
-                    msg = p.decode(line) if whole else None
-                except ValueError:
+                    msg = p.decode_up(line) if whole else None
+                except (ValueError, TypeError):
                     msg = None
                 if msg is None:
                     # One bad line fails the request it belongs to, not the runner.
                     what = "too large" if not whole else "malformed"
                     self._fail(p.request_id_of(line), f"the model runner's reply was {what}")
-                    continue
-                ev = msg.get("ev")
-                queue = self._streams.get(msg.get("id", ""))
-                if ev == p.EV_TOKEN and queue:
-                    queue.put_nowait(Event("text", msg["text"]))
-                elif ev == p.EV_EMBEDDING and queue:
-                    queue.put_nowait(Event("embedding", stats={"index": msg["index"], "vector": msg["embedding"]}))
-                elif ev == p.EV_DONE and queue:
-                    engine = msg.pop("engine", None)
-                    if engine:
-                        self.decode_ns, self.busy_ns = engine["decode_ns"], engine["busy_ns"]
-                    self._streams.pop(msg["id"])
-                    queue.put_nowait(Event("done", stats=msg))
-                elif ev == p.EV_ERROR and queue:
-                    self._streams.pop(msg["id"])
-                    queue.put_nowait(Event("error", msg["message"], stats={"status": msg.get("status", 500)}))
-                elif ev == p.EV_FITS:
-                    answer = self._questions.pop(msg.get("id", ""), None)
+                elif isinstance(msg, (p.Token, p.Vector)):
+                    queue = self._streams.get(msg.id)
+                    if queue:
+                        queue.put_nowait(msg)
+                elif isinstance(msg, (p.Done, p.Failed)):
+                    queue = self._streams.pop(msg.id, None)
+                    if queue:
+                        queue.put_nowait(msg)
+                elif isinstance(msg, p.Stats):
+                    self.stats = msg
+                elif isinstance(msg, p.FitsAnswer):
+                    answer = self._questions.pop(msg.id, None)
                     if answer and not answer.done():
-                        answer.set_result(bool(msg.get("fits")))
-                elif ev == p.EV_FATAL:
-                    self._stderr.append(msg.get("message", ""))
+                        answer.set_result(msg.fits)
+                elif isinstance(msg, p.Fatal):
+                    self._stderr.append(msg.message)
                     break
         finally:
             await self._died()
 
     def _fail(self, request_id: str | None, message: str) -> None:
         queue = self._streams.pop(request_id, None) if request_id else None
-        if queue is None:
+        if queue is None or request_id is None:
             self._stderr.append(message)
             return
-        queue.put_nowait(Event("error", message, stats={"status": 500}))
-        try:
-            self._send({"op": p.OP_CANCEL, "id": request_id})  # stop the work nobody will read
-        except (RunnerError, ConnectionError):
-            pass
+        queue.put_nowait(p.Failed(request_id, message))
+        self._try_send(p.Cancel(request_id))  # stop the work nobody will read
 
     def silent_for(self, now: float | None = None) -> float:
         """Seconds this runner has had work and said nothing (0 when it has no work)."""
@@ -188,8 +177,8 @@ class RunnerHandle:
         code = self.proc.returncode if self.proc else None
         reason = self.kill_reason or f"model runner exited unexpectedly (exit code {code})"
         detail = self._last_stderr()
-        for queue in self._streams.values():
-            queue.put_nowait(Event("error", f"{reason}: {detail}" if detail else reason))
+        for request_id, queue in self._streams.items():
+            queue.put_nowait(p.Failed(request_id, f"{reason}: {detail}" if detail else reason))
         self._streams.clear()
         for answer in self._questions.values():
             if not answer.done():
@@ -198,32 +187,24 @@ class RunnerHandle:
         if self.on_exit:
             self.on_exit(self)
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: p.Down) -> None:
         if not self.alive or not self.proc or not self.proc.stdin or self.proc.stdin.is_closing():
             raise RunnerError("model runner is not running")
         self.proc.stdin.write(p.encode(message))
 
-    def _submit(self, message: dict) -> tuple[str, asyncio.Queue[Event]]:
-        request_id = f"r{next(_ids)}"
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._send({**message, "id": request_id})
-        if not self._streams:
-            self.last_progress = time.monotonic()  # an idle runner's silence is not a stall
-        self._streams[request_id] = queue
-        return request_id, queue
+    def _try_send(self, message: p.Down) -> None:
+        """Send if the runner is there; a dead runner needs no cancel and no threads."""
+        try:
+            self._send(message)
+        except (RunnerError, ConnectionError):
+            pass
 
     def cancel(self, request_id: str) -> None:
         if request_id in self._streams and self.alive:
-            try:
-                self._send({"op": p.OP_CANCEL, "id": request_id})
-            except (RunnerError, ConnectionError):
-                pass
+            self._try_send(p.Cancel(request_id))
 
     def set_threads(self, n: int) -> None:
-        try:
-            self._send({"op": p.OP_THREADS, "n": n})
-        except (RunnerError, ConnectionError):
-            pass  # a dead runner needs no threads
+        self._try_send(p.Threads(n))
 
     async def fits(self, text: str, num_ctx: int = 0) -> bool:
         """Whether a prompt fits a request's context whole (asked of the runner's tokenizer)."""
@@ -231,28 +212,33 @@ class RunnerHandle:
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._questions[question_id] = answer
         try:
-            self._send({"op": p.OP_FITS, "id": question_id, "text": text, "num_ctx": num_ctx})
+            self._send(p.Fits(question_id, text, num_ctx))
             return await answer
         finally:
             self._questions.pop(question_id, None)
 
-    def stream(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0) -> AsyncIterator[Event]:
-        """Generate: text events, then "done" (or "error")."""
-        return self._run({"op": p.OP_SUBMIT, "prompt": prompt, "num_ctx": num_ctx, "options": options.__dict__})
+    def stream(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0) -> AsyncIterator[Reply]:
+        """Generate: Token messages, then Done (or Failed)."""
+        return self._run(lambda request_id: p.Submit(request_id, prompt, num_ctx, options))
 
-    def embed(self, inputs: list[str], truncate: bool = True) -> AsyncIterator[Event]:
-        """Embed: an "embedding" event per input ({"index", "vector"}), then "done" (or "error")."""
-        return self._run({"op": p.OP_EMBED, "inputs": inputs, "truncate": truncate})
+    def embed(self, inputs: list[str], truncate: bool = True) -> AsyncIterator[Reply]:
+        """Embed: a Vector per input, then Done (or Failed)."""
+        return self._run(lambda request_id: p.Embed(request_id, inputs, truncate))
 
-    async def _run(self, message: dict) -> AsyncIterator[Event]:
-        """One request's events; cancels it in the runner if the consumer stops early."""
-        request_id, queue = self._submit(message)
+    async def _run(self, make: Callable[[str], p.Submit | p.Embed]) -> AsyncIterator[Reply]:
+        """One request's messages; cancels it in the runner if the consumer stops early."""
+        request_id = f"r{next(_ids)}"
+        queue: asyncio.Queue[Reply] = asyncio.Queue()
+        self._send(make(request_id))
+        if not self._streams:
+            self.last_progress = time.monotonic()  # an idle runner's silence is not a stall
+        self._streams[request_id] = queue
         finished = False
         try:
             while True:
-                event = await queue.get()
-                yield event
-                if event.kind not in ("text", "embedding"):
+                reply = await queue.get()
+                yield reply
+                if isinstance(reply, (p.Done, p.Failed)):
                     finished = True
                     return
         finally:
@@ -263,7 +249,7 @@ class RunnerHandle:
         if self.proc is None or self.proc.returncode is not None:
             return
         try:
-            self._send({"op": p.OP_SHUTDOWN})
+            self._send(p.Shutdown())
             await asyncio.wait_for(self.proc.wait(), timeout)
         except (RunnerError, ConnectionError, asyncio.TimeoutError):
             await self.kill()

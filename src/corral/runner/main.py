@@ -13,50 +13,92 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
 
+from corral.errors import ClientError
 from corral.runner import protocol as p
 
 
-# A busy runner that has written nothing for this long writes a heartbeat, so that the server's
-# watchdog can tell a long prompt (many silent steps) from a stalled runner.
-BEAT_NS = 1_000_000_000
+BEAT_S = 1.0
 
 
-def _read_stdin(inbox: queue.Queue, engine, send) -> None:
+def _beat(engine: Any, step: list[float], send: Callable[[list[p.Up]], None], max_step_s: float) -> None:
+    """While the runner has work, say so every second, from beside the engine loop: a long
+    llama_decode (it runs without the GIL) cannot speak for itself. A step older than max_step_s
+    is taken to be stuck, and the silence lets the server's watchdog act; a stopped process
+    says nothing at all."""
+    while True:
+        time.sleep(BEAT_S)
+        if engine.busy and time.monotonic() - step[0] < max_step_s:
+            send([p.Beat()])
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request the stdin thread has tokenized (or found bad) for the engine loop."""
+
+    message: p.Submit | p.Embed
+    tokens: list[Any]
+    error: p.Failed | None = None
+
+
+def _read_stdin(inbox: queue.Queue, engine: Any, send: Callable[[list[p.Up]], None]) -> None:
     """Reads messages and tokenizes prompts here, beside the engine loop: llama_tokenize runs
     without the GIL, so a huge prompt does not stop the other slots' generation. Questions that
     need only the tokenizer (does a prompt fit?) are answered here at once."""
     for line in sys.stdin.buffer:
         try:
-            msg = p.decode(line)
-        except ValueError:
+            msg = p.decode_down(line)
+        except (ValueError, TypeError):
             continue
-        if msg.get("op") == p.OP_FITS:
+        if isinstance(msg, p.Fits):
             try:
-                fits = engine.prompt_fits(str(msg.get("text", "")), int(msg.get("num_ctx") or 0))
+                fits = engine.prompt_fits(msg.text, msg.num_ctx)
             except Exception:  # noqa: BLE001 - an unreadable question gets a "no"
                 fits = False
-            send([{"ev": p.EV_FITS, "id": msg.get("id", ""), "fits": fits}])
-            continue
-        try:
-            if msg.get("op") == p.OP_SUBMIT:
-                msg["tokens"] = engine.prompt_tokens(msg.pop("prompt", ""), int(msg.get("num_ctx") or 0))
-            elif msg.get("op") == p.OP_EMBED:
-                msg["tokens"] = engine.embed_tokens(msg.pop("inputs", []), bool(msg.get("truncate", True)))
-        except Exception as exc:  # noqa: BLE001 - a bad prompt fails its request alone
-            msg["error"] = str(exc) or type(exc).__name__
-            msg["status"] = 400 if isinstance(exc, ValueError) else 500
-        inbox.put(msg)
-    inbox.put({"op": p.OP_SHUTDOWN})
+            send([p.FitsAnswer(msg.id, fits)])
+        elif isinstance(msg, (p.Submit, p.Embed)):
+            inbox.put(_prepare(engine, msg))
+        else:
+            inbox.put(msg)
+    inbox.put(p.Shutdown())
 
 
-def _drain(inbox: queue.Queue, block: bool) -> list[dict]:
+def _prepare(engine: Any, msg: p.Submit | p.Embed) -> Prepared:
+    try:
+        if isinstance(msg, p.Submit):
+            return Prepared(msg, engine.prompt_tokens(msg.prompt, msg.num_ctx))
+        return Prepared(msg, engine.embed_tokens(msg.inputs, msg.truncate))
+    except ClientError as exc:  # the request's fault: a 400 for it alone
+        return Prepared(msg, [], p.Failed(msg.id, str(exc), 400))
+    except Exception as exc:  # noqa: BLE001 - ours: a 500 for it alone, the runner goes on
+        return Prepared(msg, [], p.Failed(msg.id, f"{type(exc).__name__}: {exc}", 500))
+
+
+def _drain(inbox: queue.Queue, block: bool) -> list[Any]:
     messages = [inbox.get()] if block else []
     while True:
         try:
             messages.append(inbox.get_nowait())
         except queue.Empty:
             return messages
+
+
+def _start(engine: Any, item: Prepared) -> list[p.Up]:
+    """Hand a prepared request to the engine; a failure is that request's alone."""
+    msg = item.message
+    if item.error:
+        return [item.error]
+    try:
+        if isinstance(msg, p.Embed):
+            return engine.embed(msg.id, item.tokens)
+        return engine.submit(msg.id, item.tokens, msg.options, msg.num_ctx)
+    except ClientError as exc:
+        return [p.Failed(msg.id, str(exc), 400)]
+    except Exception as exc:  # noqa: BLE001
+        traceback.print_exc()
+        return [p.Failed(msg.id, f"{type(exc).__name__}: {exc}", 500)]
 
 
 def main() -> int:
@@ -66,7 +108,7 @@ def main() -> int:
 
     write_lock = threading.Lock()  # the stdin thread answers some questions itself
 
-    def send(events: list[dict]) -> None:
+    def send(events: list[p.Up]) -> None:
         if events:
             data = b"".join(p.encode(e) for e in events)
             with write_lock:
@@ -77,57 +119,41 @@ def main() -> int:
 
         engine = Engine(cfg)
     except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
-        send([{"ev": p.EV_FATAL, "message": str(exc) or type(exc).__name__}])
+        send([p.Fatal(str(exc) or type(exc).__name__)])
         return 1
-    send([{"ev": p.EV_READY, "n_ctx_slot": engine.n_ctx_slot, "n_slots": cfg.n_slots, "pid": os.getpid()}])
+    send([p.Ready(engine.n_ctx_slot, cfg.n_slots, os.getpid())])
 
     inbox: queue.Queue = queue.Queue()
     threading.Thread(target=_read_stdin, args=(inbox, engine, send), daemon=True).start()
+    step = [time.monotonic()]  # when the current loop iteration started
+    threading.Thread(target=_beat, args=(engine, step, send, cfg.max_step_s), daemon=True).start()
     busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
-    last_write = time.perf_counter_ns()
     while True:
-        events: list[dict] = []
+        events: list[p.Up] = []
         messages = _drain(inbox, block=not engine.busy)
+        step[0] = time.monotonic()
         t0 = time.perf_counter_ns()
         for msg in messages:
-            op = msg.get("op")
-            if op == p.OP_SHUTDOWN:
+            if isinstance(msg, p.Shutdown):
                 engine.close()
                 return 0
-            if op == p.OP_CANCEL:
-                events += engine.cancel(msg["id"])
-            elif op == p.OP_THREADS:
-                engine.set_threads(int(msg["n"]))
-            elif op in (p.OP_SUBMIT, p.OP_EMBED):
-                try:
-                    if "error" in msg:
-                        events.append({"ev": p.EV_ERROR, "id": msg.get("id", ""), "message": msg["error"],
-                                       "status": msg["status"]})
-                        continue
-                    if op == p.OP_EMBED:
-                        events += engine.embed(msg["id"], msg["tokens"])
-                        continue
-                    opts = p.GenerationOptions(**msg.get("options", {}))
-                    events += engine.submit(msg["id"], msg["tokens"], opts, int(msg.get("num_ctx") or 0))
-                except Exception as exc:  # noqa: BLE001 - a bad request fails alone
-                    status = 400 if isinstance(exc, (ValueError, TypeError)) else 500
-                    events.append({"ev": p.EV_ERROR, "id": msg.get("id", ""), "message": str(exc), "status": status})
+            if isinstance(msg, p.Cancel):
+                events += engine.cancel(msg.id)
+            elif isinstance(msg, p.Threads):
+                engine.set_threads(msg.n)
+            elif isinstance(msg, Prepared):
+                events += _start(engine, msg)
         try:
             events += engine.step()
         except Exception:  # noqa: BLE001
-            send(events + [{"ev": p.EV_FATAL, "message": traceback.format_exc(limit=3)}])
+            send(events + [p.Fatal(traceback.format_exc(limit=3))])
             return 1
         # Counted up to now, so that busy time always includes the decodes reported with it.
         busy_ns += time.perf_counter_ns() - t0
-        for event in events:
-            if event["ev"] == p.EV_DONE:
-                event["engine"] = {"decode_ns": engine.decode_ns, "busy_ns": busy_ns}
+        if any(isinstance(e, p.Done) for e in events):
+            events.append(p.Stats(engine.decode_ns, busy_ns))
         t0 = time.perf_counter_ns()
-        if not events and engine.busy and t0 - last_write > BEAT_NS:
-            events.append({"ev": p.EV_BEAT})
-        if events:
-            send(events)
-            last_write = t0
+        send(events)
         busy_ns += time.perf_counter_ns() - t0
 
 

@@ -4,6 +4,9 @@ Transport: the runner's stdin carries server → runner messages and a private d
 original stdout carries runner → server events (its fd 1 is pointed at stderr so that nothing
 llama.cpp prints can corrupt the channel). Framing: one JSON object per line. A runner writes all
 events of one decode step in a single write, so the cost is one syscall per step, not per token.
+
+Every message is a small dataclass; `encode` and `decode` here are the only code that knows how
+one looks on the wire (its tag under "op" going down, "ev" going up, then its fields).
 """
 
 from __future__ import annotations
@@ -11,30 +14,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
-
-# server → runner
-OP_SUBMIT = "submit"  # generate: {"id", "prompt", "num_ctx", "options"}
-OP_EMBED = "embed"  # {"id", "inputs", "truncate"}; answered by a "done" with "embeddings"
-OP_CANCEL = "cancel"
-OP_SHUTDOWN = "shutdown"
-OP_THREADS = "threads"  # {"n"}: use n of the runner's threads from now on
-OP_FITS = "fits"  # {"id", "text", "num_ctx"}: does this prompt fit the context? answered by EV_FITS
-
-# runner → server
-EV_READY = "ready"  # model loaded: {"n_ctx_slot", "n_slots"}
-EV_FATAL = "fatal"  # the runner cannot go on: {"message"}
-EV_TOKEN = "tok"  # {"id", "text"}
-EV_EMBEDDING = "emb"  # one input's vector: {"id", "index", "embedding"}; a "done" follows the last
-EV_DONE = "done"  # {"id", "reason", counts and durations}
-EV_ERROR = "error"  # one request failed: {"id", "message"}
-EV_FITS = "fits"  # {"id", "fits"}: answered at once by the stdin thread, not the engine loop
-EV_BEAT = "beat"  # a busy runner that has had nothing else to say for a while is still making progress
-
-# Every runner → server line starts with "ev" and then "id", so that the request a line belongs to
-# can be read from its first bytes even when the whole line is too long to keep (see handle.py).
-MAX_LINE = 8 << 20
-
+from enum import Enum
+from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class LoadConfig:
@@ -48,6 +29,7 @@ class LoadConfig:
     main_gpu: int = 0
     n_batch: int = 512
     prompt_cache_bytes: int = 0  # host memory for saved sequence states
+    max_step_s: float = 60.0  # a step running longer than this stops the heartbeat (a stuck decode)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -81,12 +63,207 @@ class GenerationOptions:
         return {f.name for f in fields(cls)}
 
 
-def encode(message: dict) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+class FinishReason(str, Enum):
+    """Why a runner ended a request."""
+
+    STOP = "stop"  # an end-of-generation token or a stop string
+    LENGTH = "length"  # num_predict reached, or the context full with no shift
+    CANCEL = "cancel"  # the server asked
 
 
-def decode(line: bytes) -> dict:
-    return json.loads(line)
+# -- server → runner --------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Submit:
+    """Generate from `prompt` (cut to `num_ctx` tokens by the runner)."""
+
+    TAG: ClassVar[str] = "submit"
+    id: str
+    prompt: str
+    num_ctx: int
+    options: GenerationOptions
+
+
+@dataclass(slots=True)
+class Embed:
+    """Embed each input; answered by a Vector per input, then a Done."""
+
+    TAG: ClassVar[str] = "embed"
+    id: str
+    inputs: list[str]
+    truncate: bool = True
+
+
+@dataclass(slots=True)
+class Cancel:
+    TAG: ClassVar[str] = "cancel"
+    id: str
+
+
+@dataclass(slots=True)
+class Threads:
+    """Use n of the runner's threads from now on (the scheduler shares the cores)."""
+
+    TAG: ClassVar[str] = "threads"
+    n: int
+
+
+@dataclass(slots=True)
+class Shutdown:
+    TAG: ClassVar[str] = "shutdown"
+
+
+@dataclass(slots=True)
+class Fits:
+    """Does this prompt fit a request's context whole? Answered by FitsAnswer from the runner's
+    stdin thread at once, not by the engine loop."""
+
+    TAG: ClassVar[str] = "fits"
+    id: str
+    text: str
+    num_ctx: int
+
+
+Down = Submit | Embed | Cancel | Threads | Shutdown | Fits
+
+
+# -- runner → server --------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Ready:
+    """The model is loaded."""
+
+    TAG: ClassVar[str] = "ready"
+    n_ctx_slot: int
+    n_slots: int
+    pid: int
+
+
+@dataclass(slots=True)
+class Token:
+    """Text of one request (one or more tokens' worth, whole characters only)."""
+
+    TAG: ClassVar[str] = "tok"
+    id: str
+    text: str
+
+
+@dataclass(slots=True)
+class Vector:
+    """One embedding input's vector."""
+
+    TAG: ClassVar[str] = "emb"
+    id: str
+    index: int
+    embedding: list[float]
+
+
+@dataclass(slots=True)
+class Done:
+    """A request ended; its counts (tokens) and durations (ns)."""
+
+    TAG: ClassVar[str] = "done"
+    id: str
+    reason: FinishReason
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+
+
+@dataclass(slots=True)
+class Failed:
+    """One request failed; `status` says whose fault (400: the request's, 500: ours)."""
+
+    TAG: ClassVar[str] = "error"
+    id: str
+    message: str
+    status: int = 500
+
+
+@dataclass(slots=True)
+class Fatal:
+    """The runner cannot go on (a load failure, an engine error)."""
+
+    TAG: ClassVar[str] = "fatal"
+    message: str
+
+
+@dataclass(slots=True)
+class Stats:
+    """Runner-wide counters: time inside llama_decode and time the loop had work (ns)."""
+
+    TAG: ClassVar[str] = "stats"
+    decode_ns: int
+    busy_ns: int
+
+
+@dataclass(slots=True)
+class Beat:
+    """A busy runner that has had nothing else to say for a while is still making progress."""
+
+    TAG: ClassVar[str] = "beat"
+
+
+@dataclass(slots=True)
+class FitsAnswer:
+    TAG: ClassVar[str] = "fits"
+    id: str
+    fits: bool
+
+
+Up = Ready | Token | Vector | Done | Failed | Fatal | Stats | Beat | FitsAnswer
+
+_DOWN: dict[str, type] = {c.TAG: c for c in (Submit, Embed, Cancel, Threads, Shutdown, Fits)}
+_UP: dict[str, type] = {c.TAG: c for c in (Ready, Token, Vector, Done, Failed, Fatal, Stats, Beat, FitsAnswer)}
+_FIELDS: dict[type, tuple[str, ...]] = {c: tuple(f.name for f in fields(c)) for c in (*_DOWN.values(), *_UP.values())}
+_TAG_KEY: dict[type, str] = {**{c: "op" for c in _DOWN.values()}, **{c: "ev" for c in _UP.values()}}
+
+# Every runner → server line starts with "ev" and then "id", so that the request a line belongs to
+# can be read from its first bytes even when the whole line is too long to keep (see handle.py).
+MAX_LINE = 8 << 20
+
+
+def encode(message: Down | Up) -> bytes:
+    """One message as one line."""
+    cls = type(message)
+    wire: dict[str, Any] = {_TAG_KEY[cls]: cls.TAG}
+    for name in _FIELDS[cls]:
+        value = getattr(message, name)
+        wire[name] = asdict(value) if isinstance(value, GenerationOptions) else value
+    return json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def decode_up(line: bytes) -> Up:
+    """A runner → server line; ValueError if it is not one."""
+    wire = _load(line)
+    cls = _UP.get(wire.pop("ev", None))
+    if cls is None:
+        raise ValueError("unknown runner message")
+    if cls is Done:
+        wire["reason"] = FinishReason(wire["reason"])
+    return cls(**wire)
+
+
+def decode_down(line: bytes) -> Down:
+    """A server → runner line; ValueError if it is not one."""
+    wire = _load(line)
+    cls = _DOWN.get(wire.pop("op", None))
+    if cls is None:
+        raise ValueError("unknown server message")
+    if cls is Submit:
+        wire["options"] = GenerationOptions(**wire.get("options") or {})
+    return cls(**wire)
+
+
+def _load(line: bytes) -> dict[str, Any]:
+    try:
+        wire = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(wire, dict):
+        raise ValueError("not a JSON object")
+    return wire
 
 
 _ID = re.compile(rb'"id":"([^"\\]{1,64})"')

@@ -6,6 +6,7 @@ import ctypes
 
 import llama_cpp as ll
 
+from corral.errors import ClientError
 from corral.runner.grammar import grammar_for
 from corral.runner.protocol import GenerationOptions
 
@@ -31,7 +32,7 @@ def make_sampler(vocab: ctypes.c_void_p, n_vocab: int, n_ctx: int, o: Generation
         constraint = ll.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
         if not constraint:
             ll.llama_sampler_free(chain)
-            raise ValueError("format: llama.cpp could not parse the grammar for this schema")
+            raise ClientError("format: llama.cpp could not parse the grammar for this schema")
         add(constraint)
     if o.temperature <= 0:
         add(ll.llama_sampler_init_greedy())

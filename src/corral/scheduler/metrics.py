@@ -9,8 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from corral.scheduler.events import Done, Event, Text
+
 if TYPE_CHECKING:
-    from corral.runner.handle import Event
     from corral.scheduler.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -36,10 +37,11 @@ class _StateCollector(Collector):
                                    labels=["model"])
         busy = GaugeMetricFamily("corral_runner_busy_seconds", "Time runner loops spent on steps with work",
                                  labels=["model"])
-        for model in sorted({r.spec.name for r in self.s.runners}):
+        for model in sorted({r.spec.name for r in self.s.runners} | set(self.s.retired)):
             runners = [r for r in self.s.runners if r.spec.name == model]
-            decode.add_metric([model], sum(r.handle.decode_ns for r in runners) / 1e9)
-            busy.add_metric([model], sum(r.handle.busy_ns for r in runners) / 1e9)
+            gone = self.s.retired.get(model, (0, 0))
+            decode.add_metric([model], (gone[0] + sum(r.handle.stats.decode_ns for r in runners)) / 1e9)
+            busy.add_metric([model], (gone[1] + sum(r.handle.stats.busy_ns for r in runners)) / 1e9)
         yield decode
         yield busy
         silent = GaugeMetricFamily("corral_runner_silent_seconds", "Seconds a runner with work has made no "
@@ -92,16 +94,15 @@ class RequestTiming:
     def __init__(self, metrics: Metrics, model: str, enqueued: float) -> None:
         self.m, self.model, self.enqueued, self.last = metrics, model, enqueued, 0.0
 
-    def saw(self, event: "Event") -> None:
+    def saw(self, event: Event) -> None:
         now = time.monotonic()
-        if event.kind == "text":
+        if isinstance(event, Text):
             if self.last:
                 self.m.itl.labels(self.model).observe(now - self.last)
             else:
                 self.m.ttft.labels(self.model).observe(now - self.enqueued)
             self.last = now
-        elif event.kind == "done":
-            stats = event.stats or {}
+        elif isinstance(event, Done):
             self.m.latency.labels(self.model).observe(now - self.enqueued)
-            self.m.prompt_tokens.labels(self.model).inc(stats.get("prompt_eval_count", 0))
-            self.m.generated_tokens.labels(self.model).inc(stats.get("eval_count", 0))
+            self.m.prompt_tokens.labels(self.model).inc(event.prompt_eval_count)
+            self.m.generated_tokens.labels(self.model).inc(event.eval_count)

@@ -17,8 +17,11 @@ from collections import deque
 from typing import AsyncIterator, Awaitable, Callable
 
 from corral.config import FOREVER, Settings
-from corral.runner.handle import Event, RunnerError, RunnerHandle
+from corral.errors import CorralError
+from corral.runner import protocol as p
+from corral.runner.handle import Reply, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
+from corral.scheduler.events import Done, DoneReason, Embedding, Event, Failed, Queued, Text
 from corral.scheduler.memory import CPU, Gpu, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
@@ -51,6 +54,7 @@ class Scheduler:
         self._draining = False
         self._watchdog: asyncio.Task | None = None
         self.restarts: dict[str, int] = {}  # model name → runners killed for a stall or lost to a crash
+        self.retired: dict[str, tuple[int, int]] = {}  # model name → (decode ns, busy ns) of runners gone
         self.metrics = Metrics(self)
 
     # -- admission ----------------------------------------------------------------------------
@@ -130,29 +134,30 @@ class Scheduler:
         self._kick()
 
     def generate(self, waiter: Waiter, prompt: str | PromptFit, options: GenerationOptions) -> AsyncIterator[Event]:
-        async def work(runner: Runner) -> AsyncIterator[Event]:
+        async def work(runner: Runner) -> AsyncIterator[Reply]:
             n_ctx = waiter.spec.n_ctx
             text = prompt if isinstance(prompt, str) else await prompt(lambda t: runner.handle.fits(t, n_ctx))
-            async for event in runner.handle.stream(text, options, n_ctx):
-                yield event
+            async for reply in runner.handle.stream(text, options, n_ctx):
+                yield reply
 
         return self._serve(waiter, work)
 
     def embed(self, waiter: Waiter, inputs: list[str], truncate: bool) -> AsyncIterator[Event]:
         return self._serve(waiter, lambda runner: runner.handle.embed(inputs, truncate))
 
-    async def _serve(self, waiter: Waiter, work: Callable[[Runner], AsyncIterator[Event]]) -> AsyncIterator[Event]:
-        """Run an admitted request: ("queued", position) events while it waits, then its events.
+    async def _serve(self, waiter: Waiter, work: Callable[[Runner], AsyncIterator[Reply]]) -> AsyncIterator[Event]:
+        """Run an admitted request: Queued events while it waits, then its Text/Embedding events
+        and a Done, or a Failed.
 
-        Failures become an "error" event. However the consumer stops (disconnect, cancel), the
-        request leaves the queue or frees its slot.
+        However the consumer stops (disconnect, cancel), the request leaves the queue or frees
+        its slot.
         """
         runner: Runner | None = None
         try:
             while not waiter.future.done():
                 pos = self.position(waiter)
                 if pos > 0:
-                    yield Event("queued", stats={"position": pos})
+                    yield Queued(pos)
                 waiter.position_changed.clear()
                 changed = asyncio.ensure_future(waiter.position_changed.wait())
                 try:
@@ -160,24 +165,23 @@ class Scheduler:
                 finally:
                     changed.cancel()
             if waiter.future.cancelled():
-                yield Event("error", "request cancelled", stats={"status": 500})
+                yield Failed(500, "request cancelled")
                 return
             exc = waiter.future.exception()
             if exc is not None:
-                yield Event("error", str(exc), stats={"status": 507 if isinstance(exc, NeverFits) else 500})
+                yield Failed(exc.status if isinstance(exc, CorralError) else 500, str(exc))
                 return
             runner = waiter.future.result()
             queued_s = time.monotonic() - waiter.enqueued
             timing = self.metrics.request(waiter.spec.name, waiter.enqueued, queued_s)
-            async for event in work(runner):
+            async for reply in work(runner):
+                event = _event(reply, queued_s, _load_wait(runner, waiter))
                 timing.saw(event)
-                if event.kind == "done":
-                    event.stats = {**(event.stats or {}), "queue_s": queued_s, "load_s": _load_wait(runner, waiter)}
                 yield event
-                if event.kind in ("done", "error"):
+                if isinstance(event, (Done, Failed)):
                     break
         except RunnerError as exc:
-            yield Event("error", str(exc), stats={"status": 500})
+            yield Failed(exc.status, str(exc))
         finally:
             if runner is not None:
                 self.release(runner, waiter.keep_alive)
@@ -292,7 +296,8 @@ class Scheduler:
         on_gpu = pool != CPU
         cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
                          n_threads=self._threads_for(spec), n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
-                         main_gpu=int(pool[3:]) if on_gpu else 0, prompt_cache_bytes=spec.prompt_cache_bytes)
+                         main_gpu=int(pool[3:]) if on_gpu else 0, prompt_cache_bytes=spec.prompt_cache_bytes,
+                         max_step_s=self.settings.stall_timeout)
         return self.runner_factory(cfg, self._runner_exited)
 
     async def _load(self, runner: Runner) -> None:
@@ -406,6 +411,10 @@ class Scheduler:
     def _drop(self, runner: Runner) -> None:
         if runner in self.runners:
             self.runners.remove(runner)
+            # Runner-wide time counters stay monotonic per model when a runner goes.
+            gone = self.retired.get(runner.spec.name, (0, 0))
+            stats = runner.handle.stats
+            self.retired[runner.spec.name] = (gone[0] + stats.decode_ns, gone[1] + stats.busy_ns)
             runner.cancel_timer()
             self._kick()
 
@@ -424,6 +433,18 @@ class Scheduler:
         self.waiters.clear()
         await asyncio.gather(*(r.handle.stop() for r in list(self.runners)), return_exceptions=True)
         self.runners.clear()
+
+
+def _event(reply: Reply, queue_s: float, load_s: float) -> Event:
+    """A runner's message for a request → the event the API sees."""
+    if isinstance(reply, p.Token):
+        return Text(reply.text)
+    if isinstance(reply, p.Vector):
+        return Embedding(reply.index, reply.embedding)
+    if isinstance(reply, p.Done):
+        return Done(DoneReason(reply.reason.value), reply.prompt_eval_count, reply.prompt_eval_duration,
+                    reply.eval_count, reply.eval_duration, queue_s=queue_s, load_s=load_s)
+    return Failed(reply.status, reply.message)
 
 
 def _load_wait(runner: Runner, waiter: Waiter) -> float:

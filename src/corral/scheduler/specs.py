@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from corral.config import Settings
+from corral.errors import ClientError
 from corral.models.gguf_info import read_gguf
 from corral.models.store import ModelName, Store
 from corral.scheduler.memory import system_budget
@@ -16,7 +17,7 @@ AUTO_PARALLEL = 4
 log = logging.getLogger("corral.scheduler")
 
 
-class BadOption(ValueError):
+class BadOption(ClientError):
     """A load-time option the model cannot take (HTTP 400)."""
 
 

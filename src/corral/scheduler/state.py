@@ -6,16 +6,17 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from corral.errors import InsufficientStorage, Unavailable
 from corral.models.gguf_info import GGUFInfo
 from corral.runner.handle import RunnerHandle
 from corral.scheduler.memory import Estimate, estimate
 
 
-class Busy(RuntimeError):
-    """The queue is full: HTTP 503."""
+class Busy(Unavailable):
+    """The queue is full, or the server is stopping."""
 
 
-class NeverFits(RuntimeError):
+class NeverFits(InsufficientStorage):
     """The model needs more memory than the whole budget: it can never be loaded."""
 
 

@@ -1,0 +1,70 @@
+"""What a request's stream carries from the scheduler to the API: one small type per kind.
+
+The API matches on these types; nothing here is a dict with keys to remember.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+
+class DoneReason(str, Enum):
+    """Why a request ended (Ollama's done_reason)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    CANCEL = "cancel"
+    LOAD = "load"  # an empty request loaded the model
+    UNLOAD = "unload"  # an empty request with keep_alive 0 unloaded it
+
+
+@dataclass(slots=True, frozen=True)
+class Queued:
+    """The request waits: its 1-based place among the requests waiting for its model."""
+
+    position: int
+
+
+@dataclass(slots=True, frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class Embedding:
+    """One input's vector (inputs are answered in any order; `index` says which)."""
+
+    index: int
+    vector: list[float]
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCalls:
+    calls: list[dict[str, Any]]
+
+
+@dataclass(slots=True, frozen=True)
+class Done:
+    """The end of a request: counts (tokens), durations (ns), and what it waited for (s)."""
+
+    reason: DoneReason
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+    queue_s: float = 0.0
+    load_s: float = 0.0
+    tool_calls: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Failed:
+    """The request failed; `status` is the HTTP status it means."""
+
+    status: int
+    message: str
+
+
+Event = Queued | Text | Embedding | ToolCalls | Done | Failed
