@@ -66,7 +66,7 @@ def test_modelfile_form(server):
 
 
 @pytest.mark.parametrize("body", [
-    {"model": "bad:1", "from": SMOL, "template": "{{ .Prompt }}"},  # a Go template
+    {"model": "bad:1", "from": SMOL, "template": "{{ .Prompt "},  # a Go template that does not parse
     {"model": "bad:1", "modelfile": "PARAMETER temperature 0"},  # no FROM
     {"model": "bad:1", "from": SMOL, "parameters": {"temperature": "hot"}},
     {"model": "bad:1", "files": {"m.gguf": "sha256:" + hashlib.sha256(b"text").hexdigest()}},  # not uploaded

@@ -57,3 +57,39 @@ def test_messages_system_license_and_params_layers(server):
 def test_capabilities_follow_the_gguf_and_template(server):
     shown = httpx.post(server.url + "/api/show", json={"model": SMOL}).json()
     assert shown["capabilities"] == ["completion"]  # SmolLM2's ChatML template names no tools
+
+
+def test_a_go_template_renders_as_the_ggufs_jinja_does(server):
+    """Ollama's named ChatML Go template and SmolLM2's own Jinja ChatML give the same prompt, so
+    the same tokens and the same greedy answer, on /api/chat and /api/generate."""
+    from pathlib import Path
+
+    chatml = (Path(__file__).parent / "data" / "ollama_templates" / "chatml.gotmpl").read_text()
+    r = httpx.post(server.url + "/api/create", timeout=120, json={
+        "model": "corral-gochatml:1", "from": SMOL, "template": chatml, "stream": False})
+    assert r.status_code == 200, r.text
+    try:
+        shown = httpx.post(server.url + "/api/show", json={"model": "corral-gochatml:1"}).json()
+        assert shown["template"] == chatml
+        messages = [{"role": "system", "content": "You are terse."},
+                    {"role": "user", "content": "Name a colour."}]
+        replies = [httpx.post(server.url + "/api/chat", timeout=120, json={
+            "model": model, "messages": messages, "stream": False, "options": GREEDY}).json()
+            for model in ("corral-gochatml:1", SMOL)]
+        assert replies[0]["prompt_eval_count"] == replies[1]["prompt_eval_count"]
+        assert replies[0]["message"]["content"] == replies[1]["message"]["content"]
+        generated = httpx.post(server.url + "/api/generate", timeout=120, json={
+            "model": "corral-gochatml:1", "system": "You are terse.", "prompt": "Name a colour.",
+            "stream": False, "options": GREEDY}).json()
+        assert generated["prompt_eval_count"] == replies[1]["prompt_eval_count"]
+        assert generated["response"] == replies[1]["message"]["content"]
+        # A request's own Go template on /api/generate (Ollama's `template` field).
+        own = httpx.post(server.url + "/api/generate", timeout=120, json={
+            "model": SMOL, "system": "You are terse.", "prompt": "Name a colour.", "template": chatml,
+            "stream": False, "options": GREEDY}).json()
+        assert own["response"] == replies[1]["message"]["content"]
+        bad = httpx.post(server.url + "/api/create", timeout=60, json={
+            "model": "corral-badgo:1", "from": SMOL, "template": "{{ .Prompt ", "stream": False})
+        assert bad.status_code == 400 and "unclosed action" in bad.json()["error"]
+    finally:
+        httpx.request("DELETE", server.url + "/api/delete", json={"model": "corral-gochatml:1"})

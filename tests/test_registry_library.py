@@ -406,8 +406,6 @@ def test_library_model_by_its_plain_name(lib_server, library, proxy, registry):
     assert sum(f"pulling {d[7:19]}" in done.stderr for d in layers) == len(layers)
 
 
-@pytest.mark.xfail(raises=ollama.ResponseError, strict=False,
-                   reason="Go template layers are not yet rendered on /api/chat (the lead's item); drop this mark then")
 def test_the_pulled_library_model_chats(lib_server, library):
     """It runs: a chat through its Go template, its system prompt and its stop strings."""
     if "smollm2x:135m" not in tags(lib_server):

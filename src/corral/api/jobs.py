@@ -14,7 +14,8 @@ from corral.config import parse_duration
 from corral.models.modelfile import load_extras
 from corral.models.prompt_fit import byte_budget, fit_chat, tail_text, trim_messages
 from corral.models.store import ModelName
-from corral.models.template import ChatPrompt, render_chat
+from corral.models.capabilities import prefer_chat_template
+from corral.models.template import ChatPrompt, is_go_template, render_chat, render_go, render_go_generate
 from corral.models.tool_calls import parse_tool_calls
 from corral.errors import ClientError, RequestFailed
 from corral.scheduler.events import Done, Embedding, Event, Failed, Text, ToolCalls
@@ -40,7 +41,15 @@ class Job:
             options = Options.model_validate({**extras.parameters, **options.model_dump(exclude_none=True)})
         self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx, options.num_gpu, options.num_thread)
         self.options = options
-        self.template = extras.template or self.spec.info.chat_template
+        # As Ollama: the manifest's Go template, unless the GGUF's Jinja template can do more
+        # (prefer_chat_template); else the GGUF's; else the prompt as it is.
+        info = self.spec.info
+        self.go_template: str | None = None
+        self.template = info.chat_template
+        if extras.template and not is_go_template(extras.template):
+            self.template = extras.template  # a Jinja TEMPLATE given to corral's create
+        elif extras.template and not prefer_chat_template(extras.template, info.chat_template):
+            self.go_template = extras.template
         self.system = extras.system
         self.messages = extras.messages
 
@@ -54,12 +63,27 @@ class Job:
             full.insert(0, {"role": "system", "content": self.system})
         return full
 
-    def render(self, messages: list[dict], tools: list | None = None, template: str | None = None) -> ChatPrompt:
-        """Messages (a conversation()) → prompt."""
+    def render(self, messages: list[dict], tools: list | None = None) -> ChatPrompt:
+        """Messages (a conversation()) → prompt, with the model's template."""
         messages = trim_messages(messages, self._budget())
+        if self.go_template:
+            return render_go(self.go_template, messages, tools=tools)
         info = self.spec.info
-        return render_chat(template or self.template, messages, bos_token=info.bos_token,
-                           eos_token=info.eos_token, tools=tools)
+        return render_chat(self.template, messages, bos_token=info.bos_token, eos_token=info.eos_token, tools=tools)
+
+    def generate_prompt(self, prompt: str, system: str | None, template: str | None, suffix: str | None) -> ChatPrompt:
+        """/api/generate's prompt, as Ollama's GenerateHandler builds it: the request's system
+        (else the model's), the model's MESSAGEs, then the prompt; a request's `template` is Go."""
+        system = system or self.system or ""
+        prompt = tail_text(prompt, self._budget())
+        go = template or self.go_template
+        if go:
+            return render_go_generate(go, prompt, system=system, suffix=suffix or "", history=self.messages,
+                                      tools=None if template else [])
+        if not self.template:
+            return ChatPrompt(prompt)  # Ollama's default template is {{ .Prompt }}
+        messages = [{"role": "system", "content": system}] if system else []
+        return self.render([*messages, *self.messages, {"role": "user", "content": prompt}])
 
     def chat(self, messages: list[dict], tools: list | None = None, format: Any = None,
              shift: bool | None = None) -> AsyncIterator[Event]:

@@ -75,7 +75,7 @@ def _show(store: Store, name: ModelName) -> dict:
     if extras.license:
         modelfile += f'LICENSE """{extras.license}"""\n'
     modelfile += "".join(f'MESSAGE {m["role"]} """{m["content"]}"""\n' for m in extras.messages)
-    capabilities = model_capabilities(info, extras.template or info.chat_template)
+    capabilities = model_capabilities(info, extras.template)
     result = {"modelfile": modelfile, "parameters": parameters, "template": template, "details": details(info),
               "model_info": info.metadata, "capabilities": [c.value for c in capabilities],
               "modified_at": _iso(manifest.modified_at)}

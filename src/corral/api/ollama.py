@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from corral.api.jobs import Job, collect, now_iso, with_tool_calls
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
+from corral.models.template import ChatPrompt
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, ToolCalls
 
 router = APIRouter()
@@ -80,17 +82,12 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}  # noqa: E731
     if not body.prompt:
         return JSONResponse(await job.load_or_unload(shape))
-    extra_stop: tuple[str, ...] = ()
-    if body.raw or not (body.template or job.template):
-        prompt = body.prompt  # Ollama's default template is {{ .Prompt }}
+    if body.raw:
+        rendered = ChatPrompt(body.prompt)
     else:
-        # As Ollama: the request's system, else the model's; the model's MESSAGEs; the prompt.
-        system = body.system or job.system
-        messages = [{"role": "system", "content": system}] if system else []
-        messages += [*job.messages, {"role": "user", "content": body.prompt}]
-        rendered = job.render(messages, template=body.template)
-        prompt, extra_stop = rendered.text, rendered.stop
-    return await _reply(job, job.run(prompt, extra_stop, body.format, body.shift), body.stream, shape)
+        rendered = await asyncio.to_thread(job.generate_prompt, body.prompt, body.system, body.template, body.suffix)
+    events = job.run(rendered.text, rendered.stop, body.format, body.shift)
+    return await _reply(job, events, body.stream, shape)
 
 
 @router.post("/api/chat")

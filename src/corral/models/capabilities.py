@@ -11,6 +11,8 @@ from enum import Enum
 from typing import Iterable
 
 from corral.models.gguf_info import GGUFInfo
+from corral.models.template import go_template_variables as template_variables
+from corral.models.template import is_go_template
 
 
 class Capability(str, Enum):
@@ -72,6 +74,46 @@ def merge(*groups: Iterable[Capability]) -> list[Capability]:
     return seen
 
 
-def model_capabilities(info: GGUFInfo, template: str | None) -> list[Capability]:
-    """A stored model's capabilities: its GGUF's and its chat template's."""
+def model_capabilities(info: GGUFInfo, manifest_template: str | None) -> list[Capability]:
+    """A stored model's capabilities: its GGUF's, and those of the template it is run with (the
+    manifest's Go template, unless the GGUF's Jinja one is preferred; a Jinja TEMPLATE given
+    to corral's create; else the GGUF's)."""
+    template = manifest_template or info.chat_template
+    if manifest_template and is_go_template(manifest_template):
+        if not prefer_chat_template(manifest_template, info.chat_template):
+            variables = template_variables(manifest_template)
+            return merge(gguf_capabilities(info), go_template_capabilities(variables, manifest_template))
+        template = info.chat_template
     return merge(gguf_capabilities(info), chat_template_capabilities(template))
+
+
+def _jinja_tool_round_trip(template: str) -> bool:
+    if "tools" not in template and "tool_call" not in template:
+        return False
+    calls = "tool_calls" in template or "assistant_tool_call" in template
+    results = ("tool_response", "tool_results", "role'] == 'tool'", 'role\'] == "tool"', "role\"] == 'tool'",
+               'role"] == "tool"', "message.role == 'tool'", 'message.role == "tool"', "ipython")
+    return calls and any(r in template for r in results)
+
+
+def _go_tool_round_trip(variables: Iterable[str], template: str) -> bool:
+    names = set(variables)
+    if "tools" not in names or "toolcalls" not in names:
+        return False
+    return 'eq .Role "tool"' in template or "tool_response" in template or "TOOL_RESULTS" in template
+
+
+def prefer_chat_template(go_template: str, chat_template: str | None) -> bool:
+    """Whether a model with a Go template should use its GGUF's Jinja template instead, as
+    current Ollama decides (server/images.go, shouldPreferChatTemplate): the Jinja one can do
+    more, or only it can carry a tool call's result back."""
+    if not chat_template:
+        return False
+    variables = template_variables(go_template)
+    go_caps = go_template_capabilities(variables, go_template)
+    chat_caps = chat_template_capabilities(chat_template)
+    if len(chat_caps) > len(go_caps):
+        return not _go_tool_round_trip(variables, go_template) or _jinja_tool_round_trip(chat_template)
+    if set(chat_caps) != set(go_caps) or Capability.TOOLS not in chat_caps:
+        return False
+    return _jinja_tool_round_trip(chat_template) and not _go_tool_round_trip(variables, go_template)

@@ -1,8 +1,8 @@
 """Modelfiles and the per-model settings they leave in the store (template, system, parameters).
 
 Supported: FROM (a store model or a local .gguf path), PARAMETER, TEMPLATE, SYSTEM, LICENSE,
-MESSAGE, with Ollama's quoting ("..." or triple quotes). Templates must be Jinja chat templates, which is what
-corral renders; Ollama's Go templates are refused with a clear error rather than misrendered.
+MESSAGE, with Ollama's quoting ("..." or triple quotes). A TEMPLATE is Ollama's Go template (rendered
+as Ollama renders it) or, as corral also accepts, a Jinja chat template.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.errors import ClientError
+from corral.models.template import TemplateError
+from corral.models.template import check_template as check_go_or_jinja
 from corral.models.store import (MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE,
                                   ModelName, ModelNotFound, Store)
 
 _INT_PARAMS = {"num_ctx", "num_predict", "top_k", "seed", "repeat_last_n", "num_batch", "num_gpu", "num_thread",
                "num_keep"}
 _FLOAT_PARAMS = {"temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
-_GO_TEMPLATE = re.compile(r"\{\{-?\s*\.")
 
 
 class ModelfileError(ClientError):
@@ -97,9 +98,12 @@ def add_parameter(params: dict[str, Any], key: str, value: Any) -> None:
 
 
 def check_template(template: str) -> None:
-    if _GO_TEMPLATE.search(template):
-        raise ModelfileError("Go templates ({{ .Prompt }}) are not supported; give a Jinja chat template "
-                             "(the kind a GGUF's tokenizer.chat_template holds)")
+    """A TEMPLATE must render: Ollama's Go templates (what Modelfiles carry), or a Jinja chat
+    template (what a GGUF carries). A broken one is refused before anything is written."""
+    try:
+        check_go_or_jinja(template)
+    except TemplateError as exc:
+        raise ModelfileError(f"TEMPLATE: {exc}") from None
 
 
 _COMMAND = re.compile(r'^[ \t]*([A-Za-z]+)[ \t]+(?:"""(.*?)"""|"((?:[^"\\\n]|\\.)*)"[ \t]*$|([^\n]*))',

@@ -46,6 +46,20 @@ def _compile(source: str) -> jinja2.Template:
         raise TemplateError(f"invalid chat template: {exc}") from None
 
 
+def check_template(source: str) -> None:
+    """Check that a template compiles, as Go or as Jinja (TemplateError naming Go's complaint
+    for a template with no Jinja tags, which is what a Modelfile's TEMPLATE usually is)."""
+    if is_go_template(source):
+        return
+    try:
+        _compile(source)
+    except TemplateError:
+        if "{%" in source or "{#" in source:
+            raise
+        _compile_go(source)  # raises the Go parser's error
+        raise
+
+
 def render_chat(template: str | None, messages: list[dict[str, Any]], *, bos_token: str = "",
                 eos_token: str = "", tools: list[dict] | None = None) -> ChatPrompt:
     if not template:
@@ -92,6 +106,11 @@ def _execute_go(template: str, values: Values) -> ChatPrompt:
         raise TemplateError(str(exc)) from None
     except (TypeError, ValueError, KeyError, RecursionError) as exc:
         raise TemplateError(f"template failed: {exc}") from None
+
+
+def go_template_variables(source: str) -> list[str]:
+    """The lowercased names of the fields a Go template reads (Ollama's Template.Vars)."""
+    return list(_compile_go(source).vars)
 
 
 def is_go_template(text: str) -> bool:
