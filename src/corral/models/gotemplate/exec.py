@@ -8,7 +8,7 @@ and/or short-circuiting and returning an operand, and the "missingkey" option.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from . import nodes as n
 from .errors import GoTemplateError
@@ -49,7 +49,7 @@ class Executor:
         self.size = 0
 
     # ---- errors
-    def errorf(self, message: str) -> None:
+    def errorf(self, message: str) -> NoReturn:
         where = ""
         if self.node is not None and hasattr(self.node, "pos"):
             pos = self.node.pos
@@ -267,7 +267,7 @@ class Executor:
             self.errorf(f"{text} overflows int")
         return None
 
-    def eval_chain(self, dot: Any, chain: n.ChainNode, args: list, final: Any) -> Any:
+    def eval_chain(self, dot: Any, chain: n.ChainNode, args: list | None, final: Any) -> Any:
         self.node = chain
         if isinstance(chain.node, n.NilNode):
             self.errorf(f"indirection through explicit nil in {chain}")
@@ -327,11 +327,11 @@ class Executor:
         elif isinstance(receiver, dict):
             if has_args:
                 self.errorf(f"{name} is not a method but has arguments")
-            elem_any = getattr(receiver, "elem_zero", None) is None
+            elem_zero = getattr(receiver, "elem_zero", None)  # a GoMap's; None: the element type is `any`
             if name in receiver:
-                return slot_value(receiver[name], elem_any)
+                return slot_value(receiver[name], elem_zero is None)
             if self.missing_key == "zero":
-                return NIL if elem_any else receiver.elem_zero()
+                return NIL if elem_zero is None else elem_zero()
             if self.missing_key == "error":
                 self.errorf(f"map has no entry for key {quote(name)}")
             return None

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, auto
+from typing import Protocol
 
 from .gofmt import quote
+
+
+class StateFn(Protocol):
+    """A state of the lexer: it lexes some input and returns the next state, or None at the end."""
+
+    def __call__(self) -> StateFn | None: ...
 
 
 class T(IntEnum):
@@ -171,12 +178,12 @@ class Lexer:
 
     # ---- states: each returns the next state, or None when lexing ends
     def run(self) -> list[Item]:
-        state = self.lex_text
+        state: StateFn | None = self.lex_text
         while state is not None:
             state = state()
         return self.items
 
-    def lex_text(self):
+    def lex_text(self) -> StateFn | None:
         x = self.input.find(LEFT, self.pos)
         if x >= 0:
             if x > self.pos:
@@ -202,7 +209,7 @@ class Lexer:
         self.emit(T.EOF)
         return None
 
-    def lex_left_delim(self):
+    def lex_left_delim(self) -> StateFn | None:
         self.pos += len(LEFT)
         after = 2 if _has_left_trim(self.input, self.pos) else 0
         if self.input.startswith("/*", self.pos + after):
@@ -215,7 +222,7 @@ class Lexer:
         self.paren_depth = 0
         return self.lex_inside_action
 
-    def lex_comment(self):
+    def lex_comment(self) -> StateFn | None:
         self.pos += 2
         x = self.input.find("*/", self.pos)
         if x < 0:
@@ -238,7 +245,7 @@ class Lexer:
         self.ignore()
         return self.lex_text
 
-    def lex_right_delim(self):
+    def lex_right_delim(self) -> StateFn | None:
         _, trim = self.at_right_delim()
         if trim:
             self.pos += 2
@@ -251,7 +258,7 @@ class Lexer:
             self.ignore()
         return self.lex_text
 
-    def lex_inside_action(self):
+    def lex_inside_action(self) -> StateFn | None:
         delim, _ = self.at_right_delim()
         if delim:
             if self.paren_depth == 0:
@@ -306,7 +313,7 @@ class Lexer:
             return None
         return self.lex_inside_action
 
-    def lex_space(self):
+    def lex_space(self) -> StateFn | None:
         spaces = 0
         while is_space(self.peek()):
             self.next()
@@ -319,7 +326,7 @@ class Lexer:
         self.emit(T.SPACE)
         return self.lex_inside_action
 
-    def lex_identifier(self):
+    def lex_identifier(self) -> StateFn | None:
         while True:
             c = self.next()
             if not is_alnum(c):
@@ -336,16 +343,16 @@ class Lexer:
                     self.emit(T.IDENTIFIER)
                 return self.lex_inside_action
 
-    def lex_field(self):
+    def lex_field(self) -> StateFn | None:
         return self._field_or_variable(T.FIELD)
 
-    def lex_variable(self):
+    def lex_variable(self) -> StateFn | None:
         if self.at_terminator():  # a bare "$"
             self.emit(T.VARIABLE)
             return self.lex_inside_action
         return self._field_or_variable(T.VARIABLE)
 
-    def _field_or_variable(self, typ: T):
+    def _field_or_variable(self, typ: T) -> StateFn | None:
         if self.at_terminator():  # "." or "$" alone
             self.emit(T.VARIABLE if typ == T.VARIABLE else T.DOT)
             return self.lex_inside_action
@@ -360,7 +367,7 @@ class Lexer:
         self.emit(typ)
         return self.lex_inside_action
 
-    def lex_char(self):
+    def lex_char(self) -> StateFn | None:
         while True:
             c = self.next()
             if c == "\\":
@@ -375,7 +382,7 @@ class Lexer:
         self.emit(T.CHAR_CONSTANT)
         return self.lex_inside_action
 
-    def lex_number(self):
+    def lex_number(self) -> StateFn | None:
         if not self._scan_number():
             self.error(f"bad number syntax: {quote(self.input[self.start:self.pos])}")
             return None
@@ -413,7 +420,7 @@ class Lexer:
             return False
         return True
 
-    def lex_quote(self):
+    def lex_quote(self) -> StateFn | None:
         while True:
             c = self.next()
             if c == "\\":
@@ -428,7 +435,7 @@ class Lexer:
         self.emit(T.STRING)
         return self.lex_inside_action
 
-    def lex_raw_quote(self):
+    def lex_raw_quote(self) -> StateFn | None:
         while True:
             c = self.next()
             if c == "":

@@ -67,6 +67,7 @@ def _ts_type(json_type: str) -> str:
 
 def to_typescript_type(prop: GoStruct) -> str:
     """api.ToolProperty.ToTypeScriptType."""
+    assert prop.values is not None  # a ToolProperty, never a nil pointer
     any_of = prop.values["AnyOf"]
     if any_of:
         return " | ".join(to_typescript_type(p) for p in any_of)

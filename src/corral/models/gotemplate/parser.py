@@ -7,7 +7,7 @@ The result is a tree set: the main template under its name plus every {{define}}
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 from . import nodes as n
 from .errors import GoTemplateError
@@ -91,6 +91,7 @@ class Tree:
         self.add()
 
     def add(self) -> None:
+        assert self.root is not None  # called once parse() or parse_definition() has made it
         existing = self.tree_set.get(self.name)
         if existing is None or n.is_empty_tree(existing):
             self.tree_set[self.name] = self.root
@@ -132,7 +133,7 @@ class Tree:
 
     def action(self) -> n.Node:
         item = self.next_non_space()
-        control = {T.BLOCK: self.block_control, T.ELSE: self.else_control,
+        control: dict[T, Callable[[], n.Node]] = {T.BLOCK: self.block_control, T.ELSE: self.else_control,
                    T.END: self.end_control, T.IF: lambda: self.branch("if"),
                    T.RANGE: lambda: self.branch("range"), T.TEMPLATE: self.template_control,
                    T.WITH: lambda: self.branch("with")}
