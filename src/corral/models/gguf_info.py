@@ -7,6 +7,7 @@ import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
@@ -76,7 +77,7 @@ class _Reader:
         self.data = data
         self.at = 0
 
-    def unpack(self, fmt: str):
+    def unpack(self, fmt: str) -> Any:
         size = struct.calcsize(fmt)
         if self.at + size > len(self.data):
             raise GGUFFormatError("file is truncated")
@@ -92,7 +93,7 @@ class _Reader:
         self.at += n
         return text
 
-    def value(self, vtype: int, keep_strings: bool = False):
+    def value(self, vtype: int, keep_strings: bool = False) -> Any:
         vtype = GGUFValueType(vtype)
         if vtype == GGUFValueType.STRING:
             return self.string()

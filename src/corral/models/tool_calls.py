@@ -47,5 +47,5 @@ def parse_tool_calls(text: str, names: set[str]) -> tuple[str, list[dict]]:
     items = obj if isinstance(obj, list) else [obj]
     parsed = [_as_call(item, names) for item in items]
     if parsed and all(parsed):
-        return "", parsed
+        return "", [call for call in parsed if call]  # all of them: the comprehension says so to mypy
     return text, []
