@@ -30,7 +30,7 @@ class EmbedJob:
 
 
 class Embedder:
-    def __init__(self, model, n_ctx: int, n_threads: int, n_seq: int = 8) -> None:
+    def __init__(self, model: ll.llama_model_p, n_ctx: int, n_threads: int, n_seq: int = 8) -> None:
         cparams = ll.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_batch = cparams.n_ubatch = n_ctx  # a pooled input must fit one ubatch

@@ -120,12 +120,14 @@ class Engine:
         base = self._seq.ctypes.data
         self._seq_ptrs = (i32p * n)(*(ctypes.cast(base + 4 * i, i32p) for i in range(n)))
         self.batch = ll.llama_batch()
-        self.batch.token = self._tok.ctypes.data_as(i32p)
-        self.batch.embd = None
-        self.batch.pos = self._pos.ctypes.data_as(i32p)
-        self.batch.n_seq_id = self._nseq.ctypes.data_as(i32p)
-        self.batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))
-        self.batch.logits = self._logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        # llama-cpp-python annotates these fields as arrays; they are pointers (its _fields_ say
+        # POINTER), and a pointer (or NULL) is what llama_decode reads there.
+        self.batch.token = self._tok.ctypes.data_as(i32p)  # type: ignore[assignment]
+        self.batch.embd = None  # type: ignore[assignment]
+        self.batch.pos = self._pos.ctypes.data_as(i32p)  # type: ignore[assignment]
+        self.batch.n_seq_id = self._nseq.ctypes.data_as(i32p)  # type: ignore[assignment]
+        self.batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))  # type: ignore[assignment]
+        self.batch.logits = self._logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))  # type: ignore[assignment]
 
     # -- tokens -------------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
@@ -358,6 +360,7 @@ class Engine:
         return events
 
     def _embed_step(self) -> list[Up]:
+        assert self.embedder is not None  # step() calls this only when there is one with jobs
         td = time.perf_counter_ns()
         events = self.embedder.step()
         self.decode_ns += time.perf_counter_ns() - td
@@ -379,6 +382,7 @@ class Engine:
             return self._finish(slot, FinishReason.STOP)
         slot.n_generated += 1
         slot.next_token = token
+        assert slot.text is not None  # submit() gives every active slot its stream
         text = slot.text.feed(self.piece(token))
         events: list[Up] = [Token(slot.id, text)] if text else []
         if slot.text.stopped:
@@ -416,6 +420,7 @@ class Engine:
         self.free.append(slot)
 
     def _finish(self, slot: Slot, reason: FinishReason) -> list[Up]:
+        assert slot.text is not None  # submit() gives every active slot its stream
         tail = slot.text.flush() if reason != FinishReason.CANCEL and not slot.text.stopped else ""
         end = time.perf_counter_ns()
         first = slot.t_first or end

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import llama_cpp as ll
@@ -24,7 +25,7 @@ class Entry:
     data: bytearray  # llama.cpp writes it in place and reads it back in place: no copies
 
 
-def common_prefix(a, b) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:
@@ -33,7 +34,7 @@ def common_prefix(a, b) -> int:
 
 
 class PromptCache:
-    def __init__(self, ctx, capacity_bytes: int) -> None:
+    def __init__(self, ctx: ll.llama_context_p, capacity_bytes: int) -> None:
         self.ctx = ctx
         self.capacity = capacity_bytes
         self.size = 0
