@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -17,7 +18,7 @@ from corral.runner import protocol as p
 from corral.scheduler.events import Done, Queued, Text
 from corral.runner.protocol import GenerationOptions, LoadConfig
 from corral.scheduler.memory import RUNTIME_OVERHEAD, Gpu
-from corral.scheduler.scheduler import Busy, ModelSpec, NeverFits, Scheduler
+from corral.scheduler.scheduler import Busy, ModelSpec, NeverFits, RunnerFactory, Scheduler
 
 MiB = 2**20
 GiB = 2**30
@@ -70,7 +71,7 @@ def spec(name: str, weights_mib: int, gpu: bool = False, slots: int = 1) -> Mode
 def make(memory_mib: int = 4096, gpus: list[Gpu] | None = None, **kw) -> Scheduler:
     FakeHandle.loads = []
     return Scheduler(Settings(memory_limit=memory_mib * MiB, cuda=bool(gpus), **kw), gpus=gpus or [],
-                     runner_factory=FakeHandle)
+                     runner_factory=cast(RunnerFactory, FakeHandle))  # duck-typed: RunnerHandle's interface
 
 
 async def run(s: Scheduler, sp: ModelSpec, n: int = 3, keep_alive: float = 60) -> str:

@@ -10,11 +10,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Iterator
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from corral.bench import command as bench_command
@@ -109,15 +110,16 @@ class _Bars:
     def __init__(self) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), console=console)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.said: set[str] = set()
 
     def __enter__(self) -> "_Bars":
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.progress.__exit__(exc_type, exc, tb)
 
     def update(self, obj: dict) -> None:
         status, digest = obj.get("status", ""), obj.get("digest")

@@ -73,10 +73,10 @@ def parse_host(value: str) -> tuple[str, int]:
         host, _, rest = text[1:].partition("]")
         port = int(rest[1:]) if rest.startswith(":") else scheme_port
         return host, port
-    host, sep, port = text.rpartition(":")
+    host, sep, port_text = text.rpartition(":")
     if not sep:
         return text or "127.0.0.1", scheme_port
-    return host or "127.0.0.1", int(port)
+    return host or "127.0.0.1", int(port_text)
 
 
 def parse_mirrors(value: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +24,8 @@ from corral.models.store import InvalidName, ModelNotFound, StorageFull
 from corral.models.template import TemplateError
 
 log = logging.getLogger("corral.api")
+
+E = TypeVar("E", bound=Exception)
 
 
 def _error(status: int, message: str, headers: dict | None = None, path: str = "") -> JSONResponse:
@@ -101,23 +103,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(metrics.router)
 
-    def handle(exc_type: type[Exception], status: int, message=str, headers: dict | None = None) -> None:
-        async def handler(request: Request, exc: Exception) -> JSONResponse:
+    def handle(exc_type: type[E], status: int, message: Callable[[E], str] = str,
+               headers: dict | None = None) -> None:
+        async def handler(request: Request, exc: E) -> JSONResponse:
             return _error(status, message(exc), headers, request.url.path)
-        app.add_exception_handler(exc_type, handler)
+        # Starlette types every handler as taking any Exception; it calls one only with its own class.
+        app.add_exception_handler(exc_type, handler)  # type: ignore[arg-type]
 
     handle(RequestValidationError, 400, _validation_message)
 
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Unknown routes, wrong methods, undecodable bodies: still {"error": ...}, not {"detail": ...}.
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request.url.path)
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]  # as in handle()
     handle(ModelNotFound, 404, lambda exc: f"{exc}, try pulling it first")
 
     async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
         # The one place a status is decided: each error carries its own (corral/errors.py).
         return _error(exc.status, str(exc), exc.headers or None, request.url.path)
-    app.add_exception_handler(CorralError, corral_error)
+    app.add_exception_handler(CorralError, corral_error)  # type: ignore[arg-type]  # as in handle()
     # Not yet in the hierarchy (models/store.py, models/registry.py, models/template.py).
     for bad in (InvalidName, TemplateError, ValueError):
         handle(bad, 400)

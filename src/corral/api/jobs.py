@@ -29,7 +29,7 @@ def now_iso() -> str:
 class Job:
     """One generate or chat request on its way through the scheduler."""
 
-    def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive) -> None:
+    def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive: str | int | float | None) -> None:
         self.ctx = ctx
         self.started = time.monotonic_ns()
         try:

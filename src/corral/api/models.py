@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from datetime import datetime
 from typing import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
@@ -32,7 +33,7 @@ def details(info: GGUFInfo) -> dict:
             "parameter_size": info.parameter_size, "quantization_level": info.file_type}
 
 
-def _iso(dt) -> str:
+def _iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
 
 

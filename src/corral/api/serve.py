@@ -13,7 +13,8 @@ import asyncio
 import json
 import logging
 import resource
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import h11
 import uvicorn
@@ -21,6 +22,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from corral.api.app import create_app
 from corral.config import Settings
+
+if TYPE_CHECKING:
+    from corral.scheduler.scheduler import Scheduler
 
 log = logging.getLogger("corral.serve")
 
@@ -110,11 +114,11 @@ def _raise_fd_limit(wanted: int) -> None:
 
 
 class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, scheduler) -> None:
+    def __init__(self, config: uvicorn.Config, scheduler: Scheduler) -> None:
         super().__init__(config)
         self.scheduler = scheduler
 
-    def handle_exit(self, sig, frame) -> None:
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.scheduler.drain()
         super().handle_exit(sig, frame)
 
