@@ -50,7 +50,9 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 120
     raise RuntimeError(f"{url} did not become ready")
 
 
-def start_corral(model_file: Path, threads: int, store_dir: Path) -> tuple[subprocess.Popen, str, str]:
+def start_corral(model_file: Path, threads: int, store_dir: Path,
+                 src: Path | None = None) -> tuple[subprocess.Popen, str, str]:
+    """corral from this checkout, or from another one's source tree (`src`: a before/after run)."""
     store = Store(store_dir)
     layer = store.add_blob_file(model_file)
     store.write_manifest(ModelName.parse("bench:model"), [Layer(MEDIA_MODEL, layer.digest, layer.size)])
@@ -58,6 +60,8 @@ def start_corral(model_file: Path, threads: int, store_dir: Path) -> tuple[subpr
     env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(store_dir),
            "OLLAMA_NUM_PARALLEL": str(SLOTS), "OLLAMA_CONTEXT_LENGTH": str(CTX), "OLLAMA_NUM_THREADS": str(threads),
            "OLLAMA_KEEP_ALIVE": "-1"}
+    if src:
+        env["PYTHONPATH"] = str(src)
     cmd = [sys.executable, "-m", "corral.cli", "serve"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -103,6 +107,8 @@ def main() -> int:
     p.add_argument("--model-file", type=Path, required=True)
     p.add_argument("--llama-server", type=Path, default=None, help="path to llama.cpp's llama-server binary")
     p.add_argument("--llama-cpp-python", action="store_true", help="also run llama_cpp.server")
+    p.add_argument("--baseline-src", type=Path, default=None,
+                   help="also run corral from this source tree (e.g. a worktree of an older commit's src/)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--sweep", default="1,4,8,16")
     p.add_argument("--rate", type=float, default=0.0, help="also an open-loop run at this Poisson rate")
@@ -112,6 +118,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     console = Console(width=200)
     servers = [("corral", lambda d: start_corral(args.model_file, args.threads, d))]
+    if args.baseline_src:
+        servers.append(("corral-before", lambda d: start_corral(args.model_file, args.threads, d, args.baseline_src)))
     if args.llama_server:
         servers.append(("llama-server", lambda d: start_llama_server(args.llama_server, args.model_file, args.threads)))
     if args.llama_cpp_python:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from conftest import MODELS, SMOL
 from helpers import run_all, warm
 

@@ -7,8 +7,8 @@ import hashlib
 import httpx
 import ollama
 import pytest
-
 from conftest import SMOL
+
 from corral.models.store import ModelName, Store
 
 

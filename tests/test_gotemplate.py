@@ -16,8 +16,7 @@ import pytest
 
 from corral.models.gotemplate import GoTemplateError, Template
 from corral.models.gotemplate.ollama import OllamaTemplate, Values, collate
-from corral.models.template import (TemplateError, is_go_template, render_chat, render_go,
-                                    render_go_generate)
+from corral.models.template import TemplateError, is_go_template, render_chat, render_go, render_go_generate
 
 DATA = Path(__file__).parent / "data" / "ollama_templates"
 NAMED = sorted(p.name for p in DATA.glob("*.gotmpl"))

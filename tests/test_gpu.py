@@ -10,12 +10,12 @@ import asyncio
 
 import httpx
 import pytest
-
 from conftest import SMOL
-from corral.config import Settings
-from corral.scheduler.memory import GPU_RESERVE_BYTES, gpu_inventory
-from corral.scheduler.scheduler import Scheduler
 from helpers import ps, run_all, wait_until
+
+from corral.config import Settings
+from corral.scheduler.memory import GPU_RESERVE_BYTES, Pool, gpu_inventory
+from corral.scheduler.scheduler import Scheduler
 
 GPUS = gpu_inventory()
 pytestmark = pytest.mark.skipif(not GPUS, reason="needs a CUDA build of llama-cpp-python and an NVIDIA GPU")
@@ -44,7 +44,7 @@ def generate(url: str, model: str, **body) -> dict:
 def test_inventory_gives_each_gpu_a_pool_and_three_models_per_gpu():
     s = Scheduler(Settings())
     for g in GPUS:
-        assert s.pools[f"gpu{g.index}"] == g.free - GPU_RESERVE_BYTES > 0
+        assert s.pools[Pool(g.index)] == g.free - GPU_RESERVE_BYTES > 0
     assert s.max_loaded == 3 * len(GPUS)
 
 

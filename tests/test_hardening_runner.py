@@ -12,12 +12,12 @@ import time
 
 import httpx
 import pytest
-
 from conftest import SMOL
+from helpers import ps, stream_generate, wait_until, warm
+
 from corral.runner import protocol as p
 from corral.runner.fit import cut, input_tokens, prompt_tokens
 from corral.runner.handle import RunnerHandle
-from helpers import ps, stream_generate, wait_until, warm
 
 # A stand-in runner process for the framing test: a real process on real pipes, writing what a
 # broken runner could write (a line over the limit, a line that is not JSON) between good ones.

@@ -23,11 +23,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import GEMMA, SMOL, free_port
 from helpers import ps, wait_until
-from corral.models.store import (MEDIA_MODEL, STALE_AFTER_S, TEMP_PREFIX, InvalidName, Layer, ModelName, StorageFull,
-                                 Store)
+
+from corral.models.store import (
+    MEDIA_MODEL,
+    STALE_AFTER_S,
+    TEMP_PREFIX,
+    InvalidName,
+    Layer,
+    ModelName,
+    StorageFull,
+    Store,
+)
 
 
 def greedy(n: int) -> dict:
@@ -466,7 +474,8 @@ def test_delete_unloads_and_removes_empty_folders(private):
         generate(server.url, name, 1, keep_alive="10m")
         assert ModelName.parse(name).short in ps(server.url)
         assert httpx.request("DELETE", server.url + "/api/delete", json={"model": name}).status_code == 200
-        assert wait_until(lambda: ModelName.parse(name).short not in ps(server.url), timeout=10), ps(server.url)
+        short = ModelName.parse(name).short
+        assert wait_until(lambda short=short: short not in ps(server.url), timeout=10), ps(server.url)
     manifests = root / "manifests" / "registry.ollama.ai"
     assert not (manifests / "library" / "gone").exists() and not (manifests / "ns1").exists()
     assert (manifests / "library" / "smollm2").is_dir()

@@ -9,8 +9,8 @@ import time
 
 import httpx
 import pytest
-
 from conftest import GEMMA, SMOL
+
 from corral.api.security import allowed_host, is_loopback, origin_regex
 
 TIMEOUT = 1  # CORRAL_HEADER_TIMEOUT and CORRAL_BODY_TIMEOUT for this module's server
@@ -148,7 +148,7 @@ def test_silent_and_dripping_connections_are_closed(srv):
         except OSError:
             break
         time.sleep(0.1)
-    _, took_drip = read_until_closed(drip)
+    read_until_closed(drip)
     assert time.monotonic() - start < TIMEOUT + 2
     _, took_silent = read_until_closed(silent)
     assert took_silent < TIMEOUT + 2

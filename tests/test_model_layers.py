@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-
 from conftest import SMOL
 
 GREEDY = {"temperature": 0, "num_predict": 12}

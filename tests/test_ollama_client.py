@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ollama
 import pytest
-
 from conftest import GEMMA, MODELS, SMOL
 
 GREEDY = {"temperature": 0, "num_predict": 12}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import SMOL, free_port
+
 from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
 
 REGISTRY = shutil.which("docker-registry")

@@ -23,12 +23,22 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import ollama
 import pytest
-
 from conftest import GEMMA, SMOL, free_port
-from corral.models import registry as reg
-from corral.models.store import (MEDIA_CONFIG, MEDIA_LICENSE, MEDIA_MANIFEST, MEDIA_MODEL, MEDIA_PARAMS,
-                                  MEDIA_SYSTEM, MEDIA_TEMPLATE, InvalidName, ModelName, Store)
 from test_registry import cli, registry  # noqa: F401 - the docker-registry fixture
+
+from corral.models import registry as reg
+from corral.models.store import (
+    MEDIA_CONFIG,
+    MEDIA_LICENSE,
+    MEDIA_MANIFEST,
+    MEDIA_MODEL,
+    MEDIA_PARAMS,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    InvalidName,
+    ModelName,
+    Store,
+)
 
 MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
 TEMPLATE = """{{- if .System }}<|im_start|>system

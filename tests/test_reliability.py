@@ -10,10 +10,10 @@ import signal
 import httpx
 import psutil
 import pytest
-
 from conftest import GEMMA, SMOL
-from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
 from helpers import gguf_with_template, ps, stream_generate, wait_until, warm
+
+from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
 
 LONG = "Write a very long story about a dragon and a knight."
 BUSY = "server busy, please try again.  maximum pending requests exceeded"

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import httpx
 import psutil
-
 from conftest import GEMMA, SMOL
+from helpers import ps, run_all, stream_generate, wait_until, warm
+
 from corral.config import Settings
 from corral.models.gguf_info import read_gguf
 from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
 from corral.scheduler.memory import estimate
-from helpers import ps, run_all, stream_generate, wait_until, warm
 
 MiB = 2**20
 CTX = 2048  # conftest's OLLAMA_CONTEXT_LENGTH
@@ -221,7 +221,7 @@ def test_two_busy_models_share_the_threads(start_server):
     assert shares == {(1, 1)}  # while both generate, one thread each of the two
     # The thread count changes where rows are computed, not the numbers: the same greedy text.
     assert smol["text"] == solo[SMOL] and gemma["text"] == solo[GEMMA]
-    busy = lambda: any(m["slots_busy"] for m in ps(url).values())  # noqa: E731
+    busy = lambda: any(m["slots_busy"] for m in ps(url).values())
     assert wait_until(lambda: not busy(), timeout=10)
     asyncio.run(stream_generate(url, SMOL, "Hi", greedy(2)))
     assert ps(url)[SMOL]["threads"] == 2  # alone again: both threads

@@ -15,8 +15,8 @@ import pytest
 from corral.config import FOREVER, Settings
 from corral.models.gguf_info import GGUFInfo
 from corral.runner import protocol as p
-from corral.scheduler.events import Done, Queued, Text
 from corral.runner.protocol import GenerationOptions, LoadConfig
+from corral.scheduler.events import Done, Event, Queued, Text
 from corral.scheduler.memory import RUNTIME_OVERHEAD, Gpu
 from corral.scheduler.scheduler import Busy, ModelSpec, NeverFits, RunnerFactory, Scheduler
 
@@ -90,7 +90,7 @@ def test_gpu_model_goes_wholly_to_a_gpu_that_fits():
         s = make(gpus=[gpu(0, 1.0), gpu(1, 20)])
         await run(s, spec("big", 4000, gpu=True))
         (r,) = s.runners
-        assert r.pool == "gpu1"
+        assert str(r.pool) == "gpu1"
         assert FakeHandle.loads[0].n_gpu_layers == -1 and FakeHandle.loads[0].main_gpu == 1
     asyncio.run(main())
 
@@ -100,7 +100,7 @@ def test_model_too_big_for_vram_goes_to_cpu_not_partially():
         s = make(memory_mib=16 * 1024, gpus=[gpu(0, 2)])
         await run(s, spec("big", 8000, gpu=True))
         (r,) = s.runners
-        assert r.pool == "cpu" and FakeHandle.loads[0].n_gpu_layers == 0
+        assert str(r.pool) == "cpu" and FakeHandle.loads[0].n_gpu_layers == 0
     asyncio.run(main())
 
 
@@ -109,7 +109,7 @@ def test_idle_gpu_model_is_evicted_before_falling_back_to_cpu():
         s = make(memory_mib=16 * 1024, gpus=[gpu(0, 6)])
         await run(s, spec("a", 4000, gpu=True))
         await run(s, spec("b", 4000, gpu=True))
-        assert [(r.spec.name, r.pool) for r in s.runners] == [("b", "gpu0")]
+        assert [(r.spec.name, str(r.pool)) for r in s.runners] == [("b", "gpu0")]
     asyncio.run(main())
 
 

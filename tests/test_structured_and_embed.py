@@ -9,9 +9,8 @@ import numpy as np
 import ollama
 import openai
 import pytest
-from pydantic import BaseModel, Field
-
 from conftest import MODELS, SMOL
+from pydantic import BaseModel, Field
 
 
 class City(BaseModel):

@@ -12,8 +12,8 @@ import json
 import ollama
 import openai
 import pytest
-
 from conftest import SMOL
+
 from corral.models.tool_calls import parse_tool_calls
 
 TEMPLATE = """{% if tools %}<|im_start|>system
@@ -63,7 +63,8 @@ def test_ollama_chat_tool_call_and_tool_result(server, tool_model):
     assert call.function.name == "get_weather" and isinstance(call.function.arguments["city"], str)
     streamed = list(client.chat(model=tool_model, messages=messages, tools=[WEATHER], format=CALL_SCHEMA,
                                 options={"temperature": 0, "num_predict": 60}, stream=True))
-    assert [c for c in streamed if c.message.tool_calls][0].message.tool_calls[0].function.name == "get_weather"
+    first_call = next(c for c in streamed if c.message.tool_calls)
+    assert first_call.message.tool_calls[0].function.name == "get_weather"
     follow = messages + [{"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
                          {"role": "tool", "content": "18 degrees and sunny"}]
     answer = client.chat(model=tool_model, messages=follow, options={"temperature": 0, "num_predict": 20})

@@ -9,9 +9,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator
 
 import httpx
 from rich.console import Console
@@ -113,7 +113,7 @@ class _Bars:
         self.tasks: dict[str, TaskID] = {}
         self.said: set[str] = set()
 
-    def __enter__(self) -> "_Bars":
+    def __enter__(self) -> _Bars:
         self.progress.__enter__()
         return self
 

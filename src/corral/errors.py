@@ -45,7 +45,7 @@ class Unavailable(CorralError):
     """Not now: the queue is full or the server is stopping. Try again shortly."""
 
     status = 503
-    headers = {"Retry-After": "1"}
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
 class InsufficientStorage(CorralError):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, TypeVar
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,9 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
 from corral.api import create, metrics, models, ollama, openai
+from corral.api.context import AppContext
 from corral.api.schemas import body_problem
 from corral.api.security import BearerAuth, BodyTimeout, OriginHostGuard, add_cors, is_loopback
-from corral.api.context import AppContext
 from corral.config import Settings
 from corral.errors import CorralError
 from corral.models.registry import RegistryUnreachable

@@ -18,6 +18,6 @@ class AppContext:
     scheduler: Scheduler
 
     @classmethod
-    def create(cls, settings: Settings) -> "AppContext":
+    def create(cls, settings: Settings) -> AppContext:
         store = Store(settings.models_dir)
         return cls(settings, store, SpecResolver(settings, store), Scheduler(settings))

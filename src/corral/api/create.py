@@ -22,8 +22,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from corral.api.schemas import CreateRequest
 from corral.errors import Forbidden
 from corral.models.gguf_info import GGUFFormatError, read_gguf
-from corral.models.modelfile import (Modelfile, ModelfileError, add_parameter, is_local_path, parse_modelfile,
-                                     text_layers)
+from corral.models.modelfile import (
+    Modelfile,
+    ModelfileError,
+    add_parameter,
+    is_local_path,
+    parse_modelfile,
+    text_layers,
+)
 from corral.models.store import MEDIA_MODEL, Layer, ModelName, ModelNotFound, Store, check_digest
 
 router = APIRouter(prefix="/api")

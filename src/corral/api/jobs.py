@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from corral.api.context import AppContext
 from corral.api.schemas import Options
 from corral.config import parse_duration
+from corral.errors import ClientError, RequestFailed
+from corral.models.capabilities import prefer_chat_template
 from corral.models.modelfile import load_extras
 from corral.models.prompt_fit import byte_budget, fit_chat, tail_text, trim_messages
 from corral.models.store import ModelName
-from corral.models.capabilities import prefer_chat_template
 from corral.models.template import ChatPrompt, is_go_template, render_chat, render_go, render_go_generate
 from corral.models.tool_calls import parse_tool_calls
-from corral.errors import ClientError, RequestFailed
 from corral.scheduler.events import Done, Embedding, Event, Failed, Text, ToolCalls
 from corral.scheduler.scheduler import ModelSpec, PromptFit
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class Job:

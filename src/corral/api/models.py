@@ -8,17 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.schemas import CopyRequest, ModelRequest, ShowRequest
-from corral.models.gguf_info import GGUFFormatError, GGUFInfo, read_gguf
-from corral.models.capabilities import model_capabilities
-from corral.models.modelfile import load_extras
 from corral.models import registry
+from corral.models.capabilities import model_capabilities
+from corral.models.gguf_info import GGUFFormatError, GGUFInfo, read_gguf
+from corral.models.modelfile import load_extras
 from corral.models.store import DEFAULT_HOST, ModelName, ModelNotFound, StorageFull, Store
 
 router = APIRouter(prefix="/api")
@@ -120,7 +120,7 @@ async def pull(body: ModelRequest, request: Request) -> Response:
     try:
         work = await asyncio.wait_for(asyncio.to_thread(registry.prepare_pull, store, name, body.insecure, mirrors),
                                       registry.PREPARE_DEADLINE_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise registry.RegistryUnreachable(
             f"cannot reach registry {registry.endpoint(name, body.insecure, mirrors).describe()}: no manifest "
             f"within {registry.PREPARE_DEADLINE_S:.0f} s") from None
@@ -172,7 +172,7 @@ async def _transfer(stream: bool, work: Callable[[Callable[[str, int, int, str],
     async def run() -> None:
         try:
             await asyncio.to_thread(work, report)
-        except Exception as exc:  # noqa: BLE001 - reported to the client, the server goes on
+        except Exception as exc:
             failure.append(exc)
             progress.put_nowait({"error": str(exc)})
         finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -19,6 +19,7 @@ from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, Legac
 from corral.config import FOREVER
 from corral.models.template import ChatPrompt
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, ToolCalls
+from corral.scheduler.snapshot import RunnerView
 
 router = APIRouter()
 
@@ -79,7 +80,7 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
 async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx = _ctx(request)
     job = Job(ctx, body.model, body.options, body.keep_alive)
-    shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}  # noqa: E731
+    shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}
     if not body.prompt:
         return JSONResponse(await job.load_or_unload(shape))
     if body.raw:
@@ -94,7 +95,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 async def chat(body: ChatRequest, request: Request) -> Response:
     ctx = _ctx(request)
     job = Job(ctx, body.model, body.options, body.keep_alive)
-    shape = lambda text: {"model": body.model, "created_at": now_iso(),  # noqa: E731
+    shape = lambda text: {"model": body.model, "created_at": now_iso(),
                           "message": {"role": "assistant", "content": text}}
     if not body.messages:
         return JSONResponse(await job.load_or_unload(shape))
@@ -103,29 +104,25 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     return await _reply(job, events, body.stream, shape)
 
 
-def _expires_at(runner) -> str:
+def _expires_at(runner: RunnerView) -> str:
     if runner.keep_alive == FOREVER or runner.expires_at == FOREVER:
         return "2318-11-26T00:00:00Z"  # what Ollama shows for "forever"
     at = runner.expires_at or (time.time() + runner.keep_alive)
-    return datetime.fromtimestamp(at, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
 @router.get("/api/ps")
 async def ps(request: Request) -> dict:
-    scheduler = _ctx(request).scheduler
     models = []
-    for r in scheduler.runners:
-        size = r.estimate.total
+    for r in _ctx(request).scheduler.snapshot().runners:
         models.append({
-            "name": r.spec.name, "model": r.spec.name, "size": size,
-            "size_vram": size if r.pool != "cpu" else 0,
-            "digest": r.spec.digest.removeprefix("sha256:"), "details": details(r.spec.info),
-            "expires_at": _expires_at(r), "context_length": r.spec.n_ctx,
+            "name": r.name, "model": r.name, "size": r.size, "size_vram": r.size if r.on_gpu else 0,
+            "digest": r.digest.removeprefix("sha256:"), "details": details(r.info),
+            "expires_at": _expires_at(r), "context_length": r.context_length,
             # corral's own fields
-            "state": r.state, "slots_busy": r.busy, "slots_total": r.spec.n_slots,
-            "queue": sum(1 for w in scheduler.waiters if w.spec.name == r.spec.name),
-            "size_measured": r.handle.rss(), "pid": r.handle.pid, "device": r.pool, "threads": r.threads,
-            "health": scheduler.health(r), "restarts": scheduler.restarts.get(r.spec.name, 0),
+            "state": r.state, "slots_busy": r.slots_busy, "slots_total": r.slots_total, "queue": r.queued,
+            "size_measured": r.size_measured, "pid": r.pid, "device": r.device, "threads": r.threads,
+            "health": r.health, "restarts": r.restarts,
         })
     return {"models": models}
 

@@ -7,7 +7,7 @@ import json
 import secrets
 import struct
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -116,7 +116,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         raise ClientError("prompt: exactly one prompt per request is supported")
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
     # OpenAI's default for this endpoint is 16 tokens.
-    job = Job(request.app.state.corral, body.model, body.options(16 if body.max_tokens is None else body.max_tokens), None)
+    max_tokens = 16 if body.max_tokens is None else body.max_tokens  # OpenAI's default for completions
+    job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}

@@ -56,7 +56,8 @@ def body_problem(raw: bytes) -> str | None:
         return None  # the common case: nothing to look for, no walk
     where, what = _find_bad(value)
     if what == "surrogate":
-        return f"invalid JSON body: lone surrogate in {where} (a \\uD800-\\uDFFF escape without its pair is not Unicode)"
+        return (f"invalid JSON body: lone surrogate in {where} "
+                "(a \\uD800-\\uDFFF escape without its pair is not Unicode)")
     if what == "number":
         return (f"invalid JSON body: {where}: non-finite number {non_finite[0]} "
                 "(numbers must be finite; NaN and Infinity are not JSON)")

@@ -13,7 +13,7 @@ import hmac
 import ipaddress
 import re
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 from fastapi import FastAPI
@@ -164,7 +164,7 @@ class BodyTimeout:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 timed_out = body_done = True
                 return {"type": "http.disconnect"}
             body_done = message["type"] != "http.request" or not message.get("more_body", False)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from corral.bench.load import LoadSpec, RunResult, run_load, warm_up
+from corral.bench.load import LoadSpec, Result, RunResult, run_load, warm_up
 from corral.bench.prompts import load_prompts
 from corral.bench.report import plot, summarize, table
 
@@ -67,7 +67,10 @@ def run_sweep(args: argparse.Namespace) -> list[dict]:
         with Progress(TextColumn(f"C={concurrency}" if not spec.request_rate else f"{spec.request_rate}/s"),
                       BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task("requests", total=n)
-            run: RunResult = asyncio.run(run_load(spec, lambda r: progress.advance(task)))
+
+            def advance(_: Result, task: TaskID = task) -> None:
+                progress.advance(task)
+            run: RunResult = asyncio.run(run_load(spec, advance))
         summary = summarize(run)
         after = _decode_counters(args.base_url) if args.server_stats else None
         if before and after and after[1] > before[1]:

@@ -49,7 +49,7 @@ def table(summaries: list[dict], title: str = "corral bench") -> Table:
     for col in ("C / rate", "done", "err", "503", "out tok/s", "req/s", "TTFT p50", "TTFT p99",
                 "TPOT p50", "ITL mean", "ITL p99"):
         t.add_column(col, justify="right")
-    ms = lambda v: f"{v * 1000:.1f} ms"  # noqa: E731
+    ms = lambda v: f"{v * 1000:.1f} ms"
     for s in summaries:
         load = f"{s['request_rate']:g}/s" if s["request_rate"] else str(s["concurrency"])
         t.add_row(load, str(s["completed"]), str(s["errors"]), str(s["rejected_503"]),

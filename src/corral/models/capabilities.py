@@ -7,15 +7,15 @@ that reads `.Suffix`), found by the same text checks Ollama makes.
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import Iterable
+from collections.abc import Iterable
+from enum import StrEnum
 
 from corral.models.gguf_info import GGUFInfo
 from corral.models.template import go_template_variables as template_variables
 from corral.models.template import is_go_template
 
 
-class Capability(str, Enum):
+class Capability(StrEnum):
     COMPLETION = "completion"
     TOOLS = "tools"
     INSERT = "insert"

@@ -14,9 +14,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from corral.models.store import MEDIA_MODEL, BlobMismatch, Layer, Manifest, ModelName, StorageFull, Store
 

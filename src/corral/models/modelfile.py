@@ -15,10 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.errors import ClientError
+from corral.models.store import (
+    MEDIA_LICENSE,
+    MEDIA_MESSAGES,
+    MEDIA_PARAMS,
+    MEDIA_SYSTEM,
+    MEDIA_TEMPLATE,
+    ModelName,
+    ModelNotFound,
+    Store,
+)
 from corral.models.template import TemplateError
 from corral.models.template import check_template as check_go_or_jinja
-from corral.models.store import (MEDIA_LICENSE, MEDIA_MESSAGES, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_TEMPLATE,
-                                  ModelName, ModelNotFound, Store)
 
 _INT_PARAMS = {"num_ctx", "num_predict", "top_k", "seed", "repeat_last_n", "num_batch", "num_gpu", "num_thread",
                "num_keep"}

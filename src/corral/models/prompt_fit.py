@@ -8,7 +8,8 @@ the runner from rendering and tokenizing megabytes that would be thrown away.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 
 def byte_budget(n_ctx: int, max_token_bytes: int) -> int:

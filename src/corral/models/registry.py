@@ -27,16 +27,27 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 import httpx
 
 from corral.models.catalog import catalog_entry, pull_from_catalog
-from corral.models.store import (CHUNK, DEFAULT_HOST, MEDIA_MANIFEST, BlobMismatch, InvalidName, ModelName,
-                                  ModelNotFound, PartialBlob, Store, check_digest)
+from corral.models.store import (
+    CHUNK,
+    DEFAULT_HOST,
+    MEDIA_MANIFEST,
+    BlobMismatch,
+    InvalidName,
+    ModelName,
+    ModelNotFound,
+    PartialBlob,
+    Store,
+    check_digest,
+)
 
 Progress = Callable[[str, int, int, str], None]  # status, completed, total, digest
 CONNECT_TIMEOUT_S = 5.0
@@ -461,7 +472,7 @@ def _push(session: _Session, store: Store, name: ModelName, report: Progress) ->
             location = f"{origin.scheme}://{origin.netloc.decode('ascii')}{location}"
         location += ("&" if "?" in location else "?") + f"digest={layer.digest}"
         path = store.blob_path(layer.digest)
-        r = session.send("PUT", location, content=lambda: _read_chunks(path), read_timeout=READ_TIMEOUT_S,
+        r = session.send("PUT", location, content=partial(_read_chunks, path), read_timeout=READ_TIMEOUT_S,
                          headers={"Content-Type": "application/octet-stream",
                                   "Content-Length": str(path.stat().st_size)})
         if r.status_code not in (201, 204):

@@ -30,11 +30,12 @@ import shutil
 import stat
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -100,7 +101,7 @@ class ModelName:
     tag: str
 
     @classmethod
-    def parse(cls, name: str) -> "ModelName":
+    def parse(cls, name: str) -> ModelName:
         text = (name or "").strip()
         if not text:
             raise InvalidName("model name is required")
@@ -228,7 +229,7 @@ class BlobWriter:
     match the digest they were promised as (if any); leaving the `with` block without a commit, or
     any error, removes the temporary."""
 
-    def __init__(self, store: "Store", expected: str | None) -> None:
+    def __init__(self, store: Store, expected: str | None) -> None:
         self._store = store
         self.expected = check_digest(expected) if expected is not None else None
         self._hash = hashlib.sha256()
@@ -269,7 +270,7 @@ class BlobWriter:
             self._done = True
             self._tmp.discard()
 
-    def __enter__(self) -> "BlobWriter":
+    def __enter__(self) -> BlobWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -280,7 +281,7 @@ class PartialBlob:
     """A download into blobs/sha256-<hex>-partial, which a later pull resumes (Ollama's naming).
     The caller holds its lock (Store.partial_blob); finish() verifies and moves it into place."""
 
-    def __init__(self, store: "Store", digest: str, fd: int) -> None:
+    def __init__(self, store: Store, digest: str, fd: int) -> None:
         self._store, self.digest, self._fd = store, digest, fd
         os.lseek(fd, 0, os.SEEK_END)
 
@@ -469,7 +470,7 @@ class Store:
             name=name,
             config=layer(body["config"]),
             layers=tuple(layer(obj) for obj in body.get("layers", [])),
-            modified_at=datetime.fromtimestamp(path.stat().st_mtime, timezone.utc),
+            modified_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
             digest="sha256:" + hashlib.sha256(raw).hexdigest(),
         )
 

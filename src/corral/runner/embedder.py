@@ -15,8 +15,6 @@ import numpy as np
 
 from corral.runner.protocol import Done, Failed, FinishReason, Up, Vector
 
-EMBED_CTX = 2048  # longest input an embedding request may have (tokens); memory.py counts it
-
 
 @dataclass
 class EmbedJob:

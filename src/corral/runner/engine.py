@@ -16,11 +16,11 @@ from collections import deque
 import llama_cpp as ll
 import numpy as np
 
-from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
 from corral.errors import ClientError
-from corral.runner.embedder import EMBED_CTX, EmbedJob, Embedder
+from corral.runner.embedder import Embedder, EmbedJob
 from corral.runner.fit import cut, input_tokens, prompt_tokens
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
+from corral.runner.protocol import EMBED_CTX, Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
 from corral.runner.sampling import is_plain_greedy, make_sampler
 from corral.runner.slot import Slot, prompt_chunk
 from corral.runner.textstream import TextStream
@@ -96,7 +96,7 @@ class Engine:
         # A private handle on llama_get_logits_ith (its own CDLL, so llama-cpp-python's shared one
         # keeps its types) returning a plain address: numpy's as_array on a ctypes pointer builds
         # a new array type per call (~60 us, most of a token's Python).
-        self._logits_ith = getattr(ctypes.CDLL(ll.llama_cpp._lib._name), "llama_get_logits_ith")
+        self._logits_ith = ctypes.CDLL(ll.llama_cpp._lib._name).llama_get_logits_ith
         self._logits_ith.argtypes, self._logits_ith.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p
         self._logits_row = ctypes.c_float * self.n_vocab
         self._init_batch(cfg.n_batch)

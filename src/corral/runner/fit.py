@@ -9,7 +9,7 @@ than the whole text would, but that edge lies far outside the tokens that are ke
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Tokenize = Callable[[str, bool], list[int]]  # (text, add_special) → token ids
 

@@ -19,6 +19,6 @@ def grammar_for(format: Any) -> str | None:
     if isinstance(format, dict):
         try:
             return json_schema_to_gbnf(json.dumps(format))
-        except Exception as exc:  # noqa: BLE001 - the converter raises many kinds on bad schemas
+        except Exception as exc:
             raise ClientError(f"invalid format schema: {exc}") from None
     raise ClientError(f'invalid format {format!r}: use "json" or a JSON schema object')

@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections import deque
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import psutil
 
@@ -33,7 +33,7 @@ _ids = itertools.count(1)
 
 
 class RunnerHandle:
-    def __init__(self, cfg: p.LoadConfig, on_exit: Callable[["RunnerHandle"], None] | None = None,
+    def __init__(self, cfg: p.LoadConfig, on_exit: Callable[[RunnerHandle], None] | None = None,
                  command: tuple[str, ...] = (sys.executable, "-m", "corral.runner.main")) -> None:
         """`command` (followed by the config as JSON) starts the runner process; tests swap it."""
         self.cfg = cfg
@@ -75,7 +75,7 @@ class RunnerHandle:
         assert self.proc.stdout
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.kill()
             raise RunnerError(f"model load timed out after {timeout:.0f}s") from None
         try:
@@ -251,7 +251,7 @@ class RunnerHandle:
         try:
             self._send(p.Shutdown())
             await asyncio.wait_for(self.proc.wait(), timeout)
-        except (RunnerError, ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, RunnerError, ConnectionError):
             await self.kill()
 
     async def kill(self, reason: str = "") -> None:

@@ -13,12 +13,12 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from corral.errors import ClientError
 from corral.runner import protocol as p
-
 
 BEAT_S = 1.0
 
@@ -55,7 +55,7 @@ def _read_stdin(inbox: queue.Queue, engine: Any, send: Callable[[list[p.Up]], No
         if isinstance(msg, p.Fits):
             try:
                 fits = engine.prompt_fits(msg.text, msg.num_ctx)
-            except Exception:  # noqa: BLE001 - an unreadable question gets a "no"
+            except Exception:
                 fits = False
             send([p.FitsAnswer(msg.id, fits)])
         elif isinstance(msg, (p.Submit, p.Embed)):
@@ -72,7 +72,7 @@ def _prepare(engine: Any, msg: p.Submit | p.Embed) -> Prepared:
         return Prepared(msg, engine.embed_tokens(msg.inputs, msg.truncate))
     except ClientError as exc:  # the request's fault: a 400 for it alone
         return Prepared(msg, [], p.Failed(msg.id, str(exc), 400))
-    except Exception as exc:  # noqa: BLE001 - ours: a 500 for it alone, the runner goes on
+    except Exception as exc:
         return Prepared(msg, [], p.Failed(msg.id, f"{type(exc).__name__}: {exc}", 500))
 
 
@@ -96,7 +96,7 @@ def _start(engine: Any, item: Prepared) -> list[p.Up]:
         return engine.submit(msg.id, item.tokens, msg.options, msg.num_ctx)
     except ClientError as exc:
         return [p.Failed(msg.id, str(exc), 400)]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         traceback.print_exc()
         return [p.Failed(msg.id, f"{type(exc).__name__}: {exc}", 500)]
 
@@ -118,7 +118,7 @@ def main() -> int:
         from corral.runner.engine import Engine  # imports llama_cpp: keep it in the child
 
         engine = Engine(cfg)
-    except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+    except Exception as exc:
         send([p.Fatal(str(exc) or type(exc).__name__)])
         return 1
     send([p.Ready(engine.n_ctx_slot, cfg.n_slots, os.getpid())])
@@ -145,7 +145,7 @@ def main() -> int:
                 events += _start(engine, msg)
         try:
             events += engine.step()
-        except Exception:  # noqa: BLE001
+        except Exception:
             send(events + [p.Fatal(traceback.format_exc(limit=3))])
             return 1
         # Counted up to now, so that busy time always includes the decodes reported with it.

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
+
 
 @dataclass(frozen=True)
 class LoadConfig:
@@ -35,7 +36,7 @@ class LoadConfig:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "LoadConfig":
+    def from_json(cls, text: str) -> LoadConfig:
         return cls(**json.loads(text))
 
 
@@ -63,7 +64,7 @@ class GenerationOptions:
         return {f.name for f in fields(cls)}
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     """Why a runner ended a request."""
 
     STOP = "stop"  # an end-of-generation token or a stop string
@@ -218,6 +219,8 @@ _DOWN: dict[str, type] = {c.TAG: c for c in (Submit, Embed, Cancel, Threads, Shu
 _UP: dict[str, type] = {c.TAG: c for c in (Ready, Token, Vector, Done, Failed, Fatal, Stats, Beat, FitsAnswer)}
 _FIELDS: dict[type, tuple[str, ...]] = {c: tuple(f.name for f in fields(c)) for c in (*_DOWN.values(), *_UP.values())}
 _TAG_KEY: dict[type, str] = {**{c: "op" for c in _DOWN.values()}, **{c: "ev" for c in _UP.values()}}
+
+EMBED_CTX = 2048  # longest embedding input, in tokens (the runner's embedding context; memory.py counts it)
 
 # Every runner → server line starts with "ev" and then "id", so that the request a line belongs to
 # can be read from its first bytes even when the whole line is too long to keep (see handle.py).

@@ -22,7 +22,7 @@ def make_sampler(vocab: ctypes.c_void_p, n_vocab: int, n_ctx: int, o: Generation
     or top-k / top-p / min-p / temperature / seeded draw. ValueError for a grammar llama.cpp
     rejects. The caller frees it (llama_sampler_free)."""
     chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-    add = lambda s: ll.llama_sampler_chain_add(chain, s)  # noqa: E731
+    add = lambda s: ll.llama_sampler_chain_add(chain, s)
     last_n = n_ctx if o.repeat_last_n < 0 else o.repeat_last_n
     if last_n and (o.repeat_penalty != 1.0 or o.frequency_penalty or o.presence_penalty):
         add(ll.llama_sampler_init_penalties(n_vocab, last_n, o.repeat_penalty,

@@ -6,11 +6,11 @@ The API matches on these types; nothing here is a dict with keys to remember.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class DoneReason(str, Enum):
+class DoneReason(StrEnum):
     """Why a request ended (Ollama's done_reason)."""
 
     STOP = "stop"

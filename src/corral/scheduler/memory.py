@@ -11,14 +11,29 @@ from dataclasses import dataclass
 import psutil
 
 from corral.models.gguf_info import GGUFInfo
+from corral.runner.protocol import EMBED_CTX
 
-CPU = "cpu"
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """Where a runner's memory lives: system RAM, or one GPU's memory."""
+
+    gpu: int | None = None  # the GPU's index; None for system RAM
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.gpu is not None
+
+    def __str__(self) -> str:
+        return "cpu" if self.gpu is None else f"gpu{self.gpu}"
+
+
+CPU = Pool()
 MiB = 2**20
 GiB = 2**30
 RESERVE_BYTES = 1 * GiB  # left for the OS and the server itself when the budget is measured
-RUNTIME_OVERHEAD = 48 * MiB
-EMBED_CTX = 2048  # longest embedding input, in tokens (the runner's embedding context)
-GPU_RESERVE_BYTES = 512 * MiB  # per GPU, for CUDA contexts and fragmentation  # a runner's interpreter, llama.cpp's code and allocator slack
+RUNTIME_OVERHEAD = 48 * MiB  # a runner's interpreter, llama.cpp's code and allocator slack
+GPU_RESERVE_BYTES = 512 * MiB  # per GPU, for CUDA contexts and fragmentation
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,7 @@ def gpu_inventory() -> list[Gpu]:
         if not llama_cpp.llama_supports_gpu_offload():
             return []
         pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no usable GPU stack means CPU only
+    except Exception:
         return []
     try:
         gpus = []

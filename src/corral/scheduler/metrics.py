@@ -3,68 +3,58 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from corral.scheduler.events import Done, Event, Text
-
-if TYPE_CHECKING:
-    from corral.scheduler.scheduler import Scheduler
+from corral.scheduler.snapshot import Snapshot
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class _StateCollector(Collector):
-    """Gauges read from the scheduler at scrape time, so they can never drift from it."""
+    """Gauges read from a scheduler snapshot at scrape time, so they can never drift from it."""
 
-    def __init__(self, scheduler: "Scheduler") -> None:
-        self.s = scheduler
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self.snapshot()
         running = GaugeMetricFamily("corral_requests_running", "Requests holding a slot", labels=["model"])
         waiting = GaugeMetricFamily("corral_requests_waiting", "Requests waiting for a slot, load or memory",
                                     labels=["model"])
-        models = {r.spec.name for r in self.s.runners} | {w.spec.name for w in self.s.waiters}
-        for model in sorted(models):
-            running.add_metric([model], sum(r.busy for r in self.s.runners if r.spec.name == model))
-            waiting.add_metric([model], sum(1 for w in self.s.waiters if w.spec.name == model))
-        yield running
-        yield waiting
         decode = GaugeMetricFamily("corral_runner_decode_seconds", "Time runners spent inside llama_decode",
                                    labels=["model"])
         busy = GaugeMetricFamily("corral_runner_busy_seconds", "Time runner loops spent on steps with work",
                                  labels=["model"])
-        for model in sorted({r.spec.name for r in self.s.runners} | set(self.s.retired)):
-            runners = [r for r in self.s.runners if r.spec.name == model]
-            gone = self.s.retired.get(model, (0, 0))
-            decode.add_metric([model], (gone[0] + sum(r.handle.stats.decode_ns for r in runners)) / 1e9)
-            busy.add_metric([model], (gone[1] + sum(r.handle.stats.busy_ns for r in runners)) / 1e9)
-        yield decode
-        yield busy
+        for model, totals in snap.models.items():
+            running.add_metric([model], totals.running)
+            waiting.add_metric([model], totals.waiting)
+            decode.add_metric([model], totals.decode_s)
+            busy.add_metric([model], totals.busy_s)
         silent = GaugeMetricFamily("corral_runner_silent_seconds", "Seconds a runner with work has made no "
                                    "progress (0 when idle or progressing)", labels=["model"])
         healthy = GaugeMetricFamily("corral_runner_healthy", "1 when a runner makes progress, 0 when it "
                                     "looks stalled", labels=["model"])
-        for runner in self.s.runners:
-            silent.add_metric([runner.spec.name], runner.handle.silent_for())
-            healthy.add_metric([runner.spec.name], 1.0 if self.s.health(runner) == "ok" else 0.0)
-        yield silent
-        yield healthy
+        for runner in snap.runners:
+            silent.add_metric([runner.name], runner.silent_s)
+            healthy.add_metric([runner.name], 1.0 if runner.health == "ok" else 0.0)
+        yield from (running, waiting, decode, busy, silent, healthy)
         yield GaugeMetricFamily("corral_models_loaded", "Runner processes loaded or loading",
-                                value=len(self.s.runners))
+                                value=len(snap.runners))
         yield GaugeMetricFamily("corral_memory_reserved_bytes", "Memory reserved by loaded models (estimates)",
-                                value=self.s.reserved())
+                                value=snap.reserved)
         yield GaugeMetricFamily("corral_memory_budget_bytes", "Memory corral may fill with models",
-                                value=self.s.budget)
+                                value=snap.budget)
 
 
 class Metrics:
-    def __init__(self, scheduler: "Scheduler") -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(_StateCollector(scheduler))
+        self.registry.register(_StateCollector(snapshot))
         r = self.registry
         self.runner_restarts = Counter("corral_runner_restarts", "Runners lost to a crash or killed by the "
                                        "stall watchdog", ["model", "reason"], registry=r)
@@ -80,7 +70,7 @@ class Metrics:
         self.latency = Histogram("corral_request_seconds", "Time from admission to the last token", ["model"],
                                  buckets=LATENCY_BUCKETS, registry=r)
 
-    def request(self, model: str, enqueued: float, queued_s: float) -> "RequestTiming":
+    def request(self, model: str, enqueued: float, queued_s: float) -> RequestTiming:
         self.queue_time.labels(model).observe(queued_s)
         return RequestTiming(self, model, enqueued)
 

@@ -7,31 +7,31 @@ import time
 from dataclasses import dataclass
 
 from corral.config import FOREVER
-from corral.scheduler.memory import CPU
+from corral.scheduler.memory import CPU, Pool
 from corral.scheduler.state import ModelSpec, Runner
 
 
 @dataclass
 class Pools:
-    """Budgets in bytes by pool name ("cpu", "gpu0", ...) and the loaded-model cap."""
+    """Budgets in bytes by pool (system RAM, each GPU) and the loaded-model cap."""
 
-    budgets: dict[str, int]
+    budgets: dict[Pool, int]
     max_loaded: int
 
-    def for_spec(self, spec: ModelSpec) -> list[str]:
+    def for_spec(self, spec: ModelSpec) -> list[Pool]:
         """Pools a model may go to, GPUs first (none when it asks for the CPU)."""
         gpus = [p for p in self.budgets if p != CPU] if spec.n_gpu_layers else []
         return gpus + [CPU]
 
     @staticmethod
-    def reserved(runners: list[Runner], pool: str | None = None) -> int:
+    def reserved(runners: list[Runner], pool: Pool | None = None) -> int:
         return sum(r.estimate.total for r in runners if pool is None or r.pool == pool)
 
-    def fits(self, runners: list[Runner], pool: str, need: int, freed: int = 0, evicted: int = 0) -> bool:
+    def fits(self, runners: list[Runner], pool: Pool, need: int, freed: int = 0, evicted: int = 0) -> bool:
         return (self.reserved(runners, pool) - freed + need <= self.budgets[pool]
                 and len(runners) - evicted < self.max_loaded)
 
-    def evictions(self, runners: list[Runner], pool: str, need: int, wanted: set[str]) -> list[Runner]:
+    def evictions(self, runners: list[Runner], pool: Pool, need: int, wanted: set[str]) -> list[Runner]:
         """Idle runners to unload so that `need` fits in `pool` (shortest keep-alive left, then
         least recently used; never a model a waiter wants); empty when that would not be enough."""
         idle = [r for r in runners if r.idle and r.spec.name not in wanted]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 from corral.config import FOREVER, Settings
 from corral.errors import CorralError
@@ -22,11 +23,12 @@ from corral.runner import protocol as p
 from corral.runner.handle import Reply, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
 from corral.scheduler.events import Done, DoneReason, Embedding, Event, Failed, Queued, Text
-from corral.scheduler.memory import CPU, Gpu, gpu_inventory, system_budget
+from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
+from corral.scheduler.snapshot import ModelTotals, RunnerView, Snapshot
+from corral.scheduler.state import Busy, ModelSpec, NeverFits, Runner, RunnerState, Waiter
 from corral.scheduler.threads import share_threads
-from corral.scheduler.state import Busy, ModelSpec, NeverFits, Runner, Waiter
 
 __all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "Scheduler", "Waiter"]
 
@@ -44,7 +46,7 @@ class Scheduler:
         self.runner_factory = runner_factory
         self.budget = system_budget(settings.memory_limit)
         gpus = gpu_inventory() if gpus is None and settings.cuda is not False else (gpus or [])
-        self.pools: dict[str, int] = {CPU: self.budget, **{f"gpu{g.index}": g.budget for g in gpus}}
+        self.pools: dict[Pool, int] = {CPU: self.budget, **{Pool(g.index): g.budget for g in gpus}}
         self.max_loaded = settings.max_loaded_models or 3 * max(len(gpus), 1)
         self.placement = Pools(self.pools, self.max_loaded)
         self.runners: list[Runner] = []
@@ -55,7 +57,7 @@ class Scheduler:
         self._watchdog: asyncio.Task | None = None
         self.restarts: dict[str, int] = {}  # model name → runners killed for a stall or lost to a crash
         self.retired: dict[str, tuple[int, int]] = {}  # model name → (decode ns, busy ns) of runners gone
-        self.metrics = Metrics(self)
+        self.metrics = Metrics(self.snapshot)
 
     # -- admission ----------------------------------------------------------------------------
     def check_fits(self, spec: ModelSpec) -> None:
@@ -86,7 +88,7 @@ class Scheduler:
 
     def _capacity(self, spec: ModelSpec) -> int:
         """Slots requests for this model could take without waiting behind anyone."""
-        runners = [r for r in self.runners if r.state != "unloading" and spec.served_by(r.spec)]
+        runners = [r for r in self.runners if r.serves(spec)]
         if not runners and not any(r.spec.name == spec.name for r in self.runners):
             return spec.n_slots  # a load starts at once; its slots are these requests' to take
         return sum(r.spec.n_slots - r.busy for r in runners)
@@ -218,7 +220,7 @@ class Scheduler:
             if name in blocked_models:
                 continue  # FIFO within a model: an earlier waiter for it is still waiting
             runner = self._runner_for(waiter.spec)
-            if runner and runner.state == "ready" and runner.busy < runner.spec.n_slots:
+            if runner and runner.has_free_slot:
                 runner.busy += 1
                 runner.expires_at = 0.0
                 runner.cancel_timer()
@@ -227,7 +229,8 @@ class Scheduler:
                 moved.add(name)
                 continue
             blocked_models.add(name)
-            if runner is None and not any(r.spec.name == name and r.state == "loading" for r in self.runners):
+            if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
+                                          for r in self.runners):
                 self._place(waiter)
         for name in moved:
             self._notify_positions(name)
@@ -239,7 +242,7 @@ class Scheduler:
 
     def _share_threads(self) -> None:
         """Split the CPU threads among the CPU runners holding requests (see threads.py)."""
-        busy = [r for r in self.runners if r.pool == CPU and r.state == "ready" and r.busy]
+        busy = [r for r in self.runners if r.pool == CPU and r.state == RunnerState.READY and r.busy]
         caps = [self._threads_for(r.spec) for r in busy]
         for runner, n in zip(busy, share_threads(self.settings.threads, caps)):
             if runner.threads != n:
@@ -247,9 +250,9 @@ class Scheduler:
                 runner.handle.set_threads(n)
 
     def _runner_for(self, spec: ModelSpec) -> Runner | None:
-        candidates = [r for r in self.runners if r.state != "unloading" and spec.served_by(r.spec)]
+        candidates = [r for r in self.runners if r.serves(spec)]
         # Prefer one with a free slot; then any (the waiter will get its next free slot).
-        candidates.sort(key=lambda r: (r.state != "ready" or r.busy >= r.spec.n_slots))
+        candidates.sort(key=lambda r: not r.has_free_slot)
         return candidates[0] if candidates else None
 
     def _place(self, waiter: Waiter) -> None:
@@ -257,7 +260,7 @@ class Scheduler:
 
     def _start(self, spec: ModelSpec, keep_alive: float) -> None:
         """Load a runner for `spec` where it fits, evicting idle runners if that makes room."""
-        same_model = [r for r in self.runners if r.spec.name == spec.name and r.state != "unloading"]
+        same_model = [r for r in self.runners if r.spec.name == spec.name and r.state != RunnerState.UNLOADING]
         if same_model:
             # A runner of this model with other load options: reload once it is idle.
             for r in same_model:
@@ -289,14 +292,35 @@ class Scheduler:
                     return  # room frees when those runners have exited; _kick runs again then
         # Otherwise it waits (counted in the queue) until a busy runner goes idle.
 
-    def reserved(self, pool: str | None = None) -> int:
+    def snapshot(self) -> Snapshot:
+        """A frozen view of runners, queues, memory and counters (see snapshot.py)."""
+        runners = tuple(RunnerView(
+            name=r.spec.name, digest=r.spec.digest, info=r.spec.info, state=r.state.value, health=self.health(r),
+            context_length=r.spec.n_ctx, slots_busy=r.busy, slots_total=r.spec.n_slots,
+            queued=sum(1 for w in self.waiters if w.spec.name == r.spec.name), size=r.estimate.total,
+            size_measured=r.handle.rss(), pid=r.handle.pid, device=str(r.pool), on_gpu=r.pool.is_gpu,
+            threads=r.threads, restarts=self.restarts.get(r.spec.name, 0), keep_alive=r.keep_alive,
+            expires_at=r.expires_at, silent_s=r.handle.silent_for()) for r in self.runners)
+        models = {}
+        for name in sorted({r.spec.name for r in self.runners} | {w.spec.name for w in self.waiters}
+                           | set(self.retired)):
+            mine = [r for r in self.runners if r.spec.name == name]
+            gone = self.retired.get(name, (0, 0))
+            models[name] = ModelTotals(
+                running=sum(r.busy for r in mine), waiting=sum(1 for w in self.waiters if w.spec.name == name),
+                decode_s=(gone[0] + sum(r.handle.stats.decode_ns for r in mine)) / 1e9,
+                busy_s=(gone[1] + sum(r.handle.stats.busy_ns for r in mine)) / 1e9)
+        return Snapshot(runners=runners, models=models, budget=self.budget, reserved=self.reserved(),
+                        pools={str(p): b for p, b in self.pools.items()})
+
+    def reserved(self, pool: Pool | None = None) -> int:
         return Pools.reserved(self.runners, pool)
 
-    def _new_handle(self, spec: ModelSpec, pool: str) -> RunnerHandle:
-        on_gpu = pool != CPU
+    def _new_handle(self, spec: ModelSpec, pool: Pool) -> RunnerHandle:
+        on_gpu = pool.is_gpu
         cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
                          n_threads=self._threads_for(spec), n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
-                         main_gpu=int(pool[3:]) if on_gpu else 0, prompt_cache_bytes=spec.prompt_cache_bytes,
+                         main_gpu=pool.gpu or 0, prompt_cache_bytes=spec.prompt_cache_bytes,
                          max_step_s=self.settings.stall_timeout)
         return self.runner_factory(cfg, self._runner_exited)
 
@@ -314,8 +338,8 @@ class Scheduler:
         runner.load_duration = runner.ready_at - started
         runner.rss = runner.handle.rss()
         runner.last_used = time.monotonic()
-        if runner.state == "loading":
-            runner.state = "ready"
+        if runner.state == RunnerState.LOADING:
+            runner.state = RunnerState.READY
         runner.threads = self._threads_for(runner.spec)
         runner.loaded.set()
         self._kick()
@@ -353,9 +377,9 @@ class Scheduler:
             self._unload(runner)
 
     def _unload(self, runner: Runner) -> None:
-        if runner.state == "unloading":
+        if runner.state == RunnerState.UNLOADING:
             return
-        runner.state = "unloading"
+        runner.state = RunnerState.UNLOADING
         runner.cancel_timer()
 
         async def stop() -> None:
@@ -376,16 +400,16 @@ class Scheduler:
 
     def _runner_exited(self, handle: RunnerHandle) -> None:
         for runner in [r for r in self.runners if r.handle is handle]:
-            if runner.state != "unloading":  # it died under us: a crash, or the watchdog's kill
+            if runner.state != RunnerState.UNLOADING:  # it died under us: a crash, or the watchdog's kill
                 self.restarts[runner.spec.name] = self.restarts.get(runner.spec.name, 0) + 1
                 self.metrics.runner_restarts.labels(runner.spec.name, "stall" if runner.stalled else "crash").inc()
             self._drop(runner)
-            if runner.stalled and not self._closed and not self._draining:
-                # Restarted at once, so the model is back before the next request needs it;
-                # requests still queued for it are served by this new runner.
-                if not any(r.spec.name == runner.spec.name for r in self.runners):
-                    self._start(runner.spec, runner.keep_alive)
-                    self._kick()
+            # A stalled runner is restarted at once, so the model is back before the next request
+            # needs it; requests still queued for it are served by this new runner.
+            if (runner.stalled and not self._closed and not self._draining
+                    and not any(r.spec.name == runner.spec.name for r in self.runners)):
+                self._start(runner.spec, runner.keep_alive)
+                self._kick()
 
     # -- watchdog -----------------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -396,7 +420,7 @@ class Scheduler:
             await asyncio.sleep(min(1.0, timeout / 4))
             now = time.monotonic()
             for runner in list(self.runners):
-                if runner.state == "ready" and not runner.stalled and runner.handle.silent_for(now) > timeout:
+                if runner.state == RunnerState.READY and not runner.stalled and runner.handle.silent_for(now) > timeout:
                     runner.stalled = True
                     reason = (f"model runner made no progress for {timeout:g}s; "
                               "it was stopped and the model is being reloaded")

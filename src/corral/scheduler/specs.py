@@ -28,7 +28,7 @@ def cuda_available() -> bool:
         import llama_cpp
 
         return bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:  # noqa: BLE001 - no usable build means no GPU
+    except Exception:
         return False
 
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from corral.errors import InsufficientStorage, Unavailable
 from corral.models.gguf_info import GGUFInfo
 from corral.runner.handle import RunnerHandle
-from corral.scheduler.memory import Estimate, estimate
+from corral.scheduler.memory import CPU, Estimate, Pool, estimate
+
+
+class RunnerState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    UNLOADING = "unloading"
 
 
 class Busy(Unavailable):
@@ -36,7 +43,7 @@ class ModelSpec:
     def estimate(self) -> Estimate:
         return estimate(self.info, self.n_ctx, self.n_slots, prompt_cache=self.prompt_cache_bytes)
 
-    def served_by(self, other: "ModelSpec") -> bool:
+    def served_by(self, other: ModelSpec) -> bool:
         """Can a runner built for `other` serve this request?
 
         A runner with a larger context serves a request asking for less (the engine caps the
@@ -53,8 +60,8 @@ class Runner:
     spec: ModelSpec
     handle: RunnerHandle
     estimate: Estimate
-    pool: str = "cpu"  # where its memory lives: "cpu" or "gpu<N>"
-    state: str = "loading"  # loading | ready | unloading
+    pool: Pool = CPU  # where its memory lives
+    state: RunnerState = RunnerState.LOADING
     busy: int = 0  # requests holding a slot
     threads: int = 0  # CPU threads it uses now (scheduler/threads.py); 0 until loaded
     keep_alive: float = 300.0
@@ -74,7 +81,15 @@ class Runner:
 
     @property
     def idle(self) -> bool:
-        return self.state == "ready" and self.busy == 0
+        return self.state == RunnerState.READY and self.busy == 0
+
+    @property
+    def has_free_slot(self) -> bool:
+        return self.state == RunnerState.READY and self.busy < self.spec.n_slots
+
+    def serves(self, spec: ModelSpec) -> bool:
+        """Can this runner take a request for `spec` (now or once a slot frees)?"""
+        return self.state != RunnerState.UNLOADING and spec.served_by(self.spec)
 
 
 @dataclass(eq=False)

@@ -14,8 +14,21 @@ from . import nodes as n
 from .errors import GoTemplateError
 from .funcs import BUILTINS, printable, truth
 from .gofmt import quote, sprint
-from .values import (MISSING, NIL, FuncError, GoStruct, Method, Uint8, indirect,
-                     indirect_interface, is_true, kind, methods_of, slot_value, type_name)
+from .values import (
+    MISSING,
+    NIL,
+    FuncError,
+    GoStruct,
+    Method,
+    Uint8,
+    indirect,
+    indirect_interface,
+    is_true,
+    kind,
+    methods_of,
+    slot_value,
+    type_name,
+)
 
 MAX_DEPTH = 10000  # nested {{template}} calls (Go allows 100000; Python's stack is shallower)
 # A template can come with a request (/api/generate's `template`), so one that would run for ever

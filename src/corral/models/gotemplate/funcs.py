@@ -7,8 +7,22 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from .gofmt import sprint, sprintf, sprintln
-from .values import (NIL, FuncError, GoSlice, GoStruct, Method, Uint8, indirect,
-                     indirect_interface, is_nil_value, is_true, kind, length, slot_value, type_name)
+from .values import (
+    NIL,
+    FuncError,
+    GoSlice,
+    GoStruct,
+    Method,
+    Uint8,
+    indirect,
+    indirect_interface,
+    is_nil_value,
+    is_true,
+    kind,
+    length,
+    slot_value,
+    type_name,
+)
 
 _BASIC = {"bool", "int", "uint", "float", "complex", "string"}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass
@@ -231,9 +230,9 @@ class ElseNode:  # parser-internal: never in a finished tree
         return "{{else}}"
 
 
-Node = Union[ListNode, TextNode, CommentNode, VariableNode, IdentifierNode, DotNode, NilNode,
-             FieldNode, ChainNode, BoolNode, NumberNode, StringNode, CommandNode, PipeNode,
-             ActionNode, BranchNode, TemplateNode, BreakNode, ContinueNode, EndNode, ElseNode]
+Node = (ListNode | TextNode | CommentNode | VariableNode | IdentifierNode | DotNode | NilNode
+        | FieldNode | ChainNode | BoolNode | NumberNode | StringNode | CommandNode | PipeNode
+        | ActionNode | BranchNode | TemplateNode | BreakNode | ContinueNode | EndNode | ElseNode)
 
 
 def copy_tree(node: ListNode) -> ListNode:

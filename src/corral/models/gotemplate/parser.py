@@ -7,7 +7,7 @@ The result is a tree set: the main template under its name plus every {{define}}
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from . import nodes as n
 from .errors import GoTemplateError

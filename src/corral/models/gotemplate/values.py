@@ -12,8 +12,9 @@ under missingkey=zero); a field of a nil interface is an error, a field of nothi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 class _Nil:
@@ -89,7 +90,7 @@ class StructType:
 class GoStruct:
     """A struct value, or a pointer to one (`ptr`; `values is None` for a nil pointer)."""
 
-    __slots__ = ("stype", "values", "ptr")
+    __slots__ = ("ptr", "stype", "values")
 
     def __init__(self, stype: StructType, values: dict[str, Any] | None, ptr: bool = False) -> None:
         self.stype = stype
