@@ -224,7 +224,7 @@ def test_allowed_directory_is_checked_on_the_opened_file(private, allowed, tmp_p
         assert r.status_code == status and message in r.json()["error"], (source, r.text)
     # A valid GGUF with a template the server refuses: refused before a byte is copied.
     link(smol, allowed / "smol.gguf")
-    r = create(server.url, model="bad:1", **{"from": str(allowed / "smol.gguf"), "template": "{{ .Prompt }}"})
+    r = create(server.url, model="bad:1", **{"from": str(allowed / "smol.gguf"), "template": "{{ .Prompt "})
     assert r.status_code == 400
     assert blob_names(root) == before and not leftovers(root)
     assert "bad:1" not in {m["name"] for m in httpx.get(server.url + "/api/tags").json()["models"]}
