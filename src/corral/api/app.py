@@ -20,9 +20,6 @@ from corral.api.schemas import body_problem
 from corral.api.security import BearerAuth, BodyTimeout, OriginHostGuard, add_cors, is_loopback
 from corral.config import Settings
 from corral.errors import CorralError
-from corral.models.registry import RegistryUnreachable
-from corral.models.store import InvalidName, ModelNotFound, StorageFull
-from corral.models.template import TemplateError
 
 log = logging.getLogger("corral.api")
 
@@ -117,17 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Unknown routes, wrong methods, undecodable bodies: still {"error": ...}, not {"detail": ...}.
         return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None), request.url.path)
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]  # as in handle()
-    handle(ModelNotFound, 404, lambda exc: f"{exc}, try pulling it first")
-
     async def corral_error(request: Request, exc: CorralError) -> JSONResponse:
         # The one place a status is decided: each error carries its own (corral/errors.py).
         return _error(exc.status, str(exc), exc.headers or None, request.url.path)
     app.add_exception_handler(CorralError, corral_error)  # type: ignore[arg-type]  # as in handle()
-    # Not yet in the hierarchy (models/store.py, models/registry.py, models/template.py).
-    for bad in (InvalidName, TemplateError, ValueError):
-        handle(bad, 400)
-    handle(StorageFull, 507)
-    handle(RegistryUnreachable, 502)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _error(500, f"internal error: {type(exc).__name__}: {exc}", None, request.url.path)

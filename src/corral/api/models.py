@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.schemas import CopyRequest, ModelRequest, ShowRequest
+from corral.errors import ClientError
 from corral.models import registry
 from corral.models.capabilities import model_capabilities
 from corral.models.gguf_info import GGUFFormatError, GGUFInfo, read_gguf
@@ -124,12 +125,6 @@ async def pull(body: ModelRequest, request: Request) -> Response:
         raise registry.RegistryUnreachable(
             f"cannot reach registry {registry.endpoint(name, body.insecure, mirrors).describe()}: no manifest "
             f"within {registry.PREPARE_DEADLINE_S:.0f} s") from None
-    except registry.RegistryNotFound as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
-    except registry.RegistryUnreachable:
-        raise  # 502 from the app's handler
-    except registry.RegistryError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=502)
     return await _transfer(body.stream, work)
 
 
@@ -140,7 +135,7 @@ async def push(body: ModelRequest, request: Request) -> Response:
     mirrors = request.app.state.corral.settings.registry_mirrors
     await asyncio.to_thread(store.manifest, name)  # 404 before anything streams
     if name.host.lower() == DEFAULT_HOST and not registry.endpoint(name, body.insecure, mirrors).mirror:
-        raise ValueError("name the registry to push to: host[:port]/namespace/model:tag "
+        raise ClientError("name the registry to push to: host[:port]/namespace/model:tag "
                          "(or set a mirror for registry.ollama.ai in CORRAL_REGISTRY_MIRRORS)")
     return await _transfer(body.stream, lambda report: registry.push(store, name, body.insecure, report, mirrors))
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from corral.errors import ClientError
 from corral.runner.protocol import GenerationOptions
 
 Number = StrictInt | StrictFloat
@@ -253,7 +254,7 @@ class ResponseFormat(_Body):
         if self.type == "json_schema":
             schema = (self.json_schema or {}).get("schema")
             if not isinstance(schema, dict):
-                raise ValueError("response_format.json_schema.schema must be a JSON schema object")
+                raise ClientError("response_format.json_schema.schema must be a JSON schema object")
             return schema
         return None
 

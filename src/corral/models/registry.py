@@ -35,6 +35,7 @@ from pathlib import Path
 
 import httpx
 
+from corral.errors import UpstreamError
 from corral.models.catalog import catalog_entry, pull_from_catalog
 from corral.models.store import (
     CHUNK,
@@ -61,8 +62,8 @@ REPORT_EVERY_S = 0.1  # progress lines per layer, at most this often (and at its
 HF_HOSTS = ("hf.co", "huggingface.co")
 
 
-class RegistryError(RuntimeError):
-    pass
+class RegistryError(UpstreamError):
+    """A registry answered wrongly or not at all (502)."""
 
 
 class RegistryUnreachable(RegistryError):
@@ -72,6 +73,8 @@ class RegistryUnreachable(RegistryError):
 
 class RegistryNotFound(RegistryError):
     """The registry has no such model (or will not say so without credentials)."""
+
+    status = 404
 
 
 class PullCancelled(RegistryError):

@@ -37,6 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from corral.errors import ClientError, InsufficientStorage, NotFound
+
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
@@ -67,19 +69,22 @@ _ANY_DIGEST = re.compile(rb"sha256[:-]([0-9a-f]{64})")
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class InvalidName(ValueError):
+class InvalidName(ClientError):
     """A model name or digest that must not reach the filesystem."""
 
 
-class ModelNotFound(LookupError):
-    pass
+class ModelNotFound(NotFound):
+    """No such model in the store."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}, try pulling it first"
 
 
-class BlobMismatch(ValueError):
+class BlobMismatch(ClientError):
     """Bytes whose sha256 is not the digest they came as; they are never kept."""
 
 
-class StorageFull(RuntimeError):
+class StorageFull(InsufficientStorage):
     """No space (or quota) left under the store. Nothing half-written is left behind."""
 
 

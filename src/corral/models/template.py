@@ -16,11 +16,12 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from corral.errors import ClientError
 from corral.models.gotemplate import GoTemplateError
 from corral.models.gotemplate.ollama import OllamaTemplate, Values
 
 
-class TemplateError(ValueError):
+class TemplateError(ClientError):
     """The template failed to render these messages (it may reject them on purpose)."""
 
 

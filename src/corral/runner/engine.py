@@ -1,10 +1,13 @@
-"""Continuous batching over llama.cpp's C API: P slots, one llama_decode per step.
+"""Continuous batching over llama.cpp's C API: P slots (KV sequences), each holding at most one
+Request (slot.py).
 
-Each step packs one token for every generating slot plus chunks of waiting prompts (up to
-n_batch tokens) into a single batch, decodes it once, and samples every slot that produced
-logits with that slot's own sampler chain. A request joins on the next step after it arrives
-and its slot is free the moment it ends. One Engine owns one llama_context and must be used from
-one thread only.
+Each step decodes chunks of waiting prompts, each chunk in a llama_decode of its own (while others
+generate, only as many prompt tokens as fit PREFILL_STEP_NS), then one token of every generating
+slot in a single seq-ordered llama_decode, and samples each (argmax for plain greedy, else the
+request's sampler chain); see step() for why the batches are cut this way. A request joins at the
+next step after it arrives and its slot is free the moment it ends; the slot keeps its KV for
+prefix reuse. One Engine owns one llama_context; only the tokenizer may be used from another
+thread (the runner's stdin reader).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from corral.runner.fit import cut, input_tokens, prompt_tokens
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.protocol import EMBED_CTX, Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
 from corral.runner.sampling import is_plain_greedy, make_sampler
-from corral.runner.slot import Slot, prompt_chunk
+from corral.runner.slot import Request, Slot, prompt_chunk
 from corral.runner.textstream import TextStream
 
 
@@ -104,6 +107,8 @@ class Engine:
         self.active: list[Slot] = []  # in admission order, so prompts are served FIFO
         self.prefill_ns_per_token = 0.0  # measured; sizes prompt chunks while others generate
         self.decode_ns = 0  # time inside llama_decode, for the Python-overhead share
+        self.reused_tokens = 0  # prompt tokens not decoded thanks to prefix reuse
+        self.cache_restores = 0
         self.step_ns = 0
         self.embedder: Embedder | None = None
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
@@ -212,17 +217,12 @@ class Engine:
             tokens = [self.bos] if self.bos >= 0 else []
         tokens = cut(tokens, limit)
         slot = self._take_slot(tokens)
-        slot.ctx_limit = limit
-        slot.id, slot.prompt, slot.n_generated = request_id, tokens, 0
         # As Ollama: an open-ended generation (-1) is bounded at ten contexts; -2 fills one.
-        slot.num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
-        slot.shift = opts.shift and opts.num_predict != -2 and self.can_shift
-        slot.num_keep = opts.num_keep
-        slot.shifted = False
-        slot.text = TextStream(opts.stop)
-        slot.sampler = sampler
-        slot.greedy = is_plain_greedy(opts)
-        slot.t_prompt = slot.t_first = slot.decode_ns = 0
+        num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
+        slot.req = Request(request_id, tokens, ctx_limit=limit, num_predict=num_predict,
+                           shift=opts.shift and opts.num_predict != -2 and self.can_shift, num_keep=opts.num_keep,
+                           text=TextStream(opts.stop), sampler=sampler, greedy=is_plain_greedy(opts),
+                           n_prompt=slot.n_past)
         self.active.append(slot)
         if opts.num_predict == 0:
             return self._finish(slot, FinishReason.LENGTH)
@@ -245,6 +245,7 @@ class Engine:
             self._clear(best)
             if self.prompt_cache.restore(entry, best.seq):
                 best.cached, best_len = list(entry.tokens), entry_len
+                self.cache_restores += 1
             else:
                 best_len = 0
         self.free.remove(best)
@@ -256,6 +257,7 @@ class Engine:
             ll.llama_memory_seq_rm(self.memory, best.seq, keep, -1)
             del best.cached[keep:]
         best.n_past = keep
+        self.reused_tokens += keep
         return best
 
     def _clear(self, slot: Slot) -> None:
@@ -266,7 +268,7 @@ class Engine:
         if self.embedder and self.embedder.cancel(request_id):
             return [Done(request_id, FinishReason.CANCEL)]
         for slot in self.active:
-            if slot.id == request_id:
+            if slot.request.id == request_id:
                 return self._finish(slot, FinishReason.CANCEL)
         return []
 
@@ -283,7 +285,7 @@ class Engine:
         """
         t0 = time.perf_counter_ns()
         events: list[Up] = self._embed_step() if self.embedder and self.embedder.jobs else []
-        n_generating = sum(1 for s in self.active if not s.prefilling)
+        n_generating = sum(1 for s in self.active if not s.request.prefilling)
         room = self.n_batch - n_generating
         if n_generating:
             # Streams are generating: prefill only what fits the step's time budget, so a long
@@ -293,23 +295,26 @@ class Engine:
         for slot in self.active:
             if room <= 0:
                 break
-            if slot.prefilling:
-                take = prompt_chunk(len(slot.prompt) - slot.n_past, room, self.min_piece)
+            req = slot.request
+            if req.prefilling:
+                take = prompt_chunk(len(req.prompt) - req.n_prompt, room, self.min_piece)
                 chunks.append((slot, take))
                 room -= take
         for slot, take in chunks:
             if slot not in self.active:
                 continue  # failed in an earlier decode of this step
-            start = slot.n_past
-            if not slot.t_prompt:
-                slot.t_prompt = t0
-            self._tok[:take] = slot.prompt[start:start + take]
-            self._pos[:take] = np.arange(start, start + take, dtype=np.int32)
+            req = slot.request
+            start, pos = req.n_prompt, slot.n_past
+            if not req.t_prompt:
+                req.t_prompt = t0
+            self._tok[:take] = req.prompt[start:start + take]
+            self._pos[:take] = np.arange(pos, pos + take, dtype=np.int32)
             self._seq[:take] = slot.seq
             self._logits[:take] = 0
             slot.n_past += take
-            slot.cached.extend(slot.prompt[start:start + take])
-            done = not slot.prefilling
+            req.n_prompt += take
+            slot.cached.extend(req.prompt[start:start + take])
+            done = not req.prefilling
             if done:
                 self._logits[take - 1] = 1
             td = time.perf_counter_ns()
@@ -321,12 +326,13 @@ class Engine:
         # After the prompts, so a slot whose prompt just finished generates in this same call:
         # a slot still prefilling would leave a hole in the run of sequence ids, and llama.cpp
         # would split the call into two ubatches.
-        generating = sorted((s for s in self.active if not s.prefilling), key=lambda s: s.seq)
+        generating = sorted((s for s in self.active if not s.request.prefilling), key=lambda s: s.seq)
         if generating:
             for n, slot in enumerate(generating):
-                self._tok[n], self._pos[n], self._seq[n], self._logits[n] = slot.next_token, slot.n_past, slot.seq, 1
+                token = slot.request.next_token
+                self._tok[n], self._pos[n], self._seq[n], self._logits[n] = token, slot.n_past, slot.seq, 1
                 slot.n_past += 1
-                slot.cached.append(slot.next_token)
+                slot.cached.append(token)
             events += self._decode(len(generating), list(zip(generating, range(len(generating)))))
         self.step_ns += time.perf_counter_ns() - t0
         return events
@@ -367,7 +373,8 @@ class Engine:
         return events
 
     def _sample(self, slot: Slot, index: int, now: int) -> list[Up]:
-        if slot.greedy:
+        req = slot.request
+        if req.greedy:
             # llama_sampler_sample copies the whole vocabulary into a candidate array before
             # taking the max; argmax over the logits row is the same token (first max on ties).
             address = self._logits_ith(self.ctx, index)
@@ -375,22 +382,21 @@ class Engine:
                 raise RuntimeError(f"no logits for batch entry {index}")
             token = int(np.frombuffer(self._logits_row.from_address(address), np.float32).argmax())
         else:
-            token = ll.llama_sampler_sample(slot.sampler, self.ctx, index)
-        if not slot.t_first:
-            slot.t_first = now
+            token = ll.llama_sampler_sample(req.sampler, self.ctx, index)
+        if not req.t_first:
+            req.t_first = now
         if ll.llama_vocab_is_eog(self.vocab, token):
             return self._finish(slot, FinishReason.STOP)
-        slot.n_generated += 1
-        slot.next_token = token
-        assert slot.text is not None  # submit() gives every active slot its stream
-        text = slot.text.feed(self.piece(token))
-        events: list[Up] = [Token(slot.id, text)] if text else []
-        if slot.text.stopped:
+        req.n_generated += 1
+        req.next_token = token
+        text = req.text.feed(self.piece(token))
+        events: list[Up] = [Token(req.id, text)] if text else []
+        if req.text.stopped:
             return events + self._finish(slot, FinishReason.STOP)
-        if 0 < slot.num_predict <= slot.n_generated:
+        if 0 < req.num_predict <= req.n_generated:
             return events + self._finish(slot, FinishReason.LENGTH)
-        if slot.n_past >= slot.ctx_limit:
-            if not slot.shift:
+        if slot.n_past >= req.ctx_limit:
+            if not req.shift:
                 return events + self._finish(slot, FinishReason.LENGTH)
             self._shift(slot)
         return events
@@ -400,40 +406,44 @@ class Engine:
         half of the rest, slide the remainder back, and go on (Ollama's and llama-server's
         context shift). The moved keys are re-roped, not recomputed, so the sequence is no longer
         what a fresh prompt would give: it is never reused as a cached prefix."""
-        n_keep = min(max(slot.num_keep, 0) + (1 if self.add_bos else 0), slot.n_past - 2)
+        req = slot.request
+        n_keep = min(max(req.num_keep, 0) + (1 if self.add_bos else 0), slot.n_past - 2)
         n_discard = (slot.n_past - n_keep) // 2
         ll.llama_memory_seq_rm(self.memory, slot.seq, n_keep, n_keep + n_discard)
         ll.llama_memory_seq_add(self.memory, slot.seq, n_keep + n_discard, slot.n_past, -n_discard)
         del slot.cached[n_keep:n_keep + n_discard]
         slot.n_past -= n_discard
-        slot.shifted = True
+        req.shifted = True
 
     def _release(self, slot: Slot, keep_cache: bool = True) -> None:
+        req = slot.request
         self.active.remove(slot)
-        if keep_cache and not slot.shifted:
+        if keep_cache and not req.shifted:
             self.prompt_cache.save(slot.seq, slot.cached)
         else:
             self._clear(slot)
-        if slot.sampler:
-            ll.llama_sampler_free(slot.sampler)
-            slot.sampler = None
+        if req.sampler:
+            ll.llama_sampler_free(req.sampler)
+            req.sampler = None
+        slot.req = None
         self.free.append(slot)
 
     def _finish(self, slot: Slot, reason: FinishReason) -> list[Up]:
-        assert slot.text is not None  # submit() gives every active slot its stream
-        tail = slot.text.flush() if reason != FinishReason.CANCEL and not slot.text.stopped else ""
+        req = slot.request
+        tail = req.text.flush() if reason != FinishReason.CANCEL and not req.text.stopped else ""
         end = time.perf_counter_ns()
-        first = slot.t_first or end
-        events: list[Up] = [Token(slot.id, tail)] if tail else []
-        events.append(Done(slot.id, reason, prompt_eval_count=len(slot.prompt),
-                           prompt_eval_duration=max(first - (slot.t_prompt or first), 0),
-                           eval_count=slot.n_generated, eval_duration=end - first))
+        first = req.t_first or end
+        events: list[Up] = [Token(req.id, tail)] if tail else []
+        events.append(Done(req.id, reason, prompt_eval_count=len(req.prompt),
+                           prompt_eval_duration=max(first - (req.t_prompt or first), 0),
+                           eval_count=req.n_generated, eval_duration=end - first))
         self._release(slot)
         return events
 
     def _fail(self, slot: Slot, message: str) -> list[Up]:
+        request_id = slot.request.id
         self._release(slot, keep_cache=False)  # its KV is in an unknown state
-        return [Failed(slot.id, message)]
+        return [Failed(request_id, message)]
 
     def close(self) -> None:
         for slot in list(self.active):

@@ -197,6 +197,12 @@ class Stats:
     TAG: ClassVar[str] = "stats"
     decode_ns: int
     busy_ns: int
+    reused_tokens: int = 0  # prompt tokens taken from a slot's KV or the prompt cache, not decoded
+    cache_restores: int = 0  # prompt-cache entries restored into a slot
+
+    def __add__(self, other: Stats) -> Stats:
+        return Stats(self.decode_ns + other.decode_ns, self.busy_ns + other.busy_ns,
+                     self.reused_tokens + other.reused_tokens, self.cache_restores + other.cache_restores)
 
 
 @dataclass(slots=True)

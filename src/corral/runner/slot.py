@@ -8,30 +8,45 @@ from dataclasses import dataclass, field
 from corral.runner.textstream import TextStream
 
 
-@dataclass
-class Slot:
-    seq: int
-    id: str = ""
-    prompt: list[int] = field(default_factory=list)
-    n_past: int = 0  # tokens of this sequence already in the KV cache
-    cached: list[int] = field(default_factory=list)  # those tokens; kept after a request for reuse
-    next_token: int = -1  # sampled, not yet decoded
+@dataclass(slots=True)
+class Request:
+    """One generate request inside the engine: built whole on submit, dropped when it ends."""
+
+    id: str
+    prompt: list[int]
+    ctx_limit: int  # this request's num_ctx, at most the slot's
+    num_predict: int
+    shift: bool  # a full context is shifted (not finished)
+    num_keep: int  # tokens after the start token a shift keeps
+    text: TextStream
+    sampler: ctypes.c_void_p | None  # llama.cpp's chain; freed when the request ends
+    greedy: bool  # plain argmax: sampled in numpy, the chain unused
+    n_prompt: int = 0  # prompt tokens in the KV (reused or decoded)
     n_generated: int = 0
-    num_predict: int = -1
-    ctx_limit: int = 0  # this request's num_ctx, at most the slot's
-    shift: bool = True  # a full context is shifted (not finished) for this request
-    num_keep: int = 4  # tokens after the start token a shift keeps
+    next_token: int = -1  # sampled, not yet decoded
     shifted: bool = False  # its KV was shifted: not a prefix to reuse
-    sampler: ctypes.c_void_p | None = None
-    greedy: bool = False  # plain argmax: sampled in numpy, no llama.cpp sampler chain needed
-    text: TextStream | None = None
-    t_prompt: int = 0
-    t_first: int = 0
-    decode_ns: int = 0
+    t_prompt: int = 0  # ns: first prompt chunk decoded
+    t_first: int = 0  # ns: first token sampled
 
     @property
     def prefilling(self) -> bool:
-        return self.n_past < len(self.prompt)
+        return self.n_prompt < len(self.prompt)
+
+
+@dataclass(slots=True)
+class Slot:
+    """One KV sequence of the engine; what its last request left stays for prefix reuse."""
+
+    seq: int
+    n_past: int = 0  # tokens of this sequence in the KV cache (its next position)
+    cached: list[int] = field(default_factory=list)  # those tokens
+    req: Request | None = None
+
+    @property
+    def request(self) -> Request:
+        """The request of an active slot (the engine only asks active slots)."""
+        assert self.req is not None
+        return self.req
 
 
 def prompt_chunk(remaining: int, room: int, min_piece: int = 2) -> int:

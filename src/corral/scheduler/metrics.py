@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from corral.scheduler.events import Done, Event, Text
@@ -21,7 +21,7 @@ class _StateCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self.snapshot = snapshot
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()
         running = GaugeMetricFamily("corral_requests_running", "Requests holding a slot", labels=["model"])
         waiting = GaugeMetricFamily("corral_requests_waiting", "Requests waiting for a slot, load or memory",
@@ -30,7 +30,13 @@ class _StateCollector(Collector):
                                    labels=["model"])
         busy = GaugeMetricFamily("corral_runner_busy_seconds", "Time runner loops spent on steps with work",
                                  labels=["model"])
+        reused = CounterMetricFamily("corral_prompt_reused_tokens", "Prompt tokens taken from a kept or "
+                                     "cached prefix instead of being decoded", labels=["model"])
+        restores = CounterMetricFamily("corral_prompt_cache_restores", "Prompt-cache entries restored into a slot",
+                                       labels=["model"])
         for model, totals in snap.models.items():
+            reused.add_metric([model], totals.reused_tokens)
+            restores.add_metric([model], totals.cache_restores)
             running.add_metric([model], totals.running)
             waiting.add_metric([model], totals.waiting)
             decode.add_metric([model], totals.decode_s)
@@ -42,7 +48,7 @@ class _StateCollector(Collector):
         for runner in snap.runners:
             silent.add_metric([runner.name], runner.silent_s)
             healthy.add_metric([runner.name], 1.0 if runner.health == "ok" else 0.0)
-        yield from (running, waiting, decode, busy, silent, healthy)
+        yield from (running, waiting, decode, busy, silent, healthy, reused, restores)
         yield GaugeMetricFamily("corral_models_loaded", "Runner processes loaded or loading",
                                 value=len(snap.runners))
         yield GaugeMetricFamily("corral_memory_reserved_bytes", "Memory reserved by loaded models (estimates)",

@@ -56,7 +56,7 @@ class Scheduler:
         self._draining = False
         self._watchdog: asyncio.Task | None = None
         self.restarts: dict[str, int] = {}  # model name → runners killed for a stall or lost to a crash
-        self.retired: dict[str, tuple[int, int]] = {}  # model name → (decode ns, busy ns) of runners gone
+        self.retired: dict[str, p.Stats] = {}  # model name → counters of its runners that are gone
         self.metrics = Metrics(self.snapshot)
 
     # -- admission ----------------------------------------------------------------------------
@@ -305,13 +305,13 @@ class Scheduler:
         for name in sorted({r.spec.name for r in self.runners} | {w.spec.name for w in self.waiters}
                            | set(self.retired)):
             mine = [r for r in self.runners if r.spec.name == name]
-            gone = self.retired.get(name, (0, 0))
+            total = sum((r.handle.stats for r in mine), self.retired.get(name, p.Stats(0, 0)))
             models[name] = ModelTotals(
                 running=sum(r.busy for r in mine), waiting=sum(1 for w in self.waiters if w.spec.name == name),
-                decode_s=(gone[0] + sum(r.handle.stats.decode_ns for r in mine)) / 1e9,
-                busy_s=(gone[1] + sum(r.handle.stats.busy_ns for r in mine)) / 1e9)
+                decode_s=total.decode_ns / 1e9, busy_s=total.busy_ns / 1e9,
+                reused_tokens=total.reused_tokens, cache_restores=total.cache_restores)
         return Snapshot(runners=runners, models=models, budget=self.budget, reserved=self.reserved(),
-                        pools={str(p): b for p, b in self.pools.items()})
+                        pools={str(pool): budget for pool, budget in self.pools.items()})
 
     def reserved(self, pool: Pool | None = None) -> int:
         return Pools.reserved(self.runners, pool)
@@ -436,9 +436,9 @@ class Scheduler:
         if runner in self.runners:
             self.runners.remove(runner)
             # Runner-wide time counters stay monotonic per model when a runner goes.
-            gone = self.retired.get(runner.spec.name, (0, 0))
+            gone = self.retired.get(runner.spec.name, p.Stats(0, 0))
             stats = runner.handle.stats
-            self.retired[runner.spec.name] = (gone[0] + stats.decode_ns, gone[1] + stats.busy_ns)
+            self.retired[runner.spec.name] = gone + stats
             runner.cancel_timer()
             self._kick()
 

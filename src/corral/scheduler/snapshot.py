@@ -39,6 +39,8 @@ class ModelTotals:
     waiting: int
     decode_s: float  # time inside llama_decode
     busy_s: float  # time runner loops had work
+    reused_tokens: int  # prompt tokens reused from a slot's KV or the prompt cache
+    cache_restores: int  # prompt-cache entries restored
 
 
 @dataclass(frozen=True, slots=True)
