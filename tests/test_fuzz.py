@@ -32,7 +32,10 @@ def test_no_server_errors(fuzz_server):
         def check(case) -> None:
             response = case.call(base_url=fuzz_server.url, timeout=30)
             statuses.append(response.status_code)
-            if response.status_code >= 500 and response.status_code not in (503, 507):
+            # 503/507 are the queue's and memory's answers; 502 is a pull or push whose registry
+            # cannot be reached (test servers point the public registries at a closed port).
+            upstream = response.status_code == 502 and case.formatted_path in ("/api/pull", "/api/push")
+            if response.status_code >= 500 and response.status_code not in (503, 507) and not upstream:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
                                 f"{response.text[:200]}")
 

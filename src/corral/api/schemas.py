@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 from corral.errors import ClientError
 from corral.runner.protocol import GenerationOptions
@@ -90,6 +90,15 @@ class _Body(BaseModel):
     # Non-finite floats are refused here too, for models built in code (a created model's
     # PARAMETERs merged under a request's options) rather than parsed from a body.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: Any) -> Any:
+        # Ollama's Go client sends every field without `omitempty` (`"options": null`,
+        # `"messages": null`); Ollama reads null as the field's zero value, that is, not given.
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
 
 class Options(_Body):
