@@ -67,3 +67,16 @@ def test_path_traversal_names_are_rejected(server):
     for name in ["../../../etc/passwd", "a/../../b:c", "x:../../y"]:
         r = httpx.post(server.url + "/api/show", json={"model": name})
         assert r.status_code == 400, name
+
+
+def test_two_spellings_of_a_name_share_one_runner(server):
+    """Names match ignoring case (Ollama's types/model/name.go): `SmolLM2:135M` is the stored
+    `smollm2:135m`, served by the same runner, unloaded by either spelling."""
+    import httpx
+
+    for spelling in ("smollm2:135m", "SmolLM2:135M"):
+        r = httpx.post(server.url + "/api/generate", timeout=120,
+                       json={"model": spelling, "prompt": "", "keep_alive": "10m"})
+        assert r.status_code == 200 and r.json()["done_reason"] == "load", r.text
+    loaded = [m for m in httpx.get(server.url + "/api/ps").json()["models"] if m["name"].lower() == "smollm2:135m"]
+    assert len(loaded) == 1 and loaded[0]["name"] == "smollm2:135m", loaded

@@ -93,12 +93,14 @@ def _show(store: Store, name: ModelName) -> dict:
 @router.delete("/delete")
 async def delete(body: ModelRequest, request: Request) -> Response:
     name = ModelName.parse(body.target)
+    store = _store(request)
+    stored = await asyncio.to_thread(store.stored_name, name)  # runners go by the store's spelling
     try:
-        await asyncio.to_thread(_store(request).delete, name)
+        await asyncio.to_thread(store.delete, name)
     finally:
         # After the manifest is gone, so no new request can load it again; a busy runner goes
         # when its requests finish.
-        request.app.state.corral.scheduler.unload(name.short)
+        request.app.state.corral.scheduler.unload(stored.short)
     return Response(status_code=200)
 
 

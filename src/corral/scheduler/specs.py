@@ -57,10 +57,11 @@ class SpecResolver:
             raise BadOption(f"num_ctx must be positive, got {num_ctx}")
         n_ctx = num_ctx or min(self.settings.context_length, info.context_length)
         gpu_layers = -1 if num_gpu != 0 and self.settings.cuda is not False and cuda_available() else 0
-        spec = ModelSpec(name=parsed.short, digest=manifest.digest, info=info, n_ctx=n_ctx, n_slots=1,
+        # The store's spelling, so that `SmolLM2:135M` and `smollm2:135m` share one runner.
+        spec = ModelSpec(name=manifest.name.short, digest=manifest.digest, info=info, n_ctx=n_ctx, n_slots=1,
                          n_gpu_layers=gpu_layers, n_threads=num_thread or self.settings.threads,
                          prompt_cache_bytes=self.settings.prompt_cache_bytes)
-        slots = self.settings.parallel_for(parsed.short)
+        slots = self.settings.parallel_for(manifest.name.short)
         if slots <= 0:
             # Auto, as Ollama: 4 slots when the model with 4 x num_ctx of KV fits the budget.
             wide = replace(spec, n_slots=AUTO_PARALLEL)
