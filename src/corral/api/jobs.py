@@ -66,7 +66,6 @@ class Job:
 
     def render(self, messages: list[dict], tools: list | None = None) -> ChatPrompt:
         """Messages (a conversation()) → prompt, with the model's template."""
-        messages = trim_messages(messages, self._budget())
         if self.go_template:
             return render_go(self.go_template, messages, tools=tools)
         info = self.spec.info
