@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 from conftest import GEMMA, MODELS, SMOL
@@ -42,9 +43,17 @@ def test_stop_sequence(client):
     assert r.choices[0].text == base[:base.index(stop)] and r.choices[0].finish_reason == "stop"
 
 
-def test_completions_default_max_tokens(client):
-    r = client.completions.create(model=GEMMA, prompt="Once upon a time", temperature=0)
-    assert r.usage.completion_tokens == 16 and r.choices[0].finish_reason == "length"
+def test_completions_as_ollama_no_16_token_cap_and_the_template_applied(client):
+    # Ollama's /v1/completions has no implicit max_tokens (OpenAI's is 16) and renders the prompt
+    # through the model's template, as /api/generate does.
+    r = client.completions.create(model=SMOL, prompt="Count from 1 to 30, separated by commas.", temperature=0)
+    assert r.usage.completion_tokens > 16 and r.choices[0].finish_reason == "stop", r
+    assert "16" in r.choices[0].text and "<|im_end|>" not in r.choices[0].text
+    gen = httpx.post(client.base_url.join("/api/generate").__str__(), timeout=120, json={
+        "model": SMOL, "prompt": "Count from 1 to 30, separated by commas.", "stream": False,
+        "options": {"temperature": 0, "top_p": 1.0}})
+    assert gen.json()["prompt_eval_count"] == r.usage.prompt_tokens  # the same templated prompt
+    assert gen.json()["response"] == r.choices[0].text
 
 
 def test_models(client):

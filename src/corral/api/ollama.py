@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from corral import __version__
+from corral import OLLAMA_API_VERSION, __version__
 from corral.api.context import AppContext
 from corral.api.jobs import Job, collect, now_iso, with_tool_calls
 from corral.api.models import details
@@ -37,8 +37,9 @@ async def root() -> PlainTextResponse:
 
 
 @router.get("/api/version")
+@router.head("/api/version")
 async def version() -> dict:
-    return {"version": __version__}
+    return {"version": OLLAMA_API_VERSION, "corral_version": __version__}
 
 
 async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,

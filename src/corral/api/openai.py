@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -115,14 +116,16 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     if isinstance(body.prompt, list) and len(body.prompt) != 1:
         raise ClientError("prompt: exactly one prompt per request is supported")
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-    # OpenAI's default for this endpoint is 16 tokens.
-    max_tokens = 16 if body.max_tokens is None else body.max_tokens  # OpenAI's default for completions
-    job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
+    # As Ollama: no cap unless max_tokens is given (OpenAI's own default is 16), and the prompt goes
+    # through the model's template as /api/generate's does.
+    job = Job(request.app.state.corral, body.model, body.options(body.max_tokens), None)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
-    return await _reply(job.run(prompt), body.model, "text_completion", body.stream, body.include_usage, choice)
+    rendered = await asyncio.to_thread(job.generate_prompt, prompt, None, None, body.suffix)
+    events = job.run(rendered.text, rendered.stop)
+    return await _reply(events, body.model, "text_completion", body.stream, body.include_usage, choice)
 
 
 def _base64_floats(vector: list[float]) -> str:

@@ -242,10 +242,11 @@ class _OpenAISampling(_Body):
     user: StrictStr | None = None
 
     def options(self, max_tokens: int | None) -> Options:
-        # OpenAI has no repeat penalty (only frequency/presence), so /v1 turns Ollama's 1.1 off.
-        return Options(temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=self.stop,
+        # As Ollama's OpenAI layer: OpenAI's defaults (temperature 1, top_p 1), not Ollama's.
+        return Options(temperature=1.0 if self.temperature is None else self.temperature,
+                       top_p=1.0 if self.top_p is None else self.top_p, seed=self.seed, stop=self.stop,
                        num_predict=max_tokens, frequency_penalty=self.frequency_penalty,
-                       presence_penalty=self.presence_penalty, repeat_penalty=1.0)
+                       presence_penalty=self.presence_penalty)
 
     @property
     def include_usage(self) -> bool:

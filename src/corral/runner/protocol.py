@@ -50,7 +50,7 @@ class GenerationOptions:
     top_p: float = 0.9
     min_p: float = 0.0
     seed: int = -1  # -1: random
-    repeat_penalty: float = 1.1
+    repeat_penalty: float = 1.0  # Ollama's default since v0.12 (api/types.go DefaultOptions)
     repeat_last_n: int = 64  # -1: the whole context; 0: off
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
