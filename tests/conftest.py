@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,6 +99,32 @@ def start_server(model_store: Path, tmp_path_factory) -> Iterator[Callable[..., 
 def server(start_server) -> Server:
     """A default server: 4 slots per model."""
     return start_server(OLLAMA_NUM_PARALLEL="4")
+
+
+REGISTRY = shutil.which("docker-registry")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A real registry (Debian's docker-registry, the CNCF distribution server) on loopback: (host:port, data dir)."""
+    if REGISTRY is None:
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry; .ci/run does)")
+    root = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
+                      f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    yield f"127.0.0.1:{port}", root / "data"
+    proc.terminate()
+    proc.wait(10)
 
 
 # Tests that start real servers or touch the real models: `pytest -m "not live"` runs the rest,

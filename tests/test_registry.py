@@ -1,5 +1,5 @@
 """Push to and pull from a real registry: Debian's docker-registry (the CNCF distribution server) on
-loopback, started here. `.ci/run` installs it."""
+loopback (the `registry` fixture of conftest.py). `.ci/run` installs it."""
 
 from __future__ import annotations
 
@@ -8,38 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SMOL, free_port
+from conftest import SMOL
 
 from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
-
-REGISTRY = shutil.which("docker-registry")
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    if REGISTRY is None:
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry; .ci/run does)")
-    root = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
-                      f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}", root / "data"
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import httpx
 import ollama
 import pytest
 from conftest import GEMMA, SMOL, free_port
-from test_registry import cli, registry  # noqa: F401 - the docker-registry fixture
+from test_registry import cli
 
 from corral.models import registry as reg
 from corral.models.store import (

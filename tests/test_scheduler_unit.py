@@ -42,7 +42,7 @@ class FakeHandle:
         await asyncio.sleep(0.01)
         self.alive = True
 
-    async def stream(self, prompt: str, options: GenerationOptions, num_ctx: int = 0):
+    async def stream(self, prompt: str, options: GenerationOptions, num_ctx: int = 0, context=None, want_context=False):
         for i in range(max(options.num_predict, 1)):
             await asyncio.sleep(0.005)
             yield p.Token("r", f"t{i} ")

@@ -33,6 +33,7 @@ class Job:
     def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive: str | int | float | None) -> None:
         self.ctx = ctx
         self.started = time.monotonic_ns()
+        self.admitted = self.started  # when run() handed it to the scheduler
         try:
             self.keep_alive = parse_duration(keep_alive, ctx.settings.keep_alive)
         except ValueError as exc:
@@ -71,19 +72,22 @@ class Job:
         info = self.spec.info
         return render_chat(self.template, messages, bos_token=info.bos_token, eos_token=info.eos_token, tools=tools)
 
-    def generate_prompt(self, prompt: str, system: str | None, template: str | None, suffix: str | None) -> ChatPrompt:
+    def generate_prompt(self, prompt: str, system: str | None, template: str | None, suffix: str | None,
+                        continues: bool = False) -> ChatPrompt:
         """/api/generate's prompt, as Ollama's GenerateHandler builds it: the request's system
-        (else the model's), the model's MESSAGEs, then the prompt; a request's `template` is Go."""
+        (else the model's), the model's MESSAGEs (not when it `continues` an earlier answer's
+        context), then the prompt; a request's `template` is Go."""
         system = system or self.system or ""
         prompt = tail_text(prompt, self._budget())
+        history = [] if continues else self.messages
         go = template or self.go_template
         if go:
-            return render_go_generate(go, prompt, system=system, suffix=suffix or "", history=self.messages,
+            return render_go_generate(go, prompt, system=system, suffix=suffix or "", history=history,
                                       tools=None if template else [])
         if not self.template:
             return ChatPrompt(prompt)  # Ollama's default template is {{ .Prompt }}
         messages = [{"role": "system", "content": system}] if system else []
-        return self.render([*messages, *self.messages, {"role": "user", "content": prompt}])
+        return self.render([*messages, *history, {"role": "user", "content": prompt}])
 
     def chat(self, messages: list[dict], tools: list | None = None, format: Any = None,
              shift: bool | None = None) -> AsyncIterator[Event]:
@@ -105,39 +109,51 @@ class Job:
         return self.run(fitted, first.stop, format, shift)
 
     async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
-        """Ollama's empty prompt: load the model, or unload it when keep_alive is 0."""
+        """Ollama's empty prompt: load the model, or unload it when keep_alive is 0. The reply
+        has the durations it took (nothing was evaluated, so no eval counts, as Ollama's)."""
         if self.keep_alive == 0:
             self.ctx.scheduler.unload(self.spec.name)
-            return {**shape(""), "done": True, "done_reason": "unload"}
-        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
-        await self.ctx.scheduler.warm(waiter)
-        return {**shape(""), "done": True, "done_reason": "load"}
+            reason = "unload"
+        else:
+            await self.ctx.scheduler.warm(self.ctx.scheduler.admit(self.spec, self.keep_alive))
+            reason = "load"
+        took = max(time.monotonic_ns() - self.started, 1)
+        return {**shape(""), "done": True, "done_reason": reason, "total_duration": took, "load_duration": took}
 
     def _budget(self) -> int:
         return byte_budget(self.spec.n_ctx, self.spec.info.max_token_bytes)
 
     def run(self, prompt: str | PromptFit, extra_stop: tuple[str, ...] = (), format: Any = None,
-            shift: bool | None = None) -> AsyncIterator[Event]:
+            shift: bool | None = None, context: list[int] | None = None,
+            want_context: bool = False) -> AsyncIterator[Event]:
         """Admit and generate; `prompt` is the text, or a function that finds it once a runner
-        can say what fits (see Scheduler.generate)."""
+        can say what fits (see Scheduler.generate); `context` and `want_context` as Ollama's
+        /api/generate `context` (runner.protocol.Submit)."""
         options = self.options.generation(extra_stop, format, shift=shift is not False)
         if isinstance(prompt, str):
             prompt = tail_text(prompt, self._budget())
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
-        return self.ctx.scheduler.generate(waiter, prompt, options)
+        self.admitted = time.monotonic_ns()
+        return self.ctx.scheduler.generate(waiter, prompt, options, context, want_context)
 
     def final_stats(self, done: Done) -> dict:
-        """Ollama's closing fields; every duration is there (load_duration 0 when loaded)."""
-        return {
+        """Ollama's closing fields, every one present and non-zero as Ollama's are: its
+        load_duration is all the time before generation began (lookup, queue, load), and a
+        duration that rounds to nothing (a prompt wholly reused from the cache) is 1 ns."""
+        before = int(done.queue_s * 1e9) + self.admitted - self.started
+        stats: dict[str, Any] = {
             "done": True,
             "done_reason": done.reason.value,
             "total_duration": time.monotonic_ns() - self.started,
-            "load_duration": int(done.load_s * 1e9),
+            "load_duration": max(before, 1),
             "prompt_eval_count": done.prompt_eval_count,
-            "prompt_eval_duration": done.prompt_eval_duration,
+            "prompt_eval_duration": max(done.prompt_eval_duration, 1),
             "eval_count": done.eval_count,
-            "eval_duration": done.eval_duration,
+            "eval_duration": max(done.eval_duration, 1),
         }
+        if done.context is not None:
+            stats["context"] = done.context
+        return stats
 
     async def embed(self, inputs: list[str], truncate: bool = True, dimensions: int | None = None) -> dict:
         """Embeddings for `inputs` through the scheduler: {"embeddings", "prompt_eval_count", durations}.

@@ -17,6 +17,7 @@ from corral.api.jobs import Job, collect, now_iso, with_tool_calls
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
+from corral.errors import ClientError
 from corral.models.template import ChatPrompt
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, ToolCalls
 from corral.scheduler.snapshot import RunnerView
@@ -84,11 +85,17 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}
     if not body.prompt:
         return JSONResponse(await job.load_or_unload(shape))
+    if body.raw and (body.template or body.system or body.context):
+        raise ClientError("raw mode does not support template, system, or context")
     if body.raw:
         rendered = ChatPrompt(body.prompt)
     else:
-        rendered = await asyncio.to_thread(job.generate_prompt, body.prompt, body.system, body.template, body.suffix)
-    events = job.run(rendered.text, rendered.stop, body.format, body.shift)
+        rendered = await asyncio.to_thread(job.generate_prompt, body.prompt, body.system, body.template,
+                                           body.suffix, continues=bool(body.context))
+    # As Ollama: every templated answer ends with its `context` (the prompt's and answer's tokens),
+    # which a next request can send back to continue from.
+    events = job.run(rendered.text, rendered.stop, body.format, body.shift, context=body.context,
+                     want_context=not body.raw)
     return await _reply(job, events, body.stream, shape)
 
 

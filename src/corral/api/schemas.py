@@ -147,6 +147,7 @@ class GenerateRequest(_Body):
     options: Options = Field(default_factory=Options)
     keep_alive: KeepAlive = None
     shift: StrictBool | None = None  # a full context shifts (default) or ends the generation
+    context: list[StrictInt] | None = None  # an earlier reply's `context`: this prompt continues it
 
 
 class ToolCall(_Body):

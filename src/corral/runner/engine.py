@@ -177,9 +177,16 @@ class Engine:
         """A request's context: its num_ctx, at most the slot's."""
         return min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
 
-    def prompt_tokens(self, text: str, num_ctx: int) -> list[int]:
-        """A prompt's tokens, cut to its context (thread-safe: the stdin reader calls it)."""
-        return prompt_tokens(self.tokenize, text, self.request_limit(num_ctx))
+    def prompt_tokens(self, text: str, num_ctx: int, context: list[int] | None = None) -> list[int]:
+        """A prompt's tokens, cut to its context (thread-safe: the stdin reader calls it);
+        after `context` (token ids an earlier answer returned, which start with their own BOS)."""
+        limit = self.request_limit(num_ctx)
+        if not context:
+            return prompt_tokens(self.tokenize, text, limit)
+        bad = next((t for t in context if not 0 <= t < self.n_vocab), None)
+        if bad is not None:  # an id outside the vocabulary would abort llama.cpp
+            raise ClientError(f"context: token id {bad} is not in the model's vocabulary (0 to {self.n_vocab - 1})")
+        return cut(list(context) + self.tokenize(text, False), limit)
 
     def prompt_fits(self, text: str, num_ctx: int) -> bool:
         """Whether a prompt's tokens fit its context whole (thread-safe)."""
@@ -206,8 +213,10 @@ class Engine:
         self.embedder.jobs.append(EmbedJob(request_id, tokenized))
         return []
 
-    def submit(self, request_id: str, tokens: list[int], opts: GenerationOptions, num_ctx: int = 0) -> list[Up]:
-        """Start a request on a free slot; `tokens` is its prompt (prompt_tokens())."""
+    def submit(self, request_id: str, tokens: list[int], opts: GenerationOptions, num_ctx: int = 0,
+               want_context: bool = False) -> list[Up]:
+        """Start a request on a free slot; `tokens` is its prompt (prompt_tokens()). With
+        `want_context` its Done carries the prompt's and the answer's tokens."""
         if not self.free:
             raise SlotsFull("no free slot")
         # First: a bad format fails before a slot is taken.
@@ -222,7 +231,7 @@ class Engine:
         slot.req = Request(request_id, tokens, ctx_limit=limit, num_predict=num_predict,
                            shift=opts.shift and opts.num_predict != -2 and self.can_shift, num_keep=opts.num_keep,
                            text=TextStream(opts.stop), sampler=sampler, greedy=is_plain_greedy(opts),
-                           n_prompt=slot.n_past)
+                           n_prompt=slot.n_past, generated=[] if want_context else None)
         self.active.append(slot)
         if opts.num_predict == 0:
             return self._finish(slot, FinishReason.LENGTH)
@@ -389,6 +398,8 @@ class Engine:
             return self._finish(slot, FinishReason.STOP)
         req.n_generated += 1
         req.next_token = token
+        if req.generated is not None:
+            req.generated.append(token)
         text = req.text.feed(self.piece(token))
         events: list[Up] = [Token(req.id, text)] if text else []
         if req.text.stopped:
@@ -436,7 +447,8 @@ class Engine:
         events: list[Up] = [Token(req.id, tail)] if tail else []
         events.append(Done(req.id, reason, prompt_eval_count=len(req.prompt),
                            prompt_eval_duration=max(first - (req.t_prompt or first), 0),
-                           eval_count=req.n_generated, eval_duration=end - first))
+                           eval_count=req.n_generated, eval_duration=end - first,
+                           context=None if req.generated is None else req.prompt + req.generated))
         self._release(slot)
         return events
 

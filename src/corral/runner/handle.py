@@ -217,9 +217,11 @@ class RunnerHandle:
         finally:
             self._questions.pop(question_id, None)
 
-    def stream(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0) -> AsyncIterator[Reply]:
-        """Generate: Token messages, then Done (or Failed)."""
-        return self._run(lambda request_id: p.Submit(request_id, prompt, num_ctx, options))
+    def stream(self, prompt: str, options: p.GenerationOptions, num_ctx: int = 0,
+               context: list[int] | None = None, want_context: bool = False) -> AsyncIterator[Reply]:
+        """Generate: Token messages, then Done (or Failed). See p.Submit for the context."""
+        return self._run(lambda request_id: p.Submit(request_id, prompt, num_ctx, options,
+                                                     list(context or ()), want_context))
 
     def embed(self, inputs: list[str], truncate: bool = True) -> AsyncIterator[Reply]:
         """Embed: a Vector per input, then Done (or Failed)."""

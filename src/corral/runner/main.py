@@ -68,7 +68,7 @@ def _read_stdin(inbox: queue.Queue, engine: Any, send: Callable[[list[p.Up]], No
 def _prepare(engine: Any, msg: p.Submit | p.Embed) -> Prepared:
     try:
         if isinstance(msg, p.Submit):
-            return Prepared(msg, engine.prompt_tokens(msg.prompt, msg.num_ctx))
+            return Prepared(msg, engine.prompt_tokens(msg.prompt, msg.num_ctx, msg.context))
         return Prepared(msg, engine.embed_tokens(msg.inputs, msg.truncate))
     except ClientError as exc:  # the request's fault: a 400 for it alone
         return Prepared(msg, [], p.Failed(msg.id, str(exc), 400))
@@ -93,7 +93,7 @@ def _start(engine: Any, item: Prepared) -> list[p.Up]:
     try:
         if isinstance(msg, p.Embed):
             return engine.embed(msg.id, item.tokens)
-        return engine.submit(msg.id, item.tokens, msg.options, msg.num_ctx)
+        return engine.submit(msg.id, item.tokens, msg.options, msg.num_ctx, msg.want_context)
     except ClientError as exc:
         return [p.Failed(msg.id, str(exc), 400)]
     except Exception as exc:

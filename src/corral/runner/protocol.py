@@ -76,13 +76,18 @@ class FinishReason(StrEnum):
 
 @dataclass(slots=True)
 class Submit:
-    """Generate from `prompt` (cut to `num_ctx` tokens by the runner)."""
+    """Generate from `prompt` (cut to `num_ctx` tokens by the runner).
+
+    `context`: token ids an earlier answer returned (Ollama's deprecated `context`), put before
+    the prompt's tokens. `want_context`: the Done carries the prompt's and the answer's tokens."""
 
     TAG: ClassVar[str] = "submit"
     id: str
     prompt: str
     num_ctx: int
     options: GenerationOptions
+    context: list[int] = field(default_factory=list)
+    want_context: bool = False
 
 
 @dataclass(slots=True)
@@ -161,7 +166,8 @@ class Vector:
 
 @dataclass(slots=True)
 class Done:
-    """A request ended; its counts (tokens) and durations (ns)."""
+    """A request ended; its counts (tokens) and durations (ns); the tokens of its prompt and
+    answer when the Submit asked for them."""
 
     TAG: ClassVar[str] = "done"
     id: str
@@ -170,6 +176,7 @@ class Done:
     prompt_eval_duration: int = 0
     eval_count: int = 0
     eval_duration: int = 0
+    context: list[int] | None = None
 
 
 @dataclass(slots=True)

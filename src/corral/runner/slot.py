@@ -27,6 +27,7 @@ class Request:
     shifted: bool = False  # its KV was shifted: not a prefix to reuse
     t_prompt: int = 0  # ns: first prompt chunk decoded
     t_first: int = 0  # ns: first token sampled
+    generated: list[int] | None = None  # the answer's tokens, kept only when the request asked
 
     @property
     def prefilling(self) -> bool:

@@ -54,9 +54,10 @@ class Done:
     prompt_eval_duration: int = 0
     eval_count: int = 0
     eval_duration: int = 0
-    queue_s: float = 0.0
+    queue_s: float = 0.0  # from admission until a runner took it (its load included)
     load_s: float = 0.0
     tool_calls: bool = False
+    context: list[int] | None = None  # the prompt's and answer's tokens, when asked for
 
 
 @dataclass(slots=True, frozen=True)

@@ -135,11 +135,13 @@ class Scheduler:
             self._arm_expiry(runner)
         self._kick()
 
-    def generate(self, waiter: Waiter, prompt: str | PromptFit, options: GenerationOptions) -> AsyncIterator[Event]:
+    def generate(self, waiter: Waiter, prompt: str | PromptFit, options: GenerationOptions,
+                 context: list[int] | None = None, want_context: bool = False) -> AsyncIterator[Event]:
+        """Generate; `context` and `want_context` as in runner.protocol.Submit."""
         async def work(runner: Runner) -> AsyncIterator[Reply]:
             n_ctx = waiter.spec.n_ctx
             text = prompt if isinstance(prompt, str) else await prompt(lambda t: runner.handle.fits(t, n_ctx))
-            async for reply in runner.handle.stream(text, options, n_ctx):
+            async for reply in runner.handle.stream(text, options, n_ctx, context, want_context):
                 yield reply
 
         return self._serve(waiter, work)
@@ -467,7 +469,7 @@ def _event(reply: Reply, queue_s: float, load_s: float) -> Event:
         return Embedding(reply.index, reply.embedding)
     if isinstance(reply, p.Done):
         return Done(DoneReason(reply.reason.value), reply.prompt_eval_count, reply.prompt_eval_duration,
-                    reply.eval_count, reply.eval_duration, queue_s=queue_s, load_s=load_s)
+                    reply.eval_count, reply.eval_duration, queue_s=queue_s, load_s=load_s, context=reply.context)
     return Failed(reply.status, reply.message)
 
 
