@@ -64,10 +64,7 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ModelNotFound(NotFound):
-    """No such model in the store."""
-
-    def __str__(self) -> str:
-        return f"{super().__str__()}, try pulling it first"
+    """No such model in the store (Ollama's text: "model 'NAME' not found")."""
 
 
 class BlobMismatch(ClientError):
