@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
-from corral.api import create, metrics, models, ollama, openai
+from corral.api import create, metrics, models, ollama, openai, responses
 from corral.api.context import AppContext
 from corral.api.schemas import body_problem
 from corral.api.security import BearerAuth, BodyTimeout, OriginHostGuard, add_cors, is_loopback
@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(create.router)
     app.include_router(openai.router)
+    app.include_router(responses.router)
     app.include_router(metrics.router)
 
     def handle(exc_type: type[E], status: int, message: Callable[[E], str] = str,

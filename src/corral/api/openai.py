@@ -42,7 +42,8 @@ def _finish(done: Done) -> str:
     return "length" if done.reason == DoneReason.LENGTH else "stop"
 
 
-def _openai_calls(calls: list[dict]) -> list[dict]:
+def openai_tool_calls(calls: list[dict]) -> list[dict]:
+    """Parsed tool calls in OpenAI's shape: an id to answer with, the arguments as a JSON string."""
     return [{"index": i, "id": f"call_{secrets.token_hex(8)}", "type": "function",
              "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])}}
             for i, c in enumerate(calls)]
@@ -69,7 +70,7 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
                             yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
                         break
                     case ToolCalls(calls=calls):
-                        delta = {"role": "assistant", "tool_calls": _openai_calls(calls)}
+                        delta = {"role": "assistant", "tool_calls": openai_tool_calls(calls)}
                         chunk = {**base, "object": f"{obj}.chunk",
                                  "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                     case Failed(status=status, message=message):
@@ -90,7 +91,7 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
     if result.calls:
         only["message"] = {"role": "assistant", "content": result.text or None,
                            "tool_calls": [{k: v for k, v in c.items() if k != "index"}
-                                          for c in _openai_calls(result.calls)]}
+                                          for c in openai_tool_calls(result.calls)]}
     return JSONResponse({**base, "object": obj, "choices": [only], "usage": _usage(result.done)})
 
 
