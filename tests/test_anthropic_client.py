@@ -23,10 +23,15 @@ from corral.api.anthropic_schemas import MessagesRequest
 from corral.api.jobs import Collected
 from corral.errors import ClientError
 from corral.models.tool_calls import parse_tool_calls
-from corral.scheduler.events import Done, DoneReason, Text, ToolCalls
+from corral.scheduler.events import Done, DoneReason, Failed, Text, ToolCalls
 
 WEATHER = {"name": "get_weather", "description": "Current weather for a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+HELLO = [{"role": "user", "content": "Name three colors."}]
+# This SDK no longer has parameters for temperature, top_p, top_k (the API still takes them, and
+# Ollama reads them): they go in the body as the SDK's extra_body.
+GREEDY = {"temperature": 0}
 
 CONVERSATION = [
     {"role": "user", "content": "What is the weather in Paris?"},
@@ -87,6 +92,11 @@ def test_tool_result_order_and_images():
     assert turn == [{"role": "tool", "content": "ab", "tool_call_id": "t1", "images": [png]},
                     {"role": "tool", "content": "", "tool_call_id": "t2"},
                     {"role": "user", "content": "look"}]
+    # A turn with nothing to say (empty text, unknown blocks) is no message, as in Ollama.
+    empty = MessagesRequest.model_validate({"model": SMOL, "max_tokens": 1, "messages": [
+        {"role": "user", "content": ""}, {"role": "assistant", "content": [{"type": "document"}]},
+        {"role": "user", "content": "hi"}]}).chat_messages()
+    assert empty == [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize(("messages", "error"), [
@@ -159,6 +169,17 @@ def test_tool_use_reply_streaming():
     assert message.stop_reason == "tool_use" and (message.usage.input_tokens, message.usage.output_tokens) == (40, 30)
 
 
+def test_failure_mid_stream_is_an_error_event():
+    stream = MessageStream("msg_3", SMOL, 1)
+    events = [e for ev in (Text("Hel"), Failed(500, "runner crashed")) for e in stream.feed(ev)]
+    assert [name for name, _ in events] == ["message_start", "content_block_start", "content_block_delta", "error"]
+    assert events[-1][1]["error"] == {"type": "api_error", "message": "runner crashed"}
+    body = b"".join(sse(name, data) for name, data in events)
+    with pytest.raises(anthropic.APIStatusError, match="runner crashed"), _sdk_over(
+            body, "text/event-stream").messages.stream(model=SMOL, max_tokens=10, messages=HELLO) as s:
+        s.get_final_message()
+
+
 # -- live, with the official client ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -166,10 +187,6 @@ def client(server) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=server.url, api_key="x")
 
 
-HELLO = [{"role": "user", "content": "Name three colors."}]
-# This SDK no longer has parameters for temperature, top_p, top_k (the API still takes them, and
-# Ollama reads them): they go in the body as the SDK's extra_body.
-GREEDY = {"temperature": 0}
 
 
 def test_message(client):
@@ -327,3 +344,14 @@ def test_sdk_raises_the_right_errors(server, client):
     # Not served by Ollama either (its docs: count_tokens is not supported): a 404 in Anthropic's shape.
     r = _post(server, {"model": SMOL, "messages": HELLO}, "/v1/messages/count_tokens")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_api_key_as_the_sdk_sends_it(start_server):
+    """With CORRAL_API_KEY, the SDK's api_key (x-api-key) and auth_token (Bearer) both pass."""
+    server = start_server(CORRAL_API_KEY="s3cret")
+    kw = dict(model=SMOL, max_tokens=2, messages=HELLO)
+    assert anthropic.Anthropic(base_url=server.url, api_key="s3cret").messages.create(**kw).content
+    assert anthropic.Anthropic(base_url=server.url, auth_token="s3cret").messages.create(**kw).content
+    with pytest.raises(anthropic.AuthenticationError) as err:
+        anthropic.Anthropic(base_url=server.url, api_key="wrong").messages.create(**kw)
+    assert err.value.body["error"]["type"] == "authentication_error"

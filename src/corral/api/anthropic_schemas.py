@@ -118,7 +118,7 @@ class MessageParam(_Body):
                     thinking = block.thinking or ""
                 # Other block types (documents, server tool blocks) are skipped, as Ollama does.
         message: list[dict[str, Any]] = []
-        if text or images or calls or thinking:
+        if "".join(text) or images or calls or thinking:  # an empty turn is no message, as in Ollama
             message = [{"role": role, "content": "".join(text)}]
             for key, value in (("images", images), ("tool_calls", calls), ("thinking", thinking)):
                 if value:
