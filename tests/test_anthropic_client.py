@@ -236,12 +236,16 @@ def test_same_reply_as_api_chat(server, client):
 
 
 def test_tools_request(client):
-    m = client.messages.create(model=SMOL, max_tokens=40, extra_body=GREEDY, tools=[WEATHER],
-                               tool_choice={"type": "auto"},
-                               messages=[{"role": "user", "content": "What is the weather in Paris?"}])
+    kw = dict(model=SMOL, max_tokens=40, extra_body=GREEDY, tools=[WEATHER], tool_choice={"type": "auto"},
+              messages=[{"role": "user", "content": "What is the weather in Paris?"}])
+    m = client.messages.create(**kw)
     assert m.content and {b.type for b in m.content} <= {"text", "tool_use"}
-    assert m.stop_reason == ("tool_use" if any(b.type == "tool_use" for b in m.content) else m.stop_reason)
-    assert m.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    called = any(b.type == "tool_use" for b in m.content)
+    assert m.stop_reason == "tool_use" if called else m.stop_reason in ("end_turn", "max_tokens")
+    with client.messages.stream(**kw) as stream:  # with tools the text is held back to the end
+        final = stream.get_final_message()
+    assert [b.model_dump(exclude={"id"}) for b in final.content] == [b.model_dump(exclude={"id"}) for b in m.content]
+    assert final.stop_reason == m.stop_reason and final.usage.output_tokens == m.usage.output_tokens
 
 
 @pytest.fixture(scope="module")
