@@ -15,7 +15,7 @@ import httpx
 import httpx2  # the HTTP client this anthropic SDK is built on (a fork of httpx)
 import ollama
 import pytest
-from conftest import SMOL
+from conftest import MODELS, SMOL
 from test_tools import TEMPLATE
 
 from corral.api.anthropic import MessageStream, message_response, sse
@@ -189,9 +189,10 @@ def client(server) -> anthropic.Anthropic:
 
 
 
-def test_message(client):
-    m = client.messages.create(model=SMOL, max_tokens=40, extra_body=GREEDY, messages=HELLO)
-    assert m.type == "message" and m.role == "assistant" and m.model == SMOL and m.id.startswith("msg_")
+@pytest.mark.parametrize("model", MODELS)  # gemma3:270m has no chat template: the fallback transcript
+def test_message(client, model):
+    m = client.messages.create(model=model, max_tokens=40, extra_body=GREEDY, messages=HELLO)
+    assert m.type == "message" and m.role == "assistant" and m.model == model and m.id.startswith("msg_")
     assert [b.type for b in m.content] == ["text"] and m.content[0].text
     assert m.stop_reason in ("end_turn", "max_tokens")
     assert m.usage.input_tokens > 0 and 0 < m.usage.output_tokens <= 40
