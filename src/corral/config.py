@@ -122,7 +122,7 @@ class Settings:
     memory_limit: int | None = None  # bytes; overrides the measured budget
     max_body_bytes: int = 32 * 2**20
     prompt_cache_bytes: int = 128 * 2**20  # per runner: saved KV states of finished sequences
-    api_key: str | None = None  # when set, every route but GET / needs "Authorization: Bearer <key>"
+    api_key: str | None = None  # when set, every route but GET / needs "Authorization: Bearer <key>" (or x-api-key)
     shutdown_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
     origins: tuple[str, ...] = ()
     # A runner with work and no sign of progress for this long is killed and restarted.

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
-from corral.api import create, metrics, models, ollama, openai, responses
+from corral.api import anthropic, create, metrics, models, ollama, openai, responses
 from corral.api.context import AppContext
 from corral.api.schemas import body_problem
 from corral.api.security import BearerAuth, BodyTimeout, OriginHostGuard, add_cors, is_loopback
@@ -27,8 +27,11 @@ E = TypeVar("E", bound=Exception)
 
 
 def _error(status: int, message: str, headers: dict | None = None, path: str = "") -> JSONResponse:
-    """Ollama's {"error": "..."}, or OpenAI's error object under /v1/."""
-    body = openai.openai_error(status, message) if path.startswith("/v1/") else {"error": message}
+    """Ollama's {"error": "..."}; under /v1/, OpenAI's error object (Anthropic's under /v1/messages)."""
+    if anthropic.is_anthropic_path(path):
+        body = anthropic.anthropic_error(status, message)
+    else:
+        body = openai.openai_error(status, message) if path.startswith("/v1/") else {"error": message}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(create.router)
     app.include_router(openai.router)
     app.include_router(responses.router)
+    app.include_router(anthropic.router)
     app.include_router(metrics.router)
 
     def handle(exc_type: type[E], status: int, message: Callable[[E], str] = str,

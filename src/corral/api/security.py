@@ -120,9 +120,9 @@ class OriginHostGuard:
 
 
 class BearerAuth:
-    """With CORRAL_API_KEY set, requests need `Authorization: Bearer <key>` (GET / stays open
-    as a health check; CORS preflights pass so browsers can ask). /docs and /openapi.json are
-    routes like any other: behind the key when one is set."""
+    """With CORRAL_API_KEY set, requests need `Authorization: Bearer <key>` or `x-api-key: <key>`
+    (GET / stays open as a health check; CORS preflights pass so browsers can ask). /docs and
+    /openapi.json are routes like any other: behind the key when one is set."""
 
     def __init__(self, app: ASGIApp, key: str, error: ErrorFactory) -> None:
         self.app, self.key, self.error = app, key.encode(), error
@@ -131,9 +131,12 @@ class BearerAuth:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or (
                 scope["path"] == "/" and scope["method"] in ("GET", "HEAD")):
             return await self.app(scope, receive, send)
-        header = dict(scope.get("headers", [])).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+        headers = dict(scope.get("headers", []))
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        offered = [token.strip()] if scheme.lower() == b"bearer" else []
+        if b"x-api-key" in headers:  # how the anthropic SDK sends an api_key (an auth_token goes as Bearer)
+            offered.append(headers[b"x-api-key"].strip())
+        if not any(hmac.compare_digest(t, self.key) for t in offered):
             response = self.error(401, "unauthorized: missing or wrong API key", {"WWW-Authenticate": "Bearer"},
                                   scope["path"])
             return await response(scope, receive, send)
