@@ -1,12 +1,11 @@
 """Thinking: the request's `think`, capability refusals with Ollama's texts, the tags a template
 shows, the incremental splitter, and the real engine's output split into `thinking` on all APIs.
 
-Neither test model thinks, so the live tests create one from SmolLM2 with a Go TEMPLATE that reads
-.Thinking inside a range over .Messages (so Ollama's InferTags finds <think> and </think>) and,
-when the request thinks, ends the prompt with the opening tag: the model's output then starts
-inside thinking, and what comes before its first `</think>`... never comes, so a stop string
-makes the model's first line its "thinking" and forces a `</think>` through a created model's
-MESSAGE few-shot. What is asserted is corral's split, not a tiny model's reasoning.
+Neither test model thinks, so the live tests create one from SmolLM2 with a Go TEMPLATE that
+renders an assistant's .Thinking in <think></think> inside the range over .Messages (so Ollama's
+InferTags finds the tags) and ends the prompt with "<think>" when the request thinks, and a
+MESSAGE few-shot whose answers carry their thinking. At temperature 0 SmolLM2 then writes
+"The user wants a hello.</think>\nHello.": what is asserted is corral's split of it.
 """
 
 from __future__ import annotations
@@ -19,11 +18,11 @@ import openai
 import pytest
 from conftest import GEMMA, SMOL
 
+from corral.errors import ClientError
 from corral.models.capabilities import Capability, Unsupported, check_request
 from corral.models.output_parser import Content, OutputFormat, OutputParser, Reasoning, TemplateTags
 from corral.models.template import go_template_tree, render_chat
 from corral.models.thinking import ThinkingParser, infer_tags, parse_think, think_from_effort
-from corral.errors import ClientError
 
 # ---- units
 
@@ -129,9 +128,7 @@ def test_jinja_templates_see_think_as_llama_cpp_kwargs():
 
 # ---- live: a created model that thinks
 
-# A template that thinks: the prompt ends in "<think>\n" when the request thinks. SmolLM2 then
-# writes a line; the stop at "\n" would end it, so the template instead makes the model repeat a
-# fixed pattern shown in its MESSAGE few-shot (assistant turns with their thinking rendered).
+# .Think puts the opening tag at the end of the prompt: the output starts inside thinking.
 THINK_TEMPLATE = """{{- range $i, $m := .Messages }}<|im_start|>{{ .Role }}
 {{ if and (eq .Role "assistant") .Thinking }}<think>{{ .Thinking }}</think>
 {{ end }}{{ .Content }}<|im_end|>
@@ -205,11 +202,11 @@ def test_openai_reasoning(server, thinker):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
     r = client.chat.completions.create(model=thinker, messages=ASK, temperature=0, max_tokens=40)
     message = r.choices[0].message
-    assert message.reasoning and message.content  # type: ignore[attr-defined]  # Ollama's extra field
+    assert message.reasoning and message.content
     chunks = list(client.chat.completions.create(model=thinker, messages=ASK, temperature=0, max_tokens=40,
                                                  stream=True))
     reasoning = "".join(getattr(c.choices[0].delta, "reasoning", None) or "" for c in chunks if c.choices)
-    assert reasoning == message.reasoning  # type: ignore[attr-defined]
+    assert reasoning == message.reasoning
     off = client.chat.completions.create(model=thinker, messages=ASK, temperature=0, max_tokens=40,
                                          reasoning_effort="none")
     assert not getattr(off.choices[0].message, "reasoning", None)
