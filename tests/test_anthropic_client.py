@@ -22,7 +22,7 @@ from corral.api.anthropic import MessageStream, message_response, sse
 from corral.api.anthropic_schemas import MessagesRequest
 from corral.api.jobs import Collected
 from corral.errors import ClientError
-from corral.models.tool_calls import parse_tool_calls
+from corral.models.tool_calls import ToolCall, parse_tool_calls
 from corral.scheduler.events import Done, DoneReason, Failed, Text, ToolCalls
 
 WEATHER = {"name": "get_weather", "description": "Current weather for a city",
@@ -119,9 +119,9 @@ def test_conversion_errors(messages, error):
         req.chat_messages()
 
 
-def _parsed_calls() -> tuple[str, list[dict]]:
+def _parsed_calls() -> tuple[str, list[ToolCall]]:
     """Real parser output for a Hermes-style reply with text and two calls."""
-    text = ('Checking both. <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    text = ('Checking both.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
             '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>')
     content, calls = parse_tool_calls(text, {"get_weather"})
     assert content == "Checking both." and len(calls) == 2
@@ -236,17 +236,20 @@ def test_same_reply_as_api_chat(server, client):
     assert (m.usage.input_tokens, m.usage.output_tokens) == (r.prompt_eval_count, r.eval_count)
 
 
-def test_tools_request(client):
-    kw = dict(model=SMOL, max_tokens=40, extra_body=GREEDY, tools=[WEATHER], tool_choice={"type": "auto"},
+def test_tools_request(client, tool_model):
+    kw = dict(model=tool_model, max_tokens=40, extra_body=GREEDY, tools=[WEATHER], tool_choice={"type": "auto"},
               messages=[{"role": "user", "content": "What is the weather in Paris?"}])
     m = client.messages.create(**kw)
     assert m.content and {b.type for b in m.content} <= {"text", "tool_use"}
     called = any(b.type == "tool_use" for b in m.content)
     assert m.stop_reason == "tool_use" if called else m.stop_reason in ("end_turn", "max_tokens")
-    with client.messages.stream(**kw) as stream:  # with tools the text is held back to the end
+    with client.messages.stream(**kw) as stream:
         final = stream.get_final_message()
     assert [b.model_dump(exclude={"id"}) for b in final.content] == [b.model_dump(exclude={"id"}) for b in m.content]
     assert final.stop_reason == m.stop_reason and final.usage.output_tokens == m.usage.output_tokens
+    # A model whose template has no tools: Ollama's chat handler's 400, in Anthropic's shape.
+    with pytest.raises(anthropic.BadRequestError, match="does not support tools"):
+        client.messages.create(**{**kw, "model": SMOL})
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import secrets
-import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.anthropic_schemas import MessagesRequest
-from corral.api.jobs import Collected, Job, collect, with_tool_calls
+from corral.api.jobs import Collected, Job, collect
 from corral.errors import RequestFailed
+from corral.models.tool_calls import ToolCall
 from corral.scheduler.events import Done, DoneReason, Event, Failed, Queued, Text, ToolCalls
 
 router = APIRouter(prefix="/v1")
@@ -44,14 +44,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-_CALL_ID_CHARS = string.ascii_lowercase + string.digits
-
-
-def tool_call_id() -> str:
-    """Ollama's id for a tool call (server/routes.go toolCallId), which its tool_use blocks carry."""
-    return "call_" + "".join(secrets.choice(_CALL_ID_CHARS) for _ in range(8))
-
-
 def stop_reason(done: Done) -> str | None:
     if done.tool_calls:
         return "tool_use"
@@ -67,10 +59,9 @@ def _usage(done: Done) -> dict[str, int]:
     return {"input_tokens": done.prompt_eval_count, "output_tokens": done.eval_count}
 
 
-def tool_use_blocks(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Parsed tool calls ({"function": {"name", "arguments"}}) → tool_use blocks with fresh ids."""
-    return [{"type": "tool_use", "id": tool_call_id(), "name": c["function"]["name"],
-             "input": c["function"]["arguments"]} for c in calls]
+def tool_use_blocks(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    """Parsed tool calls → tool_use blocks, with the ids the parser gave them (Ollama's)."""
+    return [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls]
 
 
 def message_response(message_id: str, model: str, result: Collected) -> dict[str, Any]:
@@ -158,7 +149,10 @@ async def messages(body: MessagesRequest, request: Request) -> Response:
     body.check()
     chat, tools = body.chat_messages(), body.chat_tools()
     job = Job(request.app.state.corral, body.model, body.options(), None)
-    events = with_tool_calls(job.chat(chat, tools), tools)
+    # Ollama's /v1/messages relaxes thinking (a model that cannot think is not refused), but
+    # tools on a model without them are its chat handler's 400.
+    think = job.check("chat", body.model, None, tools=tools)
+    events = job.chat(chat, tools, think=think)
     message_id = new_id("msg")
     if body.stream:
         stream = MessageStream(message_id, body.model, body.estimated_input_tokens())

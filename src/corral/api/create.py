@@ -71,7 +71,8 @@ def _modelfile(body: CreateRequest) -> Modelfile:
         return parse_modelfile(body.modelfile)
     mf = Modelfile(source=body.from_ or "", template=body.template, system=body.system,
                    license="\n".join(body.license) if isinstance(body.license, list) else body.license,
-                   messages=[{"role": m.role, "content": m.content} for m in body.messages or []])
+                   # whole messages, as Ollama's layer keeps them (thinking, tool calls, tool names)
+                   messages=[m.model_dump(exclude_none=True) for m in body.messages or []])
     for key, value in (body.parameters or {}).items():
         for item in value if isinstance(value, list) else [value]:
             add_parameter(mf.parameters, key, item)

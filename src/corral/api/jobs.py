@@ -13,13 +13,15 @@ from corral.api.context import AppContext
 from corral.api.schemas import Options
 from corral.config import parse_duration
 from corral.errors import ClientError, RequestFailed
-from corral.models.capabilities import prefer_chat_template
+from corral.models.capabilities import Capability, check_request, model_capabilities, prefer_chat_template
 from corral.models.modelfile import load_extras
+from corral.models.output_parser import Content, OutputFormat, OutputParser, Piece, Reasoning, TemplateTags
 from corral.models.prompt_fit import byte_budget, fit_chat, tail_text, trim_messages
 from corral.models.store import ModelName
 from corral.models.template import ChatPrompt, is_go_template, render_chat, render_go, render_go_generate
-from corral.models.tool_calls import parse_tool_calls
-from corral.scheduler.events import Done, Embedding, Event, Failed, Text, ToolCalls
+from corral.models.thinking import Think, parse_think, thinks
+from corral.models.tool_calls import ToolCall
+from corral.scheduler.events import Done, Embedding, Event, Failed, Text, Thinking, ToolCalls
 from corral.scheduler.scheduler import ModelSpec, PromptFit
 
 
@@ -38,7 +40,8 @@ class Job:
             self.keep_alive = parse_duration(keep_alive, ctx.settings.keep_alive)
         except ValueError as exc:
             raise ClientError(f"invalid keep_alive: {exc}") from None
-        extras = load_extras(ctx.store, ModelName.parse(model))
+        self.name = ModelName.parse(model)
+        extras = load_extras(ctx.store, self.name)
         if extras.parameters:  # a created model's PARAMETERs are defaults under the request's options
             options = Options.model_validate({**extras.parameters, **options.model_dump(exclude_none=True)})
         self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx, options.num_gpu, options.num_thread)
@@ -54,6 +57,32 @@ class Job:
             self.go_template = extras.template
         self.system = extras.system
         self.messages = extras.messages
+        self.capabilities = model_capabilities(info, extras.template)
+
+    def check(self, endpoint: str, model: str, think: object, *, tools: list | None = None,
+              suffix: str | None = None, images: list | None = None) -> Think | None:
+        """Ollama's capability checks (a 400 with its text, before anything is admitted) and
+        the `think` the request runs with: a thinking model thinks unless told not to."""
+        want = [Capability.TOOLS] if tools else []
+        want += [Capability.INSERT] if suffix else []
+        # Ollama sends images on to its engine, which refuses them; corral says so up front.
+        want += [Capability.VISION] if images else []
+        n = self.name
+        return check_request(self.capabilities, model=model, endpoint=endpoint, think=parse_think(think),
+                             full_name=f"{n.host}/{n.namespace}/{n.model}:{n.tag}", want=want)
+
+    def split(self, events: AsyncIterator[Event], prompt: str, think: Think | None,
+              tools: list | None = None) -> AsyncIterator[Event]:
+        """The output split into Text, Thinking and ToolCalls events (models/output_parser.py):
+        thinking when the request thinks and the template shows its tags, calls when tools were
+        offered. `prompt` is the rendered prompt (one that ends in the opening tag starts inside
+        thinking)."""
+        names = frozenset(t["function"]["name"] for t in tools or ()
+                          if isinstance(t, dict) and isinstance(t.get("function"), dict)
+                          and isinstance(t["function"].get("name"), str))
+        tags = TemplateTags.of(self.go_template, self.template)
+        parser = OutputParser(OutputFormat(tags, thinking=thinks(think), prompt=prompt, tools=names))
+        return events if parser.idle else _split(events, parser)
 
     def conversation(self, messages: list[dict]) -> list[dict]:
         """A chat as Ollama runs it: the model's MESSAGEs first, and its SYSTEM in front when
@@ -65,15 +94,16 @@ class Job:
             full.insert(0, {"role": "system", "content": self.system})
         return full
 
-    def render(self, messages: list[dict], tools: list | None = None) -> ChatPrompt:
+    def render(self, messages: list[dict], tools: list | None = None, think: Think | None = None) -> ChatPrompt:
         """Messages (a conversation()) → prompt, with the model's template."""
         if self.go_template:
-            return render_go(self.go_template, messages, tools=tools)
+            return render_go(self.go_template, messages, tools=tools, think=think)
         info = self.spec.info
-        return render_chat(self.template, messages, bos_token=info.bos_token, eos_token=info.eos_token, tools=tools)
+        return render_chat(self.template, messages, bos_token=info.bos_token, eos_token=info.eos_token,
+                           tools=tools, think=think)
 
     def generate_prompt(self, prompt: str, system: str | None, template: str | None, suffix: str | None,
-                        continues: bool = False) -> ChatPrompt:
+                        continues: bool = False, think: Think | None = None) -> ChatPrompt:
         """/api/generate's prompt, as Ollama's GenerateHandler builds it: the request's system
         (else the model's), the model's MESSAGEs (not when it `continues` an earlier answer's
         context), then the prompt; a request's `template` is Go."""
@@ -83,30 +113,32 @@ class Job:
         go = template or self.go_template
         if go:
             return render_go_generate(go, prompt, system=system, suffix=suffix or "", history=history,
-                                      tools=None if template else [])
+                                      tools=None if template else [], think=think)
         if not self.template:
             return ChatPrompt(prompt)  # Ollama's default template is {{ .Prompt }}
         messages = [{"role": "system", "content": system}] if system else []
-        return self.render([*messages, *history, {"role": "user", "content": prompt}])
+        return self.render([*messages, *history, {"role": "user", "content": prompt}], think=think)
 
     def chat(self, messages: list[dict], tools: list | None = None, format: Any = None,
-             shift: bool | None = None) -> AsyncIterator[Event]:
+             shift: bool | None = None, think: Think | None = None) -> AsyncIterator[Event]:
         """A chat, rendered to fit its context as Ollama does: when the whole conversation is too
         long, the oldest turns go and the system messages stay (asked of the runner's tokenizer
-        once the request has its slot). A template that fails is a 400 before admission."""
+        once the request has its slot). A template that fails is a 400 before admission. The
+        output comes split (split())."""
         messages = trim_messages(self.conversation(messages), self._budget())
-        first = self.render(messages, tools)
+        first = self.render(messages, tools, think)
         # A token covers at least one byte (plus a start token): a short rendering surely fits.
         if len(first.text.encode("utf-8", errors="surrogatepass")) + 2 < self.spec.n_ctx:
-            return self.run(first.text, first.stop, format, shift)
+            return self.split(self.run(first.text, first.stop, format, shift), first.text, think, tools)
 
         async def render(subset: list[dict]) -> str:
-            return (await asyncio.to_thread(self.render, subset, tools)).text
+            return (await asyncio.to_thread(self.render, subset, tools, think)).text
 
         async def fitted(fits: Callable[[str], Awaitable[bool]]) -> str:
             return tail_text(await fit_chat(messages, render, fits), self._budget())
 
-        return self.run(fitted, first.stop, format, shift)
+        # Every fitting ends as the whole rendering does (the generation prompt).
+        return self.split(self.run(fitted, first.stop, format, shift), first.text, think, tools)
 
     async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
         """Ollama's empty prompt: load the model, or unload it when keep_alive is 0. The reply
@@ -191,47 +223,58 @@ def _shorten(vector: list[float], dimensions: int) -> list[float]:
     return [x / norm for x in head] if norm else head
 
 
-async def with_tool_calls(events: AsyncIterator[Event], tools: list[dict] | None) -> AsyncIterator[Event]:
-    """When tools were offered, hold the text back and, at the end, split it into content and a
-    ToolCalls event (a call cannot be streamed before it is complete)."""
-    names = {t.get("function", {}).get("name") for t in tools or []} - {None}
-    if not names:
-        async for ev in events:
-            yield ev
-        return
-    parts: list[str] = []
+async def _split(events: AsyncIterator[Event], parser: OutputParser) -> AsyncIterator[Event]:
     async for ev in events:
         if isinstance(ev, Text):
-            parts.append(ev.text)
+            for out in _events(parser.add(ev.text), ev):
+                yield out
             continue
         if isinstance(ev, Done):
-            content, calls = parse_tool_calls("".join(parts), names)
-            if content:
-                yield Text(content)
-            if calls:
-                yield ToolCalls(calls)
+            for out in _events(parser.flush(), Text("")):
+                yield out
+            if parser.called:
                 ev = replace(ev, tool_calls=True)
         yield ev
 
 
+def _events(pieces: list[Piece], source: Text) -> list[Event]:
+    """Pieces as events: content keeps the rest of the Text it came from; calls in a row are
+    one ToolCalls event."""
+    events: list[Event] = []
+    for piece in pieces:
+        if isinstance(piece, Content):
+            events.append(replace(source, text=piece.text))
+        elif isinstance(piece, Reasoning):
+            events.append(Thinking(piece.text))
+        elif events and isinstance(events[-1], ToolCalls):
+            events[-1] = ToolCalls((*events[-1].calls, piece))
+        else:
+            events.append(ToolCalls((piece,)))
+    return events
+
+
 @dataclass
 class Collected:
-    """A non-streaming reply: all text, tool calls, and how it ended."""
+    """A non-streaming reply: all text, thinking, tool calls, and how it ended."""
 
     text: str = ""
-    calls: list[dict] = field(default_factory=list)
+    thinking: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
     done: Done | None = None
     failed: Failed | None = None
 
 
 async def collect(events: AsyncIterator[Event]) -> Collected:
     parts: list[str] = []
+    thinking: list[str] = []
     result = Collected()
     async for ev in events:
         if isinstance(ev, Text):
             parts.append(ev.text)
+        elif isinstance(ev, Thinking):
+            thinking.append(ev.text)
         elif isinstance(ev, ToolCalls):
-            result.calls = ev.calls
+            result.calls.extend(ev.calls)
         elif isinstance(ev, Done):
             result.done = ev
             break
@@ -239,6 +282,7 @@ async def collect(events: AsyncIterator[Event]) -> Collected:
             result.failed = ev
             break
     result.text = "".join(parts)
+    result.thinking = "".join(thinking)
     if result.done is None and result.failed is None:
         result.failed = Failed(500, "generation ended without a result")
     return result

@@ -7,19 +7,21 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from corral import OLLAMA_API_VERSION, __version__
 from corral.api.context import AppContext
-from corral.api.jobs import Job, collect, now_iso, with_tool_calls
+from corral.api.jobs import Job, collect, now_iso
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
 from corral.errors import ClientError
 from corral.models.template import ChatPrompt
-from corral.scheduler.events import Done, Event, Failed, Queued, Text, ToolCalls
+from corral.models.tool_calls import ToolCall
+from corral.scheduler.events import Done, Event, Failed, Queued, Text, Thinking, ToolCalls
 from corral.scheduler.snapshot import RunnerView
 
 router = APIRouter()
@@ -43,6 +45,17 @@ async def version() -> dict:
     return {"version": OLLAMA_API_VERSION, "corral_version": __version__}
 
 
+def _calls(calls: tuple[ToolCall, ...] | list[ToolCall]) -> list[dict]:
+    """Ollama's api.ToolCall: id, and the function's index, name and arguments."""
+    return [{"id": c.id, "function": {"index": c.index, "name": c.name, "arguments": c.arguments}} for c in calls]
+
+
+def _put(obj: dict, key: str, value: Any) -> dict:
+    """A field of the answer: in the message for /api/chat, beside `response` for /api/generate."""
+    obj.get("message", obj)[key] = value
+    return obj
+
+
 async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
                  shape: Callable[[str], dict]) -> Response:
     """NDJSON when streaming; else one object (or a JSON error with its status)."""
@@ -52,9 +65,10 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
                 match ev:
                     case Text(text=text):
                         obj = {**shape(text), "done": False}
+                    case Thinking(text=text):
+                        obj = _put({**shape(""), "done": False}, "thinking", text)
                     case ToolCalls(calls=calls):
-                        obj = {**shape(""), "done": False}
-                        obj["message"] = {**obj.get("message", {}), "tool_calls": calls}
+                        obj = _put({**shape(""), "done": False}, "tool_calls", _calls(calls))
                     case Queued(position=position):
                         # corral's own field: where a waiting request stands, before its first token.
                         obj = {**shape(""), "done": False, "queue_position": position}
@@ -73,8 +87,10 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
         return JSONResponse({"error": result.failed.message}, status_code=result.failed.status)
     assert result.done is not None
     obj = {**shape(result.text), **job.final_stats(result.done)}
+    if result.thinking:
+        _put(obj, "thinking", result.thinking)
     if result.calls:
-        obj["message"]["tool_calls"] = result.calls
+        _put(obj, "tool_calls", _calls(result.calls))
     return JSONResponse(obj)
 
 
@@ -83,20 +99,23 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx = _ctx(request)
     job = Job(ctx, body.model, body.options, body.keep_alive)
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}
-    if not body.prompt:
+    if not body.prompt and job.keep_alive == 0:
         return JSONResponse(await job.load_or_unload(shape))
     if body.raw and (body.template or body.system or body.context):
         raise ClientError("raw mode does not support template, system, or context")
+    think = job.check("generate", body.model, body.think, suffix=body.suffix, images=body.images)
+    if not body.prompt:
+        return JSONResponse(await job.load_or_unload(shape))
     if body.raw:
         rendered = ChatPrompt(body.prompt)
     else:
         rendered = await asyncio.to_thread(job.generate_prompt, body.prompt, body.system, body.template,
-                                           body.suffix, continues=bool(body.context))
+                                           body.suffix, continues=bool(body.context), think=think)
     # As Ollama: every templated answer ends with its `context` (the prompt's and answer's tokens),
     # which a next request can send back to continue from.
     events = job.run(rendered.text, rendered.stop, body.format, body.shift, context=body.context,
                      want_context=not body.raw)
-    return await _reply(job, events, body.stream, shape)
+    return await _reply(job, job.split(events, rendered.text, think), body.stream, shape)
 
 
 @router.post("/api/chat")
@@ -105,10 +124,14 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     job = Job(ctx, body.model, body.options, body.keep_alive)
     shape = lambda text: {"model": body.model, "created_at": now_iso(),
                           "message": {"role": "assistant", "content": text}}
+    if not body.messages and job.keep_alive == 0:
+        return JSONResponse(await job.load_or_unload(shape))
+    images = [image for m in body.messages for image in m.images or ()]
+    think = job.check("chat", body.model, body.think, tools=body.tools, images=images)
     if not body.messages:
         return JSONResponse(await job.load_or_unload(shape))
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    events = with_tool_calls(job.chat(messages, body.tools, body.format, body.shift), body.tools)
+    events = job.chat(messages, body.tools, body.format, body.shift, think)
     return await _reply(job, events, body.stream, shape)
 
 

@@ -8,16 +8,19 @@ import json
 import secrets
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from corral.api.jobs import Job, collect, with_tool_calls
+from corral.api.jobs import Job, collect
 from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
 from corral.errors import ClientError
 from corral.models.store import ModelName
-from corral.scheduler.events import Done, DoneReason, Event, Failed, Text, ToolCalls
+from corral.models.thinking import think_from_effort
+from corral.models.tool_calls import ToolCall
+from corral.scheduler.events import Done, DoneReason, Event, Failed, Text, Thinking, ToolCalls
 
 router = APIRouter(prefix="/v1")
 
@@ -42,11 +45,11 @@ def _finish(done: Done) -> str:
     return "length" if done.reason == DoneReason.LENGTH else "stop"
 
 
-def openai_tool_calls(calls: list[dict]) -> list[dict]:
-    """Parsed tool calls in OpenAI's shape: an id to answer with, the arguments as a JSON string."""
-    return [{"index": i, "id": f"call_{secrets.token_hex(8)}", "type": "function",
-             "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])}}
-            for i, c in enumerate(calls)]
+def openai_tool_calls(calls: Sequence[ToolCall]) -> list[dict]:
+    """As Ollama's ToToolCalls: the call's id and index, arguments as a JSON string."""
+    return [{"id": c.id, "index": c.index, "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+            for c in calls]
 
 
 async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: bool, include_usage: bool,
@@ -69,10 +72,19 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
                             chunk = {**base, "object": f"{obj}.chunk", "choices": [], "usage": _usage(ev)}
                             yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
                         break
+                    case Thinking(text=text) if obj == "chat.completion":
+                        # Ollama's layer: the reasoning in its own delta field
+                        delta: dict[str, Any] = {"reasoning": text}
+                        if first:
+                            delta = {"role": "assistant", **delta}
+                        chunk = {**base, "object": f"{obj}.chunk",
+                                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                        first = False
                     case ToolCalls(calls=calls):
                         delta = {"role": "assistant", "tool_calls": openai_tool_calls(calls)}
                         chunk = {**base, "object": f"{obj}.chunk",
                                  "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                        first = False
                     case Failed(status=status, message=message):
                         chunk = openai_error(status, message)
                     case _:
@@ -89,9 +101,9 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
     assert result.done is not None
     only = choice(result.text, _finish(result.done), True)
     if result.calls:
-        only["message"] = {"role": "assistant", "content": result.text or None,
-                           "tool_calls": [{k: v for k, v in c.items() if k != "index"}
-                                          for c in openai_tool_calls(result.calls)]}
+        only["message"]["tool_calls"] = openai_tool_calls(result.calls)
+    if result.thinking and "message" in only:
+        only["message"]["reasoning"] = result.thinking
     return JSONResponse({**base, "object": obj, "choices": [only], "usage": _usage(result.done)})
 
 
@@ -107,7 +119,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
 
     format = body.response_format.as_format() if body.response_format else None
-    events = with_tool_calls(job.chat([m.as_chat() for m in body.messages], body.tools, format), body.tools)
+    images = [p for m in body.messages if isinstance(m.content, list) for p in m.content if p.type == "image_url"]
+    think = job.check("chat", body.model, think_from_effort(body.effort), tools=body.tools, images=images)
+    events = job.chat(body.chat_messages(), body.tools, format, think=think)
     return await _reply(events, body.model, "chat.completion", body.stream,
                         body.include_usage, choice)
 
@@ -124,8 +138,10 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     def choice(text: str, finish: str | None, first: bool) -> dict:
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
-    rendered = await asyncio.to_thread(job.generate_prompt, prompt, None, None, body.suffix)
-    events = job.run(rendered.text, rendered.stop)
+    think = job.check("generate", body.model, None, suffix=body.suffix)
+    rendered = await asyncio.to_thread(job.generate_prompt, prompt, None, None, body.suffix, think=think)
+    # As Ollama's layer: a thinking model's reasoning is split off and not part of the text.
+    events = job.split(job.run(rendered.text, rendered.stop), rendered.text, think)
     return await _reply(events, body.model, "text_completion", body.stream, body.include_usage, choice)
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from corral.api.openai import openai_tool_calls
 from corral.api.responses_schemas import ResponsesRequest, ResponsesTool
+from corral.models.tool_calls import ToolCall
 from corral.scheduler.events import Done
 
 
@@ -27,9 +29,9 @@ def message_item(item_id: str, text: str, status: str = "completed") -> dict[str
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
-def function_call_items(calls: list[dict[str, Any]], item_prefix: str) -> list[dict[str, Any]]:
-    """Parsed tool calls ({"function": {"name", "arguments": {...}}}) as function_call items: a
-    call_id to answer with, the arguments as a JSON string (OpenAI's shape)."""
+def function_call_items(calls: Sequence[ToolCall], item_prefix: str) -> list[dict[str, Any]]:
+    """Parsed tool calls as function_call items: a call_id to answer with, the arguments as a
+    JSON string (OpenAI's shape)."""
     return [{"id": f"{item_prefix}_{i}", "type": "function_call", "status": "completed", "call_id": call["id"],
              "name": call["function"]["name"], "arguments": call["function"]["arguments"]}
             for i, call in enumerate(openai_tool_calls(calls))]

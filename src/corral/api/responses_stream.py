@@ -12,11 +12,12 @@ ResponsesStreamConverter emits them, each with its `sequence_number`:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from corral.api.openai import openai_error
 from corral.api.responses_output import ResponseHead, function_call_items, message_item, new_id, output_text, usage
+from corral.models.tool_calls import ToolCall
 from corral.scheduler.events import Done, Event, Failed, Text, ToolCalls
 
 StreamEvent = tuple[str, dict[str, Any]]
@@ -69,7 +70,7 @@ class ResponseStream:
                 self._event("response.content_part.done", **where, part=output_text(text)),
                 self._event("response.output_item.done", output_index=index, item=item)]
 
-    def tool_calls(self, calls: list[dict[str, Any]]) -> list[StreamEvent]:
+    def tool_calls(self, calls: Sequence[ToolCall]) -> list[StreamEvent]:
         """A call arrives whole (parsed at the end), so its arguments are one delta."""
         events = self._close_message()
         for item in function_call_items(calls, new_id("fc")):

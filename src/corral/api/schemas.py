@@ -132,6 +132,8 @@ class Options(_Body):
 
 
 KeepAlive = StrictStr | StrictInt | StrictFloat | None
+# true/false or a level; any other string is refused with Ollama's text (models.thinking.parse_think)
+Think = StrictBool | StrictStr | None
 
 
 class GenerateRequest(_Body):
@@ -148,17 +150,22 @@ class GenerateRequest(_Body):
     keep_alive: KeepAlive = None
     shift: StrictBool | None = None  # a full context shifts (default) or ends the generation
     context: list[StrictInt] | None = None  # an earlier reply's `context`: this prompt continues it
+    think: Think = None
 
 
 class ToolCall(_Body):
+    id: StrictStr | None = None
     function: dict[str, Any]
 
 
 class Message(_Body):
     role: Literal["system", "user", "assistant", "tool"]
     content: StrictStr = ""
+    thinking: StrictStr | None = None
     images: list[StrictStr] | None = None
     tool_calls: list[ToolCall] | None = None
+    tool_name: StrictStr | None = None  # a tool result: the tool that gave it
+    tool_call_id: StrictStr | None = None  # ... and the call it answers
 
 
 class ChatRequest(_Body):
@@ -170,6 +177,7 @@ class ChatRequest(_Body):
     options: Options = Field(default_factory=Options)
     keep_alive: KeepAlive = None
     shift: StrictBool | None = None
+    think: Think = None
 
 
 class ModelRequest(_Body):
@@ -198,6 +206,7 @@ class OpenAIMessage(_Body):
     name: StrictStr | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: StrictStr | None = None
+    reasoning: StrictStr | None = None  # an earlier answer's reasoning, as Ollama's layer reads it
 
     def as_chat(self) -> dict[str, Any]:
         """The message as a chat template expects it: plain-text content, Ollama's roles."""
@@ -207,12 +216,22 @@ class OpenAIMessage(_Body):
         role = "system" if self.role == "developer" else self.role
         message: dict[str, Any] = {"role": role, "content": content or ""}
         if self.tool_calls:  # OpenAI sends arguments as a JSON string; templates expect an object
-            message["tool_calls"] = [{"function": {"name": c.get("function", {}).get("name"),
-                                                   "arguments": _json_object(c.get("function", {}).get("arguments"))}}
+            message["tool_calls"] = [{"id": c.get("id") or "",
+                                      "function": {"name": _function(c).get("name"),
+                                                   "arguments": _json_object(_function(c).get("arguments"))}}
                                      for c in self.tool_calls]
         if self.tool_call_id:
             message["tool_call_id"] = self.tool_call_id
+        if self.reasoning:
+            message["thinking"] = self.reasoning
+        if self.role == "tool" and self.name:
+            message["tool_name"] = self.name
         return message
+
+
+def _function(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
+    return function if isinstance(function, dict) else {}
 
 
 def _json_object(value: Any) -> Any:
@@ -270,11 +289,32 @@ class ResponseFormat(_Body):
         return None
 
 
+class ReasoningOption(_Body):
+    effort: StrictStr | None = None
+
+
 class ChatCompletionRequest(_OpenAISampling):
     messages: list[OpenAIMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=0)
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
+    reasoning: ReasoningOption | None = None  # {"effort": ...}, ahead of reasoning_effort (Ollama's order)
+    reasoning_effort: StrictStr | None = None
+
+    @property
+    def effort(self) -> str | None:
+        return self.reasoning.effort if self.reasoning is not None else self.reasoning_effort
+
+    def chat_messages(self) -> list[dict[str, Any]]:
+        """The messages as /api/chat's; a tool result without a name takes the name of the call
+        its tool_call_id answers (the last such call, as Ollama's nameFromToolCallID)."""
+        names = {c.get("id"): _function(c).get("name")
+                 for m in self.messages for c in m.tool_calls or () if isinstance(c.get("id"), str)}
+        chat = [m.as_chat() for m in self.messages]
+        for message in chat:
+            if message["role"] == "tool" and "tool_name" not in message and names.get(message.get("tool_call_id")):
+                message["tool_name"] = names[message["tool_call_id"]]
+        return chat
 
 
 class CompletionRequest(_OpenAISampling):

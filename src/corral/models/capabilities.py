@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
+from corral.errors import ClientError
 from corral.models.gguf_info import GGUFInfo
+from corral.models.gotemplate.gofmt import quote
 from corral.models.template import go_template_variables as template_variables
 from corral.models.template import is_go_template
+from corral.models.thinking import Think, thinks
 
 
 class Capability(StrEnum):
@@ -117,3 +120,27 @@ def prefer_chat_template(go_template: str, chat_template: str | None) -> bool:
     if set(chat_caps) != set(go_caps) or Capability.TOOLS not in chat_caps:
         return False
     return _jinja_tool_round_trip(chat_template) and not _go_tool_round_trip(variables, go_template)
+
+
+class Unsupported(ClientError):
+    """The model cannot do what the request asks (Ollama's capability errors, texts and all)."""
+
+
+def check_request(available: Iterable[Capability], *, model: str, full_name: str, endpoint: str,
+                  think: Think | None, want: Iterable[Capability] = ()) -> Think | None:
+    """Ollama's checks before a generate/chat is scheduled, in its order; returns the `think`
+    the request runs with (a thinking model thinks unless told not to).
+
+    `model` is the name as the request typed it, `full_name` the whole host/namespace/model:tag
+    (Ollama's CheckCapabilities names the model so), `endpoint` "generate" or "chat"."""
+    available = list(available)
+    if Capability.THINKING in available:
+        think = True if think is None else think
+    elif thinks(think):
+        raise Unsupported(f"{quote(model)} does not support thinking")
+    missing = [c for c in (Capability.COMPLETION, *want) if c not in available]
+    if Capability.COMPLETION in missing:
+        raise Unsupported(f"{quote(model)} does not support {endpoint}")
+    if missing:  # Go's errors.Join: one line each
+        raise Unsupported(f"{full_name} does not support " + "\n".join(c.value for c in dict.fromkeys(missing)))
+    return think

@@ -44,7 +44,7 @@ class Modelfile:
     system: str | None = None
     license: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
-    messages: list[dict[str, str]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 _MESSAGE_ROLES = ("system", "user", "assistant")
@@ -159,8 +159,18 @@ def _messages(value: Any) -> list[dict]:
     """A messages layer's conversation, with anything that is not a message left out."""
     if not isinstance(value, list):
         return []
-    return [{"role": m["role"], "content": m.get("content") or ""} for m in value
-            if isinstance(m, dict) and m.get("role") in _MESSAGE_ROLES + ("tool",)]
+    return [{"role": m["role"], "content": m.get("content") or "",
+             **{k: m[k] for k in _MESSAGE_TEXTS if isinstance(m.get(k), str) and m[k]},
+             **({"tool_calls": m["tool_calls"]} if _calls(m.get("tool_calls")) else {})}
+            for m in value if isinstance(m, dict) and m.get("role") in _MESSAGE_ROLES + ("tool",)]
+
+
+_MESSAGE_TEXTS = ("thinking", "tool_name", "tool_call_id")
+
+
+def _calls(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(c, dict) and isinstance(c.get("function"), dict) for c in value)
 
 
 def text_layers(mf: Modelfile) -> dict[str, str]:

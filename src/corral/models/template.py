@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from corral.errors import ClientError
 from corral.models.gotemplate import GoTemplateError
+from corral.models.gotemplate.nodes import ListNode
 from corral.models.gotemplate.ollama import OllamaTemplate, Values
 
 
@@ -62,12 +63,24 @@ def check_template(source: str) -> None:
 
 
 def render_chat(template: str | None, messages: list[dict[str, Any]], *, bos_token: str = "",
-                eos_token: str = "", tools: list[dict] | None = None) -> ChatPrompt:
+                eos_token: str = "", tools: list[dict] | None = None,
+                think: bool | str | None = None) -> ChatPrompt:
+    """A Jinja chat template's prompt. `think` reaches it as Ollama hands it to llama.cpp's
+    templates (chat_template_kwargs): enable_thinking, and reasoning_effort for a level."""
     if not template:
         return _fallback(messages)
+    kwargs: dict[str, Any] = {}
+    if think is not None:
+        kwargs["enable_thinking"] = think is True or isinstance(think, str)
+        if isinstance(think, str):
+            kwargs["reasoning_effort"] = think
+    # As Ollama's llama-server messages: a tool result's tool_name is its `name`.
+    messages = [{**m, "name": m["tool_name"]} if m.get("tool_name") and "name" not in m else m
+                for m in messages]
     try:
         text = _compile(template).render(messages=messages, add_generation_prompt=True,
-                                         bos_token=bos_token, eos_token=eos_token, tools=tools)
+                                         bos_token=bos_token, eos_token=eos_token, tools=tools,
+                                         **kwargs)
     except TemplateError:
         raise
     except (jinja2.TemplateError, TypeError, ValueError, AttributeError, KeyError) as exc:
@@ -107,6 +120,11 @@ def _execute_go(template: str, values: Values) -> ChatPrompt:
         raise TemplateError(str(exc)) from None
     except (TypeError, ValueError, KeyError, RecursionError) as exc:
         raise TemplateError(f"template failed: {exc}") from None
+
+
+def go_template_tree(source: str) -> ListNode:
+    """A Go template's main tree (as Ollama's tools.parseTag and thinking.InferTags walk it)."""
+    return _compile_go(source).trees[""]
 
 
 def go_template_variables(source: str) -> list[str]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+
+from corral.models.tool_calls import ToolCall
 
 
 class DoneReason(StrEnum):
@@ -41,8 +42,17 @@ class Embedding:
 
 
 @dataclass(slots=True, frozen=True)
+class Thinking:
+    """Reasoning text, split out of the model's output (Ollama's `thinking`)."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
 class ToolCalls:
-    calls: list[dict[str, Any]]
+    """Calls parsed out of the model's output, each with its id and index, sent once complete."""
+
+    calls: tuple[ToolCall, ...]
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,4 +78,4 @@ class Failed:
     message: str
 
 
-Event = Queued | Text | Embedding | ToolCalls | Done | Failed
+Event = Queued | Text | Thinking | Embedding | ToolCalls | Done | Failed
