@@ -13,6 +13,7 @@ from corral.cli.client import Api, ServerError
 from corral.cli.output import WordWrap, go_value, table
 from corral.cli.session import RunOptions, chat, load
 from corral.cli.show import show_info
+from corral.cli.verbs import list_rows
 from corral.models.modelfile import ModelfileError, add_parameter
 
 QUOTES = '"""'
@@ -135,8 +136,6 @@ class Repl:
 
     def _list(self, args: list[str]) -> None:
         models = self.api.request("GET", "/api/tags").get("models", [])
-        from corral.cli.verbs import list_rows  # one table for `corral list` and `/list`
-
         sys.stdout.write(table(list_rows(models, args[1:]), ["NAME", "ID", "SIZE", "MODIFIED"]))
 
     def _load(self, args: list[str]) -> None:
