@@ -80,7 +80,13 @@ def _fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     settings: Settings | None = None
     try:
-        args = parser().parse_args(run.bare_think(sys.argv[1:] if argv is None else argv))
+        top = parser()
+        args, extra = top.parse_known_args(run.bare_think(sys.argv[1:] if argv is None else argv))
+        # Words after a flag are still the prompt (cobra takes flags anywhere): `run M hi --verbose there`.
+        if extra and (args.command != "run" or any(word.startswith("-") for word in extra)):
+            top.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            args.prompt += extra
         # A list/ps prefix arrives as one optional string; the verbs take a sequence.
         if hasattr(args, "prefix"):
             args.prefix = [args.prefix] if args.prefix else []
