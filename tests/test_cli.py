@@ -201,6 +201,10 @@ def test_run_format_json(srv, tmp_path):
     r = corral(srv, "run", "smol-greedy:latest", "Give a JSON object with a key named color.", "--format", "json")
     assert r.returncode == 0, r.stderr
     assert "color" in r.stdout and isinstance(json.loads(r.stdout), dict)
+    schema = '{"type": "object", "properties": {"color": {"type": "string"}}, "required": ["color"]}'
+    r = corral(srv, "run", "smol-greedy:latest", "Name a color.", "--format", schema)
+    assert r.returncode == 0, r.stderr
+    assert isinstance(json.loads(r.stdout)["color"], str)  # a JSON schema goes as the request's format
     corral(srv, "rm", "smol-greedy:latest")
 
 
@@ -301,6 +305,7 @@ def test_errors_are_one_line_from_the_server(srv, tmp_path):
     assert one_error("run", SMOL, "hi", "--think=bogus").startswith('Error: invalid value for --think: "bogus"')
     assert one_error("run", SMOL, "hi", "--keepalive", "soon") == 'Error: time: invalid duration "soon"'
     assert one_error("run", SMOL, "--bogus").startswith("Error: ")
+    assert one_error("run", SMOL, "hi", "--format", "xml").startswith("Error: invalid --format 'xml'")
     assert one_error("show", SMOL, "--license", "--system").startswith("Error: only one of")
     assert one_error("create", "x:1", "-f", str(tmp_path / "absent")) == "Error: specified Modelfile wasn't found"
     (tmp_path / "Bad").write_text("FROM smollm2:135m\nPARAMETER temperature hot\n")

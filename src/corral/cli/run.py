@@ -5,6 +5,7 @@ answered once through /api/generate."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -36,6 +37,19 @@ def bare_think(argv: list[str]) -> list[str]:
     return ["--think=true" if arg == "--think" else arg for arg in head] + sep + rest
 
 
+def _format(text: str) -> str | dict[str, Any]:
+    """--format json, or a JSON schema as the request's `format` takes it."""
+    if text in ("", "json"):
+        return text
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"invalid --format {text!r}: neither json nor a JSON schema ({exc})") from None
+    if not isinstance(schema, dict):
+        raise CliError(f"invalid --format {text!r}: a JSON schema is an object")
+    return schema
+
+
 def _keep_alive(text: str) -> str | int | None:
     if not text:
         return None
@@ -58,8 +72,8 @@ def _show_or_pull(api: Api, settings: Settings, model: str, insecure: bool) -> d
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    opts = RunOptions(model=args.model, format=args.format, hide_thinking=args.hidethinking, verbose=args.verbose,
-                      keep_alive=_keep_alive(args.keepalive))
+    opts = RunOptions(model=args.model, format=_format(args.format), hide_thinking=args.hidethinking,
+                      verbose=args.verbose, keep_alive=_keep_alive(args.keepalive))
     if args.context_size:
         opts.options["num_ctx"] = args.context_size
     think_explicit = args.think is not None

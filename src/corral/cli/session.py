@@ -30,7 +30,7 @@ class RunOptions:
     messages: list[dict[str, Any]] = field(default_factory=list)
     prompt: str = ""
     system: str = ""
-    format: str = ""
+    format: str | dict[str, Any] = ""  # "json", or a JSON schema
     options: dict[str, Any] = field(default_factory=dict)
     keep_alive: str | int | None = None
     think: Think = None
