@@ -1,0 +1,5 @@
+import sys
+
+from corral.cli.main import main
+
+sys.exit(main())
