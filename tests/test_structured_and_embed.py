@@ -12,6 +12,8 @@ import pytest
 from conftest import MODELS, SMOL
 from pydantic import BaseModel, Field
 
+from corral.runner.grammar import grammar_for
+
 
 class City(BaseModel):
     name: str = Field(max_length=24)
@@ -86,3 +88,13 @@ def test_openai_embeddings(server):
     assert len(r.data) == 2 and len(r.data[1].embedding) == 576
     f = c.embeddings.create(model=SMOL, input="a", encoding_format="float")
     assert np.allclose(f.data[0].embedding, r.data[0].embedding, atol=1e-6)
+
+
+def test_schema_strings_cannot_hold_control_characters():
+    # JSON forbids raw control characters in strings; llama-cpp-python's schema converter allowed
+    # them (a greedy SmolLM2 put a line break in one: tests/test_cli.py test_run_format_json).
+    grammar = grammar_for({"type": "object", "properties": {"a": {"type": "string"}, "b": {"maxLength": 3,
+                                                                                          "type": "string"}}})
+    assert grammar is not None
+    char = next(line for line in grammar.splitlines() if line.startswith("char ::="))
+    assert char.startswith(r'char ::= [^"\\\x7F\x00-\x1F] |')
