@@ -11,6 +11,7 @@ from typing import Any
 
 from corral.api.context import AppContext
 from corral.api.schemas import Options
+from corral.api.vectors import normalize
 from corral.config import parse_duration
 from corral.errors import ClientError, RequestFailed
 from corral.models.capabilities import prefer_chat_template
@@ -139,8 +140,11 @@ class Job:
             "eval_duration": done.eval_duration,
         }
 
-    async def embed(self, inputs: list[str], truncate: bool = True, dimensions: int | None = None) -> dict:
-        """Embeddings for `inputs` through the scheduler: {"embeddings", "prompt_eval_count", durations}.
+    async def embed(self, inputs: list[str], truncate: bool = True,
+                    shape: Callable[[list[float]], list[float]] = normalize) -> Embedded:
+        """Embeddings for `inputs` through the scheduler, each raw vector passed through `shape`
+        (vectors.py: normalized, cut to dimensions). Each input is cut to the request's context
+        (or refused with `truncate` off) by the runner, as Ollama's EmbedHandler does.
 
         Raises RequestFailed with the runner's status when it reports an error.
         """
@@ -152,27 +156,25 @@ class Job:
             if isinstance(ev, Failed):
                 raise RequestFailed(ev.status, ev.message)
             if isinstance(ev, Embedding):
-                vectors[ev.index] = ev.vector
+                vectors[ev.index] = shape(ev.vector)
             elif isinstance(ev, Done):
-                if dimensions:
-                    vectors = [_shorten(v, dimensions) for v in vectors]
-                return {"embeddings": vectors, "prompt_eval_count": ev.prompt_eval_count,
-                        "total_duration": time.monotonic_ns() - self.started,
-                        "load_duration": int(ev.load_s * 1e9)}
+                return Embedded(vectors, ev.prompt_eval_count, time.monotonic_ns() - self.started,
+                                int(ev.load_s * 1e9))
         raise RequestFailed(500, "embedding ended without a result")
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """An embed request's answer: a vector per input, the tokens they used, durations (ns)."""
+
+    vectors: list[list[float]]
+    prompt_eval_count: int
+    total_duration: int
+    load_duration: int
 
 
 # As OpenAI's embeddings endpoint: a bound on one request's work and on the reply it builds.
 MAX_EMBED_INPUTS = 2048
-
-
-def _shorten(vector: list[float], dimensions: int) -> list[float]:
-    """The first `dimensions` components, renormalized (Matryoshka-style, as Ollama does)."""
-    if dimensions > len(vector):
-        raise ClientError(f"dimensions {dimensions} exceeds the model's embedding size {len(vector)}")
-    head = vector[:dimensions]
-    norm = sum(x * x for x in head) ** 0.5
-    return [x / norm for x in head] if norm else head
 
 
 async def with_tool_calls(events: AsyncIterator[Event], tools: list[dict] | None) -> AsyncIterator[Event]:
