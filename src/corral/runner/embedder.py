@@ -139,6 +139,8 @@ class Embedder:
                 run.pooled = vec
             if run.n_done == len(run.tokens):
                 events += self._finish(run)
+        if not self.running:
+            ll.llama_memory_clear(self.memory, True)  # the next inputs start at cell 0: a short attention span
         return events
 
     def _admit(self) -> None:
