@@ -127,7 +127,7 @@ def test_legacy_empty_prompt_loads_and_long_prompt_is_refused(server):
     httpx.post(server.url + "/api/generate", json={"model": SMOL, "keep_alive": 0}, timeout=60)
     r = httpx.post(server.url + "/api/embeddings", json={"model": SMOL, "prompt": ""}, timeout=120)
     assert r.status_code == 200 and r.json() == {"embedding": []}
-    assert SMOL in [m["name"] for m in httpx.get(server.url + "/api/ps").json()["models"]]
+    assert SMOL in [m["name"] for m in httpx.get(server.url + "/api/ps", timeout=60).json()["models"]]
     # The legacy endpoint never truncates: Ollama hands the whole prompt to its runner.
     r = httpx.post(server.url + "/api/embeddings", json={"model": SMOL, "prompt": words(300),
                                                         "options": {"num_ctx": 64}}, timeout=120)
@@ -147,7 +147,8 @@ def test_openai_float_and_base64_agree_with_dimensions_and_usage(server, client)
     assert np.allclose(flt.data[1].embedding, ours.embeddings[1], atol=1e-9)
     short = c.embeddings.create(model=SMOL, input="a quiet harbour at dawn", dimensions=64, encoding_format="float")
     assert len(short.data[0].embedding) == 64 and abs(np.linalg.norm(short.data[0].embedding) - 1) < 1e-6
-    raw = httpx.post(server.url + "/v1/embeddings", json={"model": SMOL, "input": "x", "encoding_format": "BASE64"})
+    raw = httpx.post(server.url + "/v1/embeddings", json={"model": SMOL, "input": "x", "encoding_format": "BASE64"},
+                     timeout=120)
     packed = base64.b64decode(raw.json()["data"][0]["embedding"])
     assert len(struct.unpack(f"<{len(packed) // 4}f", packed)) == 576  # any case, as Ollama's EqualFold
 
