@@ -1,11 +1,10 @@
-"""Structured output (format / response_format) and embeddings, on both real models."""
+"""Structured output (format / response_format), on both real models (embeddings: test_embeddings.py)."""
 
 from __future__ import annotations
 
 import json
 
 import httpx
-import numpy as np
 import ollama
 import openai
 import pytest
@@ -57,37 +56,6 @@ def test_bad_format_is_400(server):
         r = httpx.post(server.url + "/api/generate", json={"model": SMOL, "prompt": "x", "format": fmt,
                                                            "stream": False}, timeout=60)
         assert r.status_code == 400, (fmt, r.text)
-
-
-@pytest.mark.parametrize("model", MODELS)
-def test_embed_batch_is_normalized_and_meaningful(client, model):
-    texts = ["The cat sat on the mat.", "A cat is sitting on a rug.", "Stock markets fell sharply today."]
-    r = client.embed(model=model, input=texts)
-    e = np.array(r.embeddings)
-    assert e.shape[0] == 3 and np.allclose(np.linalg.norm(e, axis=1), 1.0)
-    sim = e @ e.T
-    assert sim[0, 1] > sim[0, 2] and sim[0, 1] > sim[1, 2]  # the two cat sentences are closest
-    alone = client.embed(model=model, input=texts[0]).embeddings[0]
-    assert np.allclose(alone, e[0], atol=1e-4)  # batched with others or alone: the same vector
-    assert r.prompt_eval_count > 0
-
-
-def test_embed_dimensions_truncate_and_legacy(client, server):
-    short = client.embed(model=SMOL, input="hello", dimensions=32).embeddings[0]
-    assert len(short) == 32 and abs(np.linalg.norm(short) - 1) < 1e-6
-    assert len(client.embeddings(model=SMOL, prompt="hello").embedding) == 576
-    r = httpx.post(server.url + "/api/embed", json={"model": SMOL, "input": "x " * 5000, "truncate": False})
-    assert r.status_code == 400
-    assert len(httpx.post(server.url + "/api/embed", json={"model": SMOL, "input": "x " * 5000},
-                          timeout=120).json()["embeddings"][0]) == 576
-
-
-def test_openai_embeddings(server):
-    c = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
-    r = c.embeddings.create(model=SMOL, input=["a", "b"])  # the client asks for base64 by default
-    assert len(r.data) == 2 and len(r.data[1].embedding) == 576
-    f = c.embeddings.create(model=SMOL, input="a", encoding_format="float")
-    assert np.allclose(f.data[0].embedding, r.data[0].embedding, atol=1e-6)
 
 
 def test_schema_strings_cannot_hold_control_characters():

@@ -11,6 +11,7 @@ from typing import Any
 
 from corral.api.context import AppContext
 from corral.api.schemas import Options
+from corral.api.vectors import normalize
 from corral.config import parse_duration
 from corral.errors import ClientError, RequestFailed
 from corral.models.capabilities import Capability, check_request, model_capabilities, prefer_chat_template
@@ -35,7 +36,7 @@ class Job:
     def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive: str | int | float | None) -> None:
         self.ctx = ctx
         self.started = time.monotonic_ns()
-        self.admitted = self.started  # when run() handed it to the scheduler
+        self.admitted = self.started  # when run() or embed() handed it to the scheduler
         try:
             self.keep_alive = parse_duration(keep_alive, ctx.settings.keep_alive)
         except ValueError as exc:
@@ -169,15 +170,13 @@ class Job:
         return self.ctx.scheduler.generate(waiter, prompt, options, context, want_context)
 
     def final_stats(self, done: Done) -> dict:
-        """Ollama's closing fields, every one present and non-zero as Ollama's are: its
-        load_duration is all the time before generation began (lookup, queue, load), and a
-        duration that rounds to nothing (a prompt wholly reused from the cache) is 1 ns."""
-        before = int(done.queue_s * 1e9) + self.admitted - self.started
+        """Ollama's closing fields, every one present and non-zero as Ollama's are (a duration
+        that rounds to nothing, a prompt wholly reused from the cache, is 1 ns)."""
         stats: dict[str, Any] = {
             "done": True,
             "done_reason": done.reason.value,
             "total_duration": time.monotonic_ns() - self.started,
-            "load_duration": max(before, 1),
+            "load_duration": self.load_duration(done),
             "prompt_eval_count": done.prompt_eval_count,
             "prompt_eval_duration": max(done.prompt_eval_duration, 1),
             "eval_count": done.eval_count,
@@ -187,40 +186,46 @@ class Job:
             stats["context"] = done.context
         return stats
 
-    async def embed(self, inputs: list[str], truncate: bool = True, dimensions: int | None = None) -> dict:
-        """Embeddings for `inputs` through the scheduler: {"embeddings", "prompt_eval_count", durations}.
+    def load_duration(self, done: Done) -> int:
+        """Ollama's load_duration: all the time before the work began (lookup, queue, load)."""
+        return max(int(done.queue_s * 1e9) + self.admitted - self.started, 1)
+
+    async def embed(self, inputs: list[str], truncate: bool = True,
+                    shape: Callable[[list[float]], list[float]] = normalize) -> Embedded:
+        """Embeddings for `inputs` through the scheduler, each raw vector passed through `shape`
+        (vectors.py: normalized, cut to dimensions). Each input is cut to the request's context
+        (or refused with `truncate` off) by the runner, as Ollama's EmbedHandler does.
 
         Raises RequestFailed with the runner's status when it reports an error.
         """
         if len(inputs) > MAX_EMBED_INPUTS:
             raise ClientError(f"too many inputs: {len(inputs)} (at most {MAX_EMBED_INPUTS} per request)")
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
+        self.admitted = time.monotonic_ns()
         vectors: list[list[float]] = [[] for _ in inputs]
         async for ev in self.ctx.scheduler.embed(waiter, inputs, truncate):
             if isinstance(ev, Failed):
                 raise RequestFailed(ev.status, ev.message)
             if isinstance(ev, Embedding):
-                vectors[ev.index] = ev.vector
+                vectors[ev.index] = shape(ev.vector)
             elif isinstance(ev, Done):
-                if dimensions:
-                    vectors = [_shorten(v, dimensions) for v in vectors]
-                return {"embeddings": vectors, "prompt_eval_count": ev.prompt_eval_count,
-                        "total_duration": time.monotonic_ns() - self.started,
-                        "load_duration": int(ev.load_s * 1e9)}
+                return Embedded(vectors, ev.prompt_eval_count, time.monotonic_ns() - self.started,
+                                self.load_duration(ev))
         raise RequestFailed(500, "embedding ended without a result")
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """An embed request's answer: a vector per input, the tokens they used, durations (ns)."""
+
+    vectors: list[list[float]]
+    prompt_eval_count: int
+    total_duration: int
+    load_duration: int
 
 
 # As OpenAI's embeddings endpoint: a bound on one request's work and on the reply it builds.
 MAX_EMBED_INPUTS = 2048
-
-
-def _shorten(vector: list[float], dimensions: int) -> list[float]:
-    """The first `dimensions` components, renormalized (Matryoshka-style, as Ollama does)."""
-    if dimensions > len(vector):
-        raise ClientError(f"dimensions {dimensions} exceeds the model's embedding size {len(vector)}")
-    head = vector[:dimensions]
-    norm = sum(x * x for x in head) ** 0.5
-    return [x / norm for x in head] if norm else head
 
 
 async def _split(events: AsyncIterator[Event], parser: OutputParser) -> AsyncIterator[Event]:

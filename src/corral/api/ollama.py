@@ -17,8 +17,10 @@ from corral.api.context import AppContext
 from corral.api.jobs import Job, collect, now_iso
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
+from corral.api.vectors import normalize, shaped
 from corral.config import FOREVER
 from corral.errors import ClientError
+from corral.models.embedding import legacy_embeddings_raw
 from corral.models.template import ChatPrompt
 from corral.models.tool_calls import ToolCall
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, Thinking, ToolCalls
@@ -161,16 +163,25 @@ async def ps(request: Request) -> dict:
 @router.post("/api/embed")
 async def embed(body: EmbedRequest, request: Request) -> dict:
     job = Job(_ctx(request), body.model, body.options, body.keep_alive)
-    inputs = [body.input] if isinstance(body.input, str) else body.input
+    # As Ollama: an empty string or list embeds nothing, but loads the model (unloads: keep_alive 0).
+    inputs = ([body.input] if body.input else []) if isinstance(body.input, str) else body.input
     if not inputs:
         await job.load_or_unload(lambda _: {})
         return {"model": body.model, "embeddings": []}
-    return {"model": body.model, **await job.embed(inputs, body.truncate, body.dimensions)}
+    result = await job.embed(inputs, body.truncate, lambda v: shaped(v, body.dimensions))
+    stats = {"total_duration": result.total_duration, "load_duration": result.load_duration,
+             "prompt_eval_count": result.prompt_eval_count}
+    # Ollama's EmbedResponse leaves out zero counts and durations (omitempty).
+    return {"model": body.model, "embeddings": result.vectors, **{k: v for k, v in stats.items() if v}}
 
 
 @router.post("/api/embeddings")
 async def embeddings_legacy(body: LegacyEmbeddingsRequest, request: Request) -> dict:
     job = Job(_ctx(request), body.model, body.options, body.keep_alive)
-    if not body.prompt:
+    if not body.prompt:  # as Ollama: loads the model, embeds nothing
+        await job.load_or_unload(lambda _: {})
         return {"embedding": []}
-    return {"embedding": (await job.embed([body.prompt]))["embeddings"][0]}
+    # Not cut to the context: Ollama hands the prompt to the runner whole, and a long one fails.
+    raw = legacy_embeddings_raw(job.spec.info.metadata)
+    result = await job.embed([body.prompt], truncate=False, shape=(lambda v: v) if raw else normalize)
+    return {"embedding": result.vectors[0]}

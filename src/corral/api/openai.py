@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.jobs import Job, collect
 from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
+from corral.api.vectors import shaped
 from corral.errors import ClientError
 from corral.models.store import ModelName
 from corral.models.thinking import think_from_effort
@@ -168,13 +169,19 @@ async def get_model(model: str, request: Request) -> dict:
 
 @router.post("/embeddings")
 async def embeddings(body: OpenAIEmbeddingsRequest, request: Request) -> dict:
+    """As Ollama's EmbeddingsMiddleware over /api/embed: "" is one empty input, no input or an
+    empty list is refused, token arrays are not accepted (the schema's strings)."""
+    encoding = (body.encoding_format or "float").lower()
+    if encoding not in ("float", "base64"):
+        raise ClientError(f"Invalid value for 'encoding_format' = {body.encoding_format}. "
+                          "Supported values: ['float', 'base64'].")
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs:
-        raise ClientError("input must not be empty")
-    result = await Job(request.app.state.corral, body.model, Options(), None).embed(inputs, True, body.dimensions)
-    tokens = result["prompt_eval_count"]
-    encode = _base64_floats if body.encoding_format == "base64" else (lambda v: v)
+        raise ClientError("invalid input")
+    job = Job(request.app.state.corral, body.model, Options(), None)
+    result = await job.embed(inputs, True, lambda v: shaped(v, body.dimensions))
+    encode = _base64_floats if encoding == "base64" else (lambda v: v)
+    tokens = result.prompt_eval_count
     return {"object": "list", "model": body.model,
-            "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
-                     for i, v in enumerate(result["embeddings"])],
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(result.vectors)],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

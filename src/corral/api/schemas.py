@@ -335,7 +335,7 @@ class EmbedRequest(_Body):
     model: StrictStr
     input: StrictStr | list[StrictStr] = Field(default_factory=list)
     truncate: StrictBool = True
-    dimensions: StrictInt | None = Field(None, ge=1)
+    dimensions: StrictInt | None = None  # as Ollama: used when 0 < dimensions < the vector's size
     options: Options = Field(default_factory=Options)
     keep_alive: KeepAlive = None
 
@@ -349,9 +349,9 @@ class LegacyEmbeddingsRequest(_Body):
 
 class OpenAIEmbeddingsRequest(_Body):
     model: StrictStr
-    input: StrictStr | list[StrictStr]
-    dimensions: StrictInt | None = Field(None, ge=1)
-    encoding_format: Literal["float", "base64"] = "float"
+    input: StrictStr | list[StrictStr] | None = None  # none: "invalid input" (a 400), as Ollama
+    dimensions: StrictInt | None = None
+    encoding_format: StrictStr | None = None  # float or base64, any case (checked by the route)
     user: StrictStr | None = None
 
 

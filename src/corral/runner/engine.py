@@ -20,10 +20,11 @@ import llama_cpp as ll
 import numpy as np
 
 from corral.errors import ClientError
-from corral.runner.embedder import Embedder, EmbedJob
-from corral.runner.fit import cut, input_tokens, prompt_tokens
+from corral.models.embedding import Pooling, embedding_pooling
+from corral.runner.embedder import Embedder, EmbedJob, model_pooling
+from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
-from corral.runner.protocol import EMBED_CTX, Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
+from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
 from corral.runner.sampling import is_plain_greedy, make_sampler
 from corral.runner.slot import Request, Slot, prompt_chunk
 from corral.runner.textstream import TextStream
@@ -94,6 +95,12 @@ class Engine:
         self.n_threads = cfg.n_threads
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.bos = ll.llama_vocab_bos(self.vocab)
+        self.specials = Specials(self.bos, ll.llama_vocab_eos(self.vocab), self.add_bos,
+                                 bool(ll.llama_vocab_get_add_eos(self.vocab)))
+        # Embeddings: the GGUF's pooling, inputs up to the context, at most the trained one (as Ollama).
+        pooling, self.embed_causal = model_pooling(self.model)
+        self.embed_pooling = embedding_pooling(pooling)
+        self.n_ctx_embed = min(self.n_ctx_slot, ll.llama_model_n_ctx_train(self.model) or self.n_ctx_slot)
         self._piece = ctypes.create_string_buffer(256)
         self._pieces: dict[int, bytes] = {}
         # A private handle on llama_get_logits_ith (its own CDLL, so llama-cpp-python's shared one
@@ -194,23 +201,21 @@ class Engine:
         _, longer = input_tokens(self.tokenize, text, limit - 1)
         return not longer
 
-    def embed_tokens(self, inputs: list[str], truncate: bool) -> list[list[int]]:
-        """Embedding inputs' tokens, each cut to the embedding context (thread-safe)."""
-        limit = min(self.n_ctx_slot, EMBED_CTX)
-        tokenized = []
-        for text in inputs:
-            tokens, longer = input_tokens(self.tokenize, text, limit)
-            if longer and not truncate:
-                raise ClientError(f"input exceeds the context length of {limit} tokens")
-            tokenized.append(tokens or [self.bos])
-        return tokenized
+    def embed_tokens(self, inputs: list[str], truncate: bool, num_ctx: int = 0) -> list[list[int]]:
+        """Embedding inputs' tokens, each cut to the request's context as Ollama cuts them
+        (fit.embedding_input; thread-safe)."""
+        if self.embed_pooling == Pooling.RANK:
+            raise ClientError("this model does not support embeddings")
+        limit = min(self.request_limit(num_ctx), self.n_ctx_embed)
+        return [embedding_input(self.tokenize, text, limit, truncate, self.specials) for text in inputs]
 
     def embed(self, request_id: str, tokenized: list[list[int]]) -> list[Up]:
         """Queue tokenized inputs (embed_tokens()) for embedding."""
         if self.embedder is None:
-            self.embedder = Embedder(self.model, min(self.n_ctx_slot, EMBED_CTX), self.cfg.n_threads)
+            self.embedder = Embedder(self.model, self.n_ctx_embed, self.cfg.n_threads, self.embed_pooling,
+                                     self.embed_causal)
             self.set_threads(self.n_threads)  # the share the scheduler gave this runner
-        self.embedder.jobs.append(EmbedJob(request_id, tokenized))
+        self.embedder.add(EmbedJob(request_id, tokenized))
         return []
 
     def submit(self, request_id: str, tokens: list[int], opts: GenerationOptions, num_ctx: int = 0,

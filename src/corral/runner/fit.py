@@ -10,6 +10,9 @@ than the whole text would, but that edge lies far outside the tokens that are ke
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from corral.errors import ClientError
 
 Tokenize = Callable[[str, bool], list[int]]  # (text, add_special) → token ids
 
@@ -50,3 +53,36 @@ def input_tokens(tokenize: Tokenize, text: str, limit: int) -> tuple[list[int], 
         window *= 4
     tokens = tokenize(text, True)
     return tokens[:limit], len(tokens) > limit
+
+
+@dataclass(frozen=True, slots=True)
+class Specials:
+    """The start/end tokens a vocabulary adds to a text it tokenizes."""
+
+    bos: int
+    eos: int
+    add_bos: bool
+    add_eos: bool
+
+
+def embedding_input(tokenize: Tokenize, text: str, limit: int, truncate: bool, specials: Specials) -> list[int]:
+    """An embedding input's tokens, cut as Ollama's EmbedHandler cuts them: the text's own tokens
+    get `limit` less one for each of BOS and EOS they do not hold already (Ollama reserves both,
+    whether or not the vocabulary adds them), then the vocabulary's own start/end are added.
+    Ollama's errors, in its words: a context too small for any token, an over-long input with
+    `truncate` off, and (from llama-server) an input with no token at all."""
+    tokens, longer = input_tokens(lambda t, _special: tokenize(t, False), text, limit)
+    if tokens:
+        budget = limit - (tokens[0] != specials.bos) - (longer or tokens[-1] != specials.eos)
+        if budget <= 0:
+            raise ClientError("input after truncation exceeds maximum context length")
+        if longer or len(tokens) > budget:
+            if not truncate:
+                raise ClientError("the input length exceeds the context length")
+            tokens = tokens[:budget]
+    head = [specials.bos] if specials.add_bos and tokens[:1] != [specials.bos] else []
+    tail = [specials.eos] if specials.add_eos and tokens[-1:] != [specials.eos] else []
+    full = head + tokens + tail
+    if not full:
+        raise ClientError("Input content cannot be empty")
+    return full

@@ -223,9 +223,9 @@ class RunnerHandle:
         return self._run(lambda request_id: p.Submit(request_id, prompt, num_ctx, options,
                                                      list(context or ()), want_context))
 
-    def embed(self, inputs: list[str], truncate: bool = True) -> AsyncIterator[Reply]:
+    def embed(self, inputs: list[str], truncate: bool = True, num_ctx: int = 0) -> AsyncIterator[Reply]:
         """Embed: a Vector per input, then Done (or Failed)."""
-        return self._run(lambda request_id: p.Embed(request_id, inputs, truncate))
+        return self._run(lambda request_id: p.Embed(request_id, inputs, truncate, num_ctx))
 
     async def _run(self, make: Callable[[str], p.Submit | p.Embed]) -> AsyncIterator[Reply]:
         """One request's messages; cancels it in the runner if the consumer stops early."""

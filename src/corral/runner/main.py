@@ -69,7 +69,7 @@ def _prepare(engine: Any, msg: p.Submit | p.Embed) -> Prepared:
     try:
         if isinstance(msg, p.Submit):
             return Prepared(msg, engine.prompt_tokens(msg.prompt, msg.num_ctx, msg.context))
-        return Prepared(msg, engine.embed_tokens(msg.inputs, msg.truncate))
+        return Prepared(msg, engine.embed_tokens(msg.inputs, msg.truncate, msg.num_ctx))
     except ClientError as exc:  # the request's fault: a 400 for it alone
         return Prepared(msg, [], p.Failed(msg.id, str(exc), 400))
     except Exception as exc:

@@ -98,6 +98,7 @@ class Embed:
     id: str
     inputs: list[str]
     truncate: bool = True
+    num_ctx: int = 0  # the request's context: each input's token limit (0: the runner's)
 
 
 @dataclass(slots=True)
@@ -233,7 +234,14 @@ _UP: dict[str, type] = {c.TAG: c for c in (Ready, Token, Vector, Done, Failed, F
 _FIELDS: dict[type, tuple[str, ...]] = {c: tuple(f.name for f in fields(c)) for c in (*_DOWN.values(), *_UP.values())}
 _TAG_KEY: dict[type, str] = {**{c: "op" for c in _DOWN.values()}, **{c: "ev" for c in _UP.values()}}
 
-EMBED_CTX = 2048  # longest embedding input, in tokens (the runner's embedding context; memory.py counts it)
+EMBED_OUTPUT_BYTES = 128 << 20  # one embedding decode's output rows (logits + hidden state), at most
+
+
+def embed_chunk_tokens(n_vocab: int, n_embd: int) -> int:
+    """Tokens in one embedding decode of a causal model (embedder.py; memory.py counts it): with
+    embeddings on, llama.cpp computes every token's logits and hidden state, so a chunk is bounded
+    by those rows' bytes (SmolLM2's 49k-entry vocabulary: 512 tokens; Gemma-3's 262k: 127)."""
+    return max(32, min(512, EMBED_OUTPUT_BYTES // (4 * (n_vocab + n_embd))))
 
 # Every runner → server line starts with "ev" and then "id", so that the request a line belongs to
 # can be read from its first bytes even when the whole line is too long to keep (see handle.py).

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psutil
 
 from corral.models.gguf_info import GGUFInfo
-from corral.runner.protocol import EMBED_CTX
+from corral.runner.protocol import embed_chunk_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +54,19 @@ def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512, 
     n_vocab = info.vocab_size or 32_000
     # Activations for one n_batch ubatch plus the logits rows kept for sampling.
     compute = info.embedding_length * n_batch * 4 * 8 + n_vocab * 4 * max(n_slots, 1) * 2
-    embed_ctx = min(n_ctx_slot, EMBED_CTX)
-    embedder = info.kv_bytes_per_token() * embed_ctx + info.embedding_length * embed_ctx * 4 * 8
+    embedder = _embedder_bytes(info, n_ctx_slot, n_vocab)
     return Estimate(weights=info.tensor_bytes, kv_cache=kv, compute=compute, prompt_cache=prompt_cache,
                     embedder=embedder)
+
+
+def _embedder_bytes(info: GGUFInfo, n_ctx_slot: int, n_vocab: int) -> int:
+    """The embedding context (runner/embedder.py): a KV cache of the runner's context (at most the
+    trained one) and one chunk's outputs (logits and hidden states) and attention scores."""
+    n_ctx = min(n_ctx_slot, info.context_length)
+    causal = info.metadata.get(f"{info.architecture}.attention.causal", True) is not False
+    chunk = min(embed_chunk_tokens(n_vocab, info.embedding_length), n_ctx) if causal else n_ctx
+    outputs = chunk * (2 * n_vocab + 8 * info.embedding_length) * 4
+    return info.kv_bytes_per_token() * n_ctx + outputs + chunk * n_ctx * max(info.head_count, 1) * 4
 
 
 def system_budget(limit: int | None = None) -> int:

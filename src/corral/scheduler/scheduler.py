@@ -147,7 +147,7 @@ class Scheduler:
         return self._serve(waiter, work)
 
     def embed(self, waiter: Waiter, inputs: list[str], truncate: bool) -> AsyncIterator[Event]:
-        return self._serve(waiter, lambda runner: runner.handle.embed(inputs, truncate))
+        return self._serve(waiter, lambda runner: runner.handle.embed(inputs, truncate, waiter.spec.n_ctx))
 
     async def _serve(self, waiter: Waiter, work: Callable[[Runner], AsyncIterator[Reply]]) -> AsyncIterator[Event]:
         """Run an admitted request: Queued events while it waits, then its Text/Embedding events
