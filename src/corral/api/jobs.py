@@ -19,6 +19,7 @@ from corral.models.prompt_fit import byte_budget, fit_chat, tail_text, trim_mess
 from corral.models.store import ModelName
 from corral.models.template import ChatPrompt, is_go_template, render_chat, render_go, render_go_generate
 from corral.models.tool_calls import parse_tool_calls
+from corral.runner.protocol import TokenLogprob
 from corral.scheduler.events import Done, Embedding, Event, Failed, Text, ToolCalls
 from corral.scheduler.scheduler import ModelSpec, PromptFit
 
@@ -86,7 +87,7 @@ class Job:
         return self.render([*messages, *self.messages, {"role": "user", "content": prompt}])
 
     def chat(self, messages: list[dict], tools: list | None = None, format: Any = None,
-             shift: bool | None = None) -> AsyncIterator[Event]:
+             shift: bool | None = None, logprobs: int | None = None) -> AsyncIterator[Event]:
         """A chat, rendered to fit its context as Ollama does: when the whole conversation is too
         long, the oldest turns go and the system messages stay (asked of the runner's tokenizer
         once the request has its slot). A template that fails is a 400 before admission."""
@@ -94,7 +95,7 @@ class Job:
         first = self.render(messages, tools)
         # A token covers at least one byte (plus a start token): a short rendering surely fits.
         if len(first.text.encode("utf-8", errors="surrogatepass")) + 2 < self.spec.n_ctx:
-            return self.run(first.text, first.stop, format, shift)
+            return self.run(first.text, first.stop, format, shift, logprobs)
 
         async def render(subset: list[dict]) -> str:
             return (await asyncio.to_thread(self.render, subset, tools)).text
@@ -102,7 +103,7 @@ class Job:
         async def fitted(fits: Callable[[str], Awaitable[bool]]) -> str:
             return tail_text(await fit_chat(messages, render, fits), self._budget())
 
-        return self.run(fitted, first.stop, format, shift)
+        return self.run(fitted, first.stop, format, shift, logprobs)
 
     async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
         """Ollama's empty prompt: load the model, or unload it when keep_alive is 0."""
@@ -117,10 +118,10 @@ class Job:
         return byte_budget(self.spec.n_ctx, self.spec.info.max_token_bytes)
 
     def run(self, prompt: str | PromptFit, extra_stop: tuple[str, ...] = (), format: Any = None,
-            shift: bool | None = None) -> AsyncIterator[Event]:
+            shift: bool | None = None, logprobs: int | None = None) -> AsyncIterator[Event]:
         """Admit and generate; `prompt` is the text, or a function that finds it once a runner
-        can say what fits (see Scheduler.generate)."""
-        options = self.options.generation(extra_stop, format, shift=shift is not False)
+        can say what fits (see Scheduler.generate). `logprobs`: None, or the alternatives per token."""
+        options = self.options.generation(extra_stop, format, shift=shift is not False, logprobs=logprobs)
         if isinstance(prompt, str):
             prompt = tail_text(prompt, self._budget())
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
@@ -184,14 +185,16 @@ async def with_tool_calls(events: AsyncIterator[Event], tools: list[dict] | None
             yield ev
         return
     parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
     async for ev in events:
         if isinstance(ev, Text):
             parts.append(ev.text)
+            logprobs.extend(ev.logprobs)
             continue
         if isinstance(ev, Done):
             content, calls = parse_tool_calls("".join(parts), names)
-            if content:
-                yield Text(content)
+            if content or logprobs:  # every token's entry, the calls' included (as Ollama's parsers)
+                yield Text(content, tuple(logprobs))
             if calls:
                 yield ToolCalls(calls)
                 ev = replace(ev, tool_calls=True)
@@ -203,6 +206,7 @@ class Collected:
     """A non-streaming reply: all text, tool calls, and how it ended."""
 
     text: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     calls: list[dict] = field(default_factory=list)
     done: Done | None = None
     failed: Failed | None = None
@@ -214,6 +218,7 @@ async def collect(events: AsyncIterator[Event]) -> Collected:
     async for ev in events:
         if isinstance(ev, Text):
             parts.append(ev.text)
+            result.logprobs.extend(ev.logprobs)
         elif isinstance(ev, ToolCalls):
             result.calls = ev.calls
         elif isinstance(ev, Done):

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from corral import __version__
 from corral.api.context import AppContext
 from corral.api.jobs import Job, collect, now_iso, with_tool_calls
+from corral.api.logprobs import ollama_logprobs
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.config import FOREVER
@@ -48,8 +49,10 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
         async def lines() -> AsyncIterator[bytes]:
             async for ev in events:
                 match ev:
-                    case Text(text=text):
+                    case Text(text=text, logprobs=logprobs):
                         obj = {**shape(text), "done": False}
+                        if logprobs:
+                            obj["logprobs"] = ollama_logprobs(logprobs)
                     case ToolCalls(calls=calls):
                         obj = {**shape(""), "done": False}
                         obj["message"] = {**obj.get("message", {}), "tool_calls": calls}
@@ -73,12 +76,15 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
     obj = {**shape(result.text), **job.final_stats(result.done)}
     if result.calls:
         obj["message"]["tool_calls"] = result.calls
+    if result.logprobs:
+        obj["logprobs"] = ollama_logprobs(result.logprobs)
     return JSONResponse(obj)
 
 
 @router.post("/api/generate")
 async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx = _ctx(request)
+    logprobs = body.wanted_logprobs()  # as Ollama: checked before the model is looked up
     job = Job(ctx, body.model, body.options, body.keep_alive)
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}
     if not body.prompt:
@@ -87,20 +93,21 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
         rendered = ChatPrompt(body.prompt)
     else:
         rendered = await asyncio.to_thread(job.generate_prompt, body.prompt, body.system, body.template, body.suffix)
-    events = job.run(rendered.text, rendered.stop, body.format, body.shift)
+    events = job.run(rendered.text, rendered.stop, body.format, body.shift, logprobs)
     return await _reply(job, events, body.stream, shape)
 
 
 @router.post("/api/chat")
 async def chat(body: ChatRequest, request: Request) -> Response:
     ctx = _ctx(request)
+    logprobs = body.wanted_logprobs()
     job = Job(ctx, body.model, body.options, body.keep_alive)
     shape = lambda text: {"model": body.model, "created_at": now_iso(),
                           "message": {"role": "assistant", "content": text}}
     if not body.messages:
         return JSONResponse(await job.load_or_unload(shape))
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    events = with_tool_calls(job.chat(messages, body.tools, body.format, body.shift), body.tools)
+    events = with_tool_calls(job.chat(messages, body.tools, body.format, body.shift, logprobs), body.tools)
     return await _reply(job, events, body.stream, shape)
 
 

@@ -7,15 +7,17 @@ import json
 import secrets
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.jobs import Job, collect, with_tool_calls
+from corral.api.logprobs import CompletionLogprobs, chat_logprobs
 from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
 from corral.errors import ClientError
 from corral.models.store import ModelName
+from corral.runner.protocol import TokenLogprob
 from corral.scheduler.events import Done, DoneReason, Event, Failed, Text, ToolCalls
 
 router = APIRouter(prefix="/v1")
@@ -47,9 +49,13 @@ def _openai_calls(calls: list[dict]) -> list[dict]:
             for i, c in enumerate(calls)]
 
 
+LogprobShape = Callable[[Sequence[TokenLogprob]], dict]
+
+
 async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: bool, include_usage: bool,
-                 choice: Callable[[str, str | None, bool], dict]) -> Response:
-    """`choice(text, finish_reason, first)` shapes one choice for this endpoint."""
+                 choice: Callable[[str, str | None, bool], dict], logprobs: LogprobShape | None = None) -> Response:
+    """`choice(text, finish_reason, first)` shapes one choice for this endpoint; `logprobs`
+    shapes its tokens' log-probabilities, when the request asked for them."""
     base = {"id": f"{'chatcmpl' if obj.startswith('chat') else 'cmpl'}-{secrets.token_hex(12)}",
             "created": int(time.time()), "model": model, "system_fingerprint": FINGERPRINT}
     if stream:
@@ -57,8 +63,11 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
             first = True
             async for ev in events:
                 match ev:
-                    case Text(text=text):
-                        chunk = {**base, "object": f"{obj}.chunk", "choices": [choice(text, None, first)]}
+                    case Text(text=text, logprobs=entries):
+                        one = choice(text, None, first)
+                        if logprobs and entries:
+                            one["logprobs"] = logprobs(entries)
+                        chunk = {**base, "object": f"{obj}.chunk", "choices": [one]}
                         first = False
                     case Done():
                         chunk = {**base, "object": f"{obj}.chunk", "choices": [choice("", _finish(ev), first)]}
@@ -86,6 +95,8 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
         return JSONResponse(openai_error(failed.status, failed.message), status_code=failed.status)
     assert result.done is not None
     only = choice(result.text, _finish(result.done), True)
+    if logprobs:
+        only["logprobs"] = logprobs(result.logprobs)
     if result.calls:
         only["message"] = {"role": "assistant", "content": result.text or None,
                            "tool_calls": [{k: v for k, v in c.items() if k != "index"}
@@ -96,6 +107,7 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    logprobs = body.wanted_logprobs()
     job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
@@ -105,9 +117,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
 
     format = body.response_format.as_format() if body.response_format else None
-    events = with_tool_calls(job.chat([m.as_chat() for m in body.messages], body.tools, format), body.tools)
+    events = with_tool_calls(job.chat([m.as_chat() for m in body.messages], body.tools, format,
+                                      logprobs=logprobs), body.tools)
     return await _reply(events, body.model, "chat.completion", body.stream,
-                        body.include_usage, choice)
+                        body.include_usage, choice, chat_logprobs if logprobs is not None else None)
 
 
 @router.post("/completions")
@@ -117,12 +130,14 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
     # OpenAI's default for this endpoint is 16 tokens.
     max_tokens = 16 if body.max_tokens is None else body.max_tokens  # OpenAI's default for completions
+    logprobs = body.wanted_logprobs()
     job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
-    return await _reply(job.run(prompt), body.model, "text_completion", body.stream, body.include_usage, choice)
+    return await _reply(job.run(prompt, logprobs=logprobs), body.model, "text_completion", body.stream,
+                        body.include_usage, choice, CompletionLogprobs() if logprobs is not None else None)
 
 
 def _base64_floats(vector: list[float]) -> str:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from corral.runner.protocol import TokenLogprob
+
 
 class DoneReason(StrEnum):
     """Why a request ended (Ollama's done_reason)."""
@@ -29,7 +31,10 @@ class Queued:
 
 @dataclass(slots=True, frozen=True)
 class Text:
+    """Generated text; with `logprobs`, the entries of the tokens whose text this completes."""
+
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
