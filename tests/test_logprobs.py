@@ -180,6 +180,23 @@ def test_ollama_client(server):
     assert err.value.status_code == 400 and "top_logprobs" in err.value.error
 
 
+def test_tool_calls_keep_their_tokens(server):
+    """With tools the text is held back and parsed into calls at the end: the entries of all
+    tokens still arrive, the call's included (as Ollama's tool parsers keep them)."""
+    from test_tools import CALL_SCHEMA, TEMPLATE, WEATHER
+
+    client = ollama.Client(host=server.url)
+    client.create(model="corral-logprob-tools:1", from_=SMOL, template=TEMPLATE)
+    try:
+        r = client.chat(model="corral-logprob-tools:1", messages=[{"role": "user", "content": "Weather in Paris?"}],
+                        tools=[WEATHER], format=CALL_SCHEMA, options={"temperature": 0, "num_predict": 60},
+                        logprobs=True)
+    finally:
+        client.delete("corral-logprob-tools:1")
+    assert r.message.tool_calls and len(r.logprobs) == r.eval_count
+    assert "get_weather" in "".join(lp.token for lp in r.logprobs)
+
+
 # -- live: OpenAI's API -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
