@@ -22,6 +22,7 @@ from corral.models.store import ModelName
 from corral.models.template import ChatPrompt, is_go_template, render_chat, render_go, render_go_generate
 from corral.models.thinking import Think, parse_think, thinks
 from corral.models.tool_calls import ToolCall
+from corral.runner.protocol import TokenLogprob
 from corral.scheduler.events import Done, Embedding, Event, Failed, Text, Thinking, ToolCalls
 from corral.scheduler.scheduler import ModelSpec, PromptFit
 
@@ -121,7 +122,8 @@ class Job:
         return self.render([*messages, *history, {"role": "user", "content": prompt}], think=think)
 
     def chat(self, messages: list[dict], tools: list | None = None, format: Any = None,
-             shift: bool | None = None, think: Think | None = None) -> AsyncIterator[Event]:
+             shift: bool | None = None, think: Think | None = None,
+             logprobs: int | None = None) -> AsyncIterator[Event]:
         """A chat, rendered to fit its context as Ollama does: when the whole conversation is too
         long, the oldest turns go and the system messages stay (asked of the runner's tokenizer
         once the request has its slot). A template that fails is a 400 before admission. The
@@ -130,7 +132,8 @@ class Job:
         first = self.render(messages, tools, think)
         # A token covers at least one byte (plus a start token): a short rendering surely fits.
         if len(first.text.encode("utf-8", errors="surrogatepass")) + 2 < self.spec.n_ctx:
-            return self.split(self.run(first.text, first.stop, format, shift), first.text, think, tools)
+            return self.split(self.run(first.text, first.stop, format, shift, logprobs=logprobs), first.text,
+                              think, tools)
 
         async def render(subset: list[dict]) -> str:
             return (await asyncio.to_thread(self.render, subset, tools, think)).text
@@ -139,7 +142,7 @@ class Job:
             return tail_text(await fit_chat(messages, render, fits), self._budget())
 
         # Every fitting ends as the whole rendering does (the generation prompt).
-        return self.split(self.run(fitted, first.stop, format, shift), first.text, think, tools)
+        return self.split(self.run(fitted, first.stop, format, shift, logprobs=logprobs), first.text, think, tools)
 
     async def load_or_unload(self, shape: Callable[[str], dict]) -> dict:
         """Ollama's empty prompt: load the model, or unload it when keep_alive is 0. The reply
@@ -158,11 +161,12 @@ class Job:
 
     def run(self, prompt: str | PromptFit, extra_stop: tuple[str, ...] = (), format: Any = None,
             shift: bool | None = None, context: list[int] | None = None,
-            want_context: bool = False) -> AsyncIterator[Event]:
+            want_context: bool = False, logprobs: int | None = None) -> AsyncIterator[Event]:
         """Admit and generate; `prompt` is the text, or a function that finds it once a runner
         can say what fits (see Scheduler.generate); `context` and `want_context` as Ollama's
-        /api/generate `context` (runner.protocol.Submit)."""
-        options = self.options.generation(extra_stop, format, shift=shift is not False)
+        /api/generate `context` (runner.protocol.Submit); `logprobs`: None, or the alternatives
+        per token."""
+        options = self.options.generation(extra_stop, format, shift=shift is not False, logprobs=logprobs)
         if isinstance(prompt, str):
             prompt = tail_text(prompt, self._budget())
         waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
@@ -243,18 +247,23 @@ async def _split(events: AsyncIterator[Event], parser: OutputParser) -> AsyncIte
 
 
 def _events(pieces: list[Piece], source: Text) -> list[Event]:
-    """Pieces as events: content keeps the rest of the Text it came from; calls in a row are
-    one ToolCalls event."""
+    """Pieces as events: the first content keeps the rest of the Text it came from (its tokens'
+    logprobs), calls in a row are one ToolCalls event. Logprobs of text the parser keeps or
+    turns into thinking or a call still go out, on an empty Text (as Ollama's parsers)."""
     events: list[Event] = []
+    carried = not source.logprobs
     for piece in pieces:
         if isinstance(piece, Content):
-            events.append(replace(source, text=piece.text))
+            events.append(Text(piece.text) if carried else replace(source, text=piece.text))
+            carried = True
         elif isinstance(piece, Reasoning):
             events.append(Thinking(piece.text))
         elif events and isinstance(events[-1], ToolCalls):
             events[-1] = ToolCalls((*events[-1].calls, piece))
         else:
             events.append(ToolCalls((piece,)))
+    if not carried:
+        events.append(replace(source, text=""))
     return events
 
 
@@ -264,6 +273,7 @@ class Collected:
 
     text: str = ""
     thinking: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
     done: Done | None = None
     failed: Failed | None = None
@@ -276,6 +286,7 @@ async def collect(events: AsyncIterator[Event]) -> Collected:
     async for ev in events:
         if isinstance(ev, Text):
             parts.append(ev.text)
+            result.logprobs.extend(ev.logprobs)
         elif isinstance(ev, Thinking):
             thinking.append(ev.text)
         elif isinstance(ev, ToolCalls):

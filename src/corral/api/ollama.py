@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from corral import OLLAMA_API_VERSION, __version__
 from corral.api.context import AppContext
 from corral.api.jobs import Job, collect, now_iso
+from corral.api.logprobs import ollama_logprobs
 from corral.api.models import details
 from corral.api.schemas import ChatRequest, EmbedRequest, GenerateRequest, LegacyEmbeddingsRequest
 from corral.api.vectors import normalize, shaped
@@ -65,8 +66,10 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
         async def lines() -> AsyncIterator[bytes]:
             async for ev in events:
                 match ev:
-                    case Text(text=text):
+                    case Text(text=text, logprobs=logprobs):
                         obj = {**shape(text), "done": False}
+                        if logprobs:
+                            obj["logprobs"] = ollama_logprobs(logprobs)
                     case Thinking(text=text):
                         obj = _put({**shape(""), "done": False}, "thinking", text)
                     case ToolCalls(calls=calls):
@@ -93,12 +96,15 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
         _put(obj, "thinking", result.thinking)
     if result.calls:
         _put(obj, "tool_calls", _calls(result.calls))
+    if result.logprobs:
+        obj["logprobs"] = ollama_logprobs(result.logprobs)
     return JSONResponse(obj)
 
 
 @router.post("/api/generate")
 async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx = _ctx(request)
+    logprobs = body.wanted_logprobs()  # as Ollama: checked before the model is looked up
     job = Job(ctx, body.model, body.options, body.keep_alive)
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}
     if not body.prompt and job.keep_alive == 0:
@@ -116,13 +122,14 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     # As Ollama: every templated answer ends with its `context` (the prompt's and answer's tokens),
     # which a next request can send back to continue from.
     events = job.run(rendered.text, rendered.stop, body.format, body.shift, context=body.context,
-                     want_context=not body.raw)
+                     want_context=not body.raw, logprobs=logprobs)
     return await _reply(job, job.split(events, rendered.text, think), body.stream, shape)
 
 
 @router.post("/api/chat")
 async def chat(body: ChatRequest, request: Request) -> Response:
     ctx = _ctx(request)
+    logprobs = body.wanted_logprobs()
     job = Job(ctx, body.model, body.options, body.keep_alive)
     shape = lambda text: {"model": body.model, "created_at": now_iso(),
                           "message": {"role": "assistant", "content": text}}
@@ -133,7 +140,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     if not body.messages:
         return JSONResponse(await job.load_or_unload(shape))
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    events = job.chat(messages, body.tools, body.format, body.shift, think)
+    events = job.chat(messages, body.tools, body.format, body.shift, think, logprobs)
     return await _reply(job, events, body.stream, shape)
 
 

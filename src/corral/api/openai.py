@@ -15,12 +15,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.jobs import Job, collect
+from corral.api.logprobs import CompletionLogprobs, chat_logprobs
 from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
 from corral.api.vectors import shaped
 from corral.errors import ClientError
 from corral.models.store import ModelName
 from corral.models.thinking import think_from_effort
 from corral.models.tool_calls import ToolCall
+from corral.runner.protocol import TokenLogprob
 from corral.scheduler.events import Done, DoneReason, Event, Failed, Text, Thinking, ToolCalls
 
 router = APIRouter(prefix="/v1")
@@ -53,9 +55,13 @@ def openai_tool_calls(calls: Sequence[ToolCall]) -> list[dict]:
             for c in calls]
 
 
+LogprobShape = Callable[[Sequence[TokenLogprob]], dict]
+
+
 async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: bool, include_usage: bool,
-                 choice: Callable[[str, str | None, bool], dict]) -> Response:
-    """`choice(text, finish_reason, first)` shapes one choice for this endpoint."""
+                 choice: Callable[[str, str | None, bool], dict], logprobs: LogprobShape | None = None) -> Response:
+    """`choice(text, finish_reason, first)` shapes one choice for this endpoint; `logprobs`
+    shapes its tokens' log-probabilities, when the request asked for them."""
     base = {"id": f"{'chatcmpl' if obj.startswith('chat') else 'cmpl'}-{secrets.token_hex(12)}",
             "created": int(time.time()), "model": model, "system_fingerprint": FINGERPRINT}
     if stream:
@@ -63,8 +69,11 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
             first = True
             async for ev in events:
                 match ev:
-                    case Text(text=text):
-                        chunk = {**base, "object": f"{obj}.chunk", "choices": [choice(text, None, first)]}
+                    case Text(text=text, logprobs=entries):
+                        one = choice(text, None, first)
+                        if logprobs and entries:
+                            one["logprobs"] = logprobs(entries)
+                        chunk = {**base, "object": f"{obj}.chunk", "choices": [one]}
                         first = False
                     case Done():
                         chunk = {**base, "object": f"{obj}.chunk", "choices": [choice("", _finish(ev), first)]}
@@ -101,6 +110,8 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
         return JSONResponse(openai_error(failed.status, failed.message), status_code=failed.status)
     assert result.done is not None
     only = choice(result.text, _finish(result.done), True)
+    if logprobs:
+        only["logprobs"] = logprobs(result.logprobs)
     if result.calls:
         only["message"]["tool_calls"] = openai_tool_calls(result.calls)
     if result.thinking and "message" in only:
@@ -111,6 +122,7 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    logprobs = body.wanted_logprobs()
     job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
@@ -122,9 +134,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     format = body.response_format.as_format() if body.response_format else None
     images = [p for m in body.messages if isinstance(m.content, list) for p in m.content if p.type == "image_url"]
     think = job.check("chat", body.model, think_from_effort(body.effort), tools=body.tools, images=images)
-    events = job.chat(body.chat_messages(), body.tools, format, think=think)
+    events = job.chat(body.chat_messages(), body.tools, format, think=think, logprobs=logprobs)
     return await _reply(events, body.model, "chat.completion", body.stream,
-                        body.include_usage, choice)
+                        body.include_usage, choice, chat_logprobs if logprobs is not None else None)
 
 
 @router.post("/completions")
@@ -134,6 +146,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
     # As Ollama: no cap unless max_tokens is given (OpenAI's own default is 16), and the prompt goes
     # through the model's template as /api/generate's does.
+    logprobs = body.wanted_logprobs()
     job = Job(request.app.state.corral, body.model, body.options(body.max_tokens), None)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
@@ -142,8 +155,9 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     think = job.check("generate", body.model, None, suffix=body.suffix)
     rendered = await asyncio.to_thread(job.generate_prompt, prompt, None, None, body.suffix, think=think)
     # As Ollama's layer: a thinking model's reasoning is split off and not part of the text.
-    events = job.split(job.run(rendered.text, rendered.stop), rendered.text, think)
-    return await _reply(events, body.model, "text_completion", body.stream, body.include_usage, choice)
+    events = job.split(job.run(rendered.text, rendered.stop, logprobs=logprobs), rendered.text, think)
+    return await _reply(events, body.model, "text_completion", body.stream, body.include_usage, choice,
+                        CompletionLogprobs() if logprobs is not None else None)
 
 
 def _base64_floats(vector: list[float]) -> str:

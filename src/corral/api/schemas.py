@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 from corral.errors import ClientError
-from corral.runner.protocol import GenerationOptions
+from corral.runner.protocol import MAX_TOP_LOGPROBS, GenerationOptions
 
 Number = StrictInt | StrictFloat
 
@@ -123,12 +123,34 @@ class Options(_Body):
     # Accepted for compatibility; corral sets it itself.
     num_batch: StrictInt | None = None
 
-    def generation(self, extra_stop: tuple[str, ...] = (), format: Any = None, shift: bool = True) -> GenerationOptions:
+    def generation(self, extra_stop: tuple[str, ...] = (), format: Any = None, shift: bool = True,
+                   logprobs: int | None = None) -> GenerationOptions:
+        """The runner's options; `logprobs` is None, or how many alternatives each token lists."""
         values = {k: v for k, v in self.model_dump(exclude_none=True).items() if k in GenerationOptions.names()}
         values["shift"] = shift
         stop = values.pop("stop", [])
         values["stop"] = ([stop] if isinstance(stop, str) else list(stop)) + list(extra_stop)
+        if logprobs is not None:
+            values.update(logprobs=True, top_logprobs=logprobs)
         return GenerationOptions(**values, format=format)
+
+
+def top_logprobs(asked: bool, top: int) -> int | None:
+    """None when log-probabilities are not asked for, else how many alternatives per token.
+    The bound is checked whether or not they are asked for, as Ollama does (with its words)."""
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise ClientError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return top if asked else None
+
+
+class _Logprobs(_Body):
+    """Ollama's `logprobs` and `top_logprobs` (also OpenAI's chat spelling of them)."""
+
+    logprobs: StrictBool = False
+    top_logprobs: StrictInt = 0
+
+    def wanted_logprobs(self) -> int | None:
+        return top_logprobs(self.logprobs, self.top_logprobs)
 
 
 KeepAlive = StrictStr | StrictInt | StrictFloat | None
@@ -136,7 +158,7 @@ KeepAlive = StrictStr | StrictInt | StrictFloat | None
 Think = StrictBool | StrictStr | None
 
 
-class GenerateRequest(_Body):
+class GenerateRequest(_Logprobs):
     model: StrictStr
     prompt: StrictStr = ""
     suffix: StrictStr | None = None
@@ -168,7 +190,7 @@ class Message(_Body):
     tool_call_id: StrictStr | None = None  # ... and the call it answers
 
 
-class ChatRequest(_Body):
+class ChatRequest(_Logprobs):
     model: StrictStr
     messages: list[Message] = Field(default_factory=list)
     stream: StrictBool = True
@@ -293,7 +315,7 @@ class ReasoningOption(_Body):
     effort: StrictStr | None = None
 
 
-class ChatCompletionRequest(_OpenAISampling):
+class ChatCompletionRequest(_OpenAISampling, _Logprobs):
     messages: list[OpenAIMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=0)
     response_format: ResponseFormat | None = None
@@ -320,6 +342,11 @@ class ChatCompletionRequest(_OpenAISampling):
 class CompletionRequest(_OpenAISampling):
     prompt: StrictStr | list[StrictStr]
     suffix: StrictStr | None = None
+    logprobs: StrictInt | None = None  # legacy: the number of alternatives; as Ollama, 0 or less is off
+
+    def wanted_logprobs(self) -> int | None:
+        n = self.logprobs or 0
+        return top_logprobs(n > 0, max(n, 0))
 
 
 class ShowRequest(ModelRequest):

@@ -23,6 +23,7 @@ from corral.errors import ClientError
 from corral.models.embedding import Pooling, embedding_pooling
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
 from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
+from corral.runner.logprobs import Logprobs
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
 from corral.runner.sampling import is_plain_greedy, make_sampler
@@ -236,6 +237,7 @@ class Engine:
         slot.req = Request(request_id, tokens, ctx_limit=limit, num_predict=num_predict,
                            shift=opts.shift and opts.num_predict != -2 and self.can_shift, num_keep=opts.num_keep,
                            text=TextStream(opts.stop), sampler=sampler, greedy=is_plain_greedy(opts),
+                           logprobs=Logprobs(opts.top_logprobs, self.piece) if opts.logprobs else None,
                            n_prompt=slot.n_past, generated=[] if want_context else None)
         self.active.append(slot)
         if opts.num_predict == 0:
@@ -388,15 +390,9 @@ class Engine:
 
     def _sample(self, slot: Slot, index: int, now: int) -> list[Up]:
         req = slot.request
-        if req.greedy:
-            # llama_sampler_sample copies the whole vocabulary into a candidate array before
-            # taking the max; argmax over the logits row is the same token (first max on ties).
-            address = self._logits_ith(self.ctx, index)
-            if not address:
-                raise RuntimeError(f"no logits for batch entry {index}")
-            token = int(np.frombuffer(self._logits_row.from_address(address), np.float32).argmax())
-        else:
-            token = ll.llama_sampler_sample(req.sampler, self.ctx, index)
+        # Plain greedy: llama_sampler_sample copies the whole vocabulary into a candidate array
+        # before taking the max; argmax over the logits row is the same token (first max on ties).
+        token = int(self._row(index).argmax()) if req.greedy else ll.llama_sampler_sample(req.sampler, self.ctx, index)
         if not req.t_first:
             req.t_first = now
         if ll.llama_vocab_is_eog(self.vocab, token):
@@ -406,7 +402,14 @@ class Engine:
         if req.generated is not None:
             req.generated.append(token)
         text = req.text.feed(self.piece(token))
-        events: list[Up] = [Token(req.id, text)] if text else []
+        events: list[Up]
+        if req.logprobs is None:
+            events = [Token(req.id, text)] if text else []
+        else:
+            # The sampler chain works on a copy: the row still holds the raw logits.
+            req.logprobs.add(self._row(index), token)
+            sent = req.logprobs.sent(text, req.text.stopped) if text or req.text.stopped else []
+            events = [Token(req.id, text, sent)] if text or sent else []
         if req.text.stopped:
             return events + self._finish(slot, FinishReason.STOP)
         if 0 < req.num_predict <= req.n_generated:
@@ -416,6 +419,13 @@ class Engine:
                 return events + self._finish(slot, FinishReason.LENGTH)
             self._shift(slot)
         return events
+
+    def _row(self, index: int) -> np.ndarray:
+        """The logits of a batch entry, as a view of llama.cpp's buffer (valid until the next decode)."""
+        address = self._logits_ith(self.ctx, index)
+        if not address:
+            raise RuntimeError(f"no logits for batch entry {index}")
+        return np.frombuffer(self._logits_row.from_address(address), np.float32)
 
     def _shift(self, slot: Slot) -> None:
         """The context is full: keep the first num_keep tokens (after the start token), drop
@@ -449,7 +459,8 @@ class Engine:
         tail = req.text.flush() if reason != FinishReason.CANCEL and not req.text.stopped else ""
         end = time.perf_counter_ns()
         first = req.t_first or end
-        events: list[Up] = [Token(req.id, tail)] if tail else []
+        held = req.logprobs.flush() if req.logprobs is not None and reason != FinishReason.CANCEL else None
+        events: list[Up] = [Token(req.id, tail, held)] if tail or held else []
         events.append(Done(req.id, reason, prompt_eval_count=len(req.prompt),
                            prompt_eval_duration=max(first - (req.t_prompt or first), 0),
                            eval_count=req.n_generated, eval_duration=end - first,

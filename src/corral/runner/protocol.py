@@ -40,6 +40,9 @@ class LoadConfig:
         return cls(**json.loads(text))
 
 
+MAX_TOP_LOGPROBS = 20  # Ollama's bound on top_logprobs
+
+
 @dataclass
 class GenerationOptions:
     """Per-request sampling and stopping, with Ollama's defaults."""
@@ -58,6 +61,8 @@ class GenerationOptions:
     num_keep: int = 4  # tokens kept at the start when a full context is shifted
     shift: bool = True  # shift a full context and go on; False: finish with "length"
     format: Any = None  # "json" or a JSON schema: output constrained by a grammar
+    logprobs: bool = False  # each generated token's log-probability (over the raw logits)
+    top_logprobs: int = 0  # and this many of the most likely tokens at each position
 
     @classmethod
     def names(cls) -> set[str]:
@@ -146,13 +151,35 @@ class Ready:
     pid: int
 
 
+@dataclass(slots=True, frozen=True)
+class TokenLogprob:
+    """One token's log-probability: `bytes` is its raw piece (a piece may hold part of a UTF-8
+    character, then `token` is what that piece added to the text); `top` the most likely tokens
+    at its position, when asked for."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TokenLogprob, ...] = ()
+
+    def to_wire(self) -> list:
+        return [self.token, self.logprob, self.bytes, [t.to_wire() for t in self.top]]
+
+    @classmethod
+    def from_wire(cls, wire: list) -> TokenLogprob:
+        token, logprob, raw, top = wire
+        return cls(token, logprob, tuple(raw), tuple(cls.from_wire(t) for t in top))
+
+
 @dataclass(slots=True)
 class Token:
-    """Text of one request (one or more tokens' worth, whole characters only)."""
+    """Text of one request (one or more tokens' worth, whole characters only), with the
+    log-probabilities of the tokens whose text it completes when the request asked for them."""
 
     TAG: ClassVar[str] = "tok"
     id: str
     text: str
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass(slots=True)
@@ -254,7 +281,13 @@ def encode(message: Down | Up) -> bytes:
     wire: dict[str, Any] = {_TAG_KEY[cls]: cls.TAG}
     for name in _FIELDS[cls]:
         value = getattr(message, name)
-        wire[name] = asdict(value) if isinstance(value, GenerationOptions) else value
+        if value is None:
+            continue  # an optional field left out reads back as its default (None)
+        if isinstance(value, GenerationOptions):
+            value = asdict(value)
+        elif name == "logprobs":
+            value = [t.to_wire() for t in value]
+        wire[name] = value
     return json.dumps(wire, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
@@ -266,6 +299,11 @@ def decode_up(line: bytes) -> Up:
         raise ValueError("unknown runner message")
     if cls is Done:
         wire["reason"] = FinishReason(wire["reason"])
+    elif cls is Token and "logprobs" in wire:
+        try:
+            wire["logprobs"] = [TokenLogprob.from_wire(t) for t in wire["logprobs"]]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad logprobs: {exc}") from None
     return cls(**wire)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass, field
 
+from corral.runner.logprobs import Logprobs
 from corral.runner.textstream import TextStream
 
 
@@ -21,6 +22,7 @@ class Request:
     text: TextStream
     sampler: ctypes.c_void_p | None  # llama.cpp's chain; freed when the request ends
     greedy: bool  # plain argmax: sampled in numpy, the chain unused
+    logprobs: Logprobs | None = None  # only for a request that asked for them
     n_prompt: int = 0  # prompt tokens in the KV (reused or decoded)
     n_generated: int = 0
     next_token: int = -1  # sampled, not yet decoded

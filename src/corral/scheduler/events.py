@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from corral.models.tool_calls import ToolCall
+from corral.runner.protocol import TokenLogprob
 
 
 class DoneReason(StrEnum):
@@ -30,7 +31,10 @@ class Queued:
 
 @dataclass(slots=True, frozen=True)
 class Text:
+    """Generated text; with `logprobs`, the entries of the tokens whose text this completes."""
+
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)

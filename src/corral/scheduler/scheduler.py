@@ -464,7 +464,7 @@ class Scheduler:
 def _event(reply: Reply, queue_s: float, load_s: float) -> Event:
     """A runner's message for a request → the event the API sees."""
     if isinstance(reply, p.Token):
-        return Text(reply.text)
+        return Text(reply.text, tuple(reply.logprobs)) if reply.logprobs else Text(reply.text)
     if isinstance(reply, p.Vector):
         return Embedding(reply.index, reply.embedding)
     if isinstance(reply, p.Done):
