@@ -10,11 +10,12 @@ import pytest
 from conftest import SMOL
 from test_tools import CALL_SCHEMA, tool_model  # noqa: F401 - the tool-aware model fixture
 
-from corral.api.responses_input import think_from_effort, to_chat
+from corral.api.responses_input import to_chat
 from corral.api.responses_output import ResponseHead, function_call_items
 from corral.api.responses_schemas import ResponsesRequest
 from corral.api.responses_stream import ResponseStream
 from corral.errors import ClientError
+from corral.models.thinking import think_from_effort
 from corral.models.tool_calls import parse_tool_calls
 from corral.scheduler.events import Done, DoneReason, Failed
 

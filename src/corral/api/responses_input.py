@@ -25,8 +25,7 @@ from corral.api.responses_schemas import (
 )
 from corral.api.schemas import Options
 from corral.errors import ClientError
-
-Think = bool | str | None
+from corral.models.thinking import Think, think_from_effort
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +36,7 @@ class ChatInput:
     tools: list[dict[str, Any]] | None
     format: Any
     options: Options
-    think: Think
+    think: Think | None
 
 
 def to_chat(body: ResponsesRequest) -> ChatInput:
@@ -54,23 +53,6 @@ def to_chat(body: ResponsesRequest) -> ChatInput:
                       repeat_penalty=1.0)
     tools = [tool for t in body.tools or [] for tool in _tools(t)]
     return ChatInput(messages, tools or None, _format(body), options, think_from_effort(body.reasoning.effort))
-
-
-def think_from_effort(effort: str | None) -> Think:
-    """Ollama's thinkFromReasoningEffort: OpenAI's efforts onto Ollama's think levels."""
-    match effort:
-        case None | "":
-            return None
-        case "none":
-            return False
-        case "minimal":
-            return "low"
-        case "low" | "medium" | "high" | "max":
-            return effort
-        case "xhigh" | "ultra":
-            return "max"
-    raise ClientError(f'invalid reasoning value: {json.dumps(effort)} (must be "minimal", "low", "medium", '
-                      '"high", "xhigh", "ultra", "max", or "none")')
 
 
 def _messages(items: list[InputItem]) -> list[dict[str, Any]]:
