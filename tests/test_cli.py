@@ -302,7 +302,7 @@ def test_errors_are_one_line_from_the_server(srv, tmp_path):
         assert line.startswith("Error: ")
         return line
 
-    assert one_error("show", "nosuch:1") == "Error: model 'nosuch:1' not found, try pulling it first"
+    assert one_error("show", "nosuch:1") == "Error: model 'nosuch:1' not found"
     assert "not found" in one_error("cp", "nosuch:1", "other:1")
     assert "invalid model name" in one_error("show", "bad:name:x")
     assert one_error("stop", "nosuch:1") == 'Error: couldn\'t find model "nosuch:1" to stop'
