@@ -300,6 +300,10 @@ def test_client_disconnect_frees_the_slot(start_server):
 def test_ps_and_metrics(server, model_store):
     warm(server.url, SMOL)
     asyncio.run(stream_generate(server.url, SMOL, "Hi", greedy(5)))
+    # The estimate reserves the embedding context too (made on a runner's first embed request):
+    # measure a runner that has one, with a long input (its chunk buffers are allocated).
+    r = httpx.post(server.url + "/api/embed", json={"model": SMOL, "input": "word " * 1500}, timeout=300)
+    assert r.status_code == 200, r.text
     m = ps(server.url)[SMOL]
     for key in ("name", "model", "size", "size_vram", "digest", "details", "expires_at", "context_length",
                 "slots_busy", "slots_total", "queue", "size_measured"):
