@@ -318,19 +318,24 @@ def test_errors_are_one_line_from_the_server(srv, tmp_path):
     assert "BOGUS" in one_error("create", "x:1", "-f", str(tmp_path / "Bad2"))
 
 
-def test_run_flags_reach_the_request(srv):
+def test_run_flags_reach_the_request(srv, tmp_path):
     """--keepalive sets the loaded model's expiry; --format json answers JSON; --think is sent."""
-    r = corral(srv, "run", SMOL, "hi", "--keepalive", "1h")
+    # Answers bounded by the model's PARAMETER: an open-ended "hi" could go on for ten contexts.
+    (tmp_path / "Modelfile").write_text(f"FROM {SMOL}\nPARAMETER num_predict 16\n")
+    short = "cli-short:v1"
+    assert corral(srv, "create", short, "-f", str(tmp_path / "Modelfile")).returncode == 0
+    r = corral(srv, "run", short, "hi", "--keepalive", "1h")
     assert r.returncode == 0, r.stderr
-    (row,) = [line for line in corral(srv, "ps").stdout.splitlines() if line.startswith(SMOL + " ")]
+    (row,) = [line for line in corral(srv, "ps").stdout.splitlines() if line.startswith(short + " ")]
     assert re.search(r"(About an hour|59 minutes) from now$", row), row
-    r = corral(srv, "run", SMOL, "hi", "--keepalive", "-1")
-    (row,) = [line for line in corral(srv, "ps").stdout.splitlines() if line.startswith(SMOL + " ")]
+    r = corral(srv, "run", short, "hi", "--keepalive", "-1")
+    (row,) = [line for line in corral(srv, "ps").stdout.splitlines() if line.startswith(short + " ")]
     assert row.endswith("Forever"), row
     # A model that cannot think: Ollama's server refuses think=true; corral's answers without thinking.
-    r = corral(srv, "run", SMOL, "hi", "--think=false", "--hidethinking")
+    r = corral(srv, "run", short, "hi", "--think=false", "--hidethinking")
     assert r.returncode == 0 and "Thinking..." not in r.stdout, r.stderr
-    assert corral(srv, "stop", SMOL).returncode == 0
+    assert corral(srv, "stop", short).returncode == 0
+    corral(srv, "rm", short)
 
 
 # Pure: the formatting rules, checked against what Go and Ollama's format package print.
