@@ -16,7 +16,7 @@ import httpx2  # the HTTP client this anthropic SDK is built on (a fork of httpx
 import ollama
 import pytest
 from conftest import MODELS, SMOL
-from test_tools import TEMPLATE
+from test_tools import TEMPLATE, tool_model  # noqa: F401 - the tool-aware model fixture
 
 from corral.api.anthropic import MessageStream, message_response, sse
 from corral.api.anthropic_schemas import MessagesRequest
@@ -250,15 +250,6 @@ def test_tools_request(client, tool_model):
     # A model whose template has no tools: Ollama's chat handler's 400, in Anthropic's shape.
     with pytest.raises(anthropic.BadRequestError, match="does not support tools"):
         client.messages.create(**{**kw, "model": SMOL})
-
-
-@pytest.fixture(scope="module")
-def tool_model(server):
-    """SmolLM2 with a template that renders tool calls and tool results (its own ignores them)."""
-    client = ollama.Client(host=server.url)
-    client.create(model="corral-anthropic-tools:1", from_=SMOL, template=TEMPLATE)
-    yield "corral-anthropic-tools:1"
-    client.delete("corral-anthropic-tools:1")
 
 
 def test_tool_result_turn_renders_as_ollamas_chat(server, client, tool_model):
