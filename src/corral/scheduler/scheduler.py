@@ -1,10 +1,12 @@
 """Admission, placement, eviction and keep-alive: which request runs where, and when.
 
-One FIFO queue of waiting requests for all models, bounded by max_queue. A waiter is placed on a
+One queue of waiting requests for all models, bounded by max_queue (batch requests by less, so
+interactive ones still get in), and per tenant by its max_queued (429). A waiter is placed on a
 loaded runner of its model with a free slot; if there is none, the scheduler loads one when it
 fits the memory budget and the loaded-model cap, evicting idle runners (shortest keep-alive
 first, least recently used on ties) when it must. Waiters for one model never hold up waiters for
-another (no head-of-line blocking across models); within a model, service is in arrival order.
+another (no head-of-line blocking across models); within a model, the queue policy (queueing.py:
+lanes, then tenants' fair shares, then arrival) picks who goes next.
 
 Plain asyncio: FastAPI wraps this, Ray Serve could too.
 """
@@ -26,9 +28,12 @@ from corral.scheduler.events import Done, DoneReason, Embedding, Event, Failed, 
 from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
-from corral.scheduler.snapshot import ModelTotals, RunnerView, Snapshot
-from corral.scheduler.state import Busy, ModelSpec, NeverFits, Runner, RunnerState, Waiter
+from corral.scheduler.queueing import FairQueue
+from corral.scheduler.snapshot import Snapshot, take_snapshot
+from corral.scheduler.state import Busy, ModelNotAllowed, ModelSpec, NeverFits, Runner, RunnerState, Waiter
+from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
 from corral.scheduler.threads import share_threads
+from corral.scheduler.watchdog import health, watch
 
 __all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "Scheduler", "Waiter"]
 
@@ -50,7 +55,9 @@ class Scheduler:
         self.max_loaded = settings.max_loaded_models or 3 * max(len(gpus), 1)
         self.placement = Pools(self.pools, self.max_loaded)
         self.runners: list[Runner] = []
-        self.waiters: deque[Waiter] = deque()
+        self.waiters: deque[Waiter] = deque()  # in arrival order; self.policy orders service
+        self.policy = FairQueue()
+        self._order: dict[str, list[Waiter]] | None = None  # per model, in service order (cached)
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._draining = False
@@ -71,18 +78,27 @@ class Scheduler:
         """Refuse new requests (503); admitted ones still run. Shutdown's first step."""
         self._draining = True
 
-    def admit(self, spec: ModelSpec, keep_alive: float) -> Waiter:
-        """Queue a request now, or raise Busy/NeverFits at once (before any response starts)."""
+    def admit(self, spec: ModelSpec, keep_alive: float, ticket: Ticket = DEFAULT_TICKET) -> Waiter:
+        """Queue a request now, or raise Busy/TenantBusy/NeverFits at once (before any response
+        starts)."""
         if self._closed or self._draining:
             raise Busy("server is shutting down")
+        tenant = ticket.tenant
+        if not tenant.allows(spec.name):
+            raise ModelNotAllowed(f"this API key may not use model '{spec.name}'")
         self.check_fits(spec)
-        if self._would_queue(spec) and self.queued() >= self.settings.max_queue:
-            self.metrics.rejected.inc()
-            raise Busy("server busy, please try again.  maximum pending requests exceeded")
-        waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future())
+        waits = self._would_queue(spec) or self.policy.running(tenant.name) >= (tenant.max_running or FOREVER)
+        if waits and (refusal := self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)):
+            self.metrics.refused(tenant.name, refusal.status)
+            raise refusal
+        waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
+        self.policy.arrive(waiter, self.waiters)
         self.waiters.append(waiter)
+        self._notify_positions(spec.name)  # it may go ahead of others (a lane, a fair share)
         if self._watchdog is None:
-            self._watchdog = asyncio.ensure_future(self._watch())
+            self._watchdog = asyncio.ensure_future(watch(
+                self.runners, self.settings.stall_timeout, lambda r, why: self._spawn(r.handle.kill(why)),
+                lambda: self._closed))
         self._kick()
         return waiter
 
@@ -107,25 +123,33 @@ class Scheduler:
         return total
 
     def position(self, waiter: Waiter) -> int:
-        """1-based place among the requests waiting for the same model; 0 once placed."""
-        n = 0
-        for w in self.waiters:
-            if w.spec.name == waiter.spec.name:
-                n += 1
-            if w is waiter:
-                return n
-        return 0
+        """1-based place among the requests waiting for the same model, in service order; 0
+        once placed."""
+        if self._order is None:
+            self._order = {}
+            for name in {w.model for w in self.waiters}:
+                self._order[name] = self.policy.order([w for w in self.waiters if w.model == name])
+        queue = self._order.get(waiter.model, [])
+        return queue.index(waiter) + 1 if waiter in queue else 0
 
     def _forget(self, waiter: Waiter) -> None:
         """A request leaves before it ran: drop it from the queue, or hand back its slot."""
         if waiter in self.waiters:
             self.waiters.remove(waiter)
+            self._order = None
             self._notify_positions(waiter.spec.name)
         elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
-            self.release(waiter.future.result(), waiter.keep_alive)
+            self._finish(waiter, waiter.future.result(), 0)
         if not waiter.future.done():
             waiter.future.cancel()
         self._kick()
+
+    def _finish(self, waiter: Waiter, runner: Runner, tokens: int) -> None:
+        """A placed request is over, having generated `tokens`: settle its tenant's share and
+        free its slot."""
+        self.policy.finished(waiter, tokens)
+        self.metrics.tenant_tokens.labels(waiter.ticket.tenant.name).inc(tokens)
+        self.release(runner, waiter.keep_alive)
 
     def release(self, runner: Runner, keep_alive: float) -> None:
         runner.busy -= 1
@@ -157,6 +181,7 @@ class Scheduler:
         its slot.
         """
         runner: Runner | None = None
+        tokens = 0
         try:
             while not waiter.future.done():
                 pos = self.position(waiter)
@@ -181,6 +206,8 @@ class Scheduler:
             async for reply in work(runner):
                 event = _event(reply, queued_s, _load_wait(runner, waiter))
                 timing.saw(event)
+                if isinstance(event, Done):
+                    tokens = event.eval_count or event.prompt_eval_count
                 yield event
                 if isinstance(event, (Done, Failed)):
                     break
@@ -188,7 +215,7 @@ class Scheduler:
             yield Failed(exc.status, str(exc))
         finally:
             if runner is not None:
-                self.release(runner, waiter.keep_alive)
+                self._finish(waiter, runner, tokens)
             else:
                 self._forget(waiter)
 
@@ -203,7 +230,7 @@ class Scheduler:
             return _load_wait(runner, waiter)
         finally:
             if runner is not None:
-                self.release(runner, waiter.keep_alive)
+                self._finish(waiter, runner, 0)
             else:
                 self._forget(waiter)
 
@@ -212,28 +239,30 @@ class Scheduler:
         """Match waiters to runners; start loads and evictions. Called on every state change."""
         if self._closed:
             return
-        blocked_models: set[str] = set()
+        self._order = None
+        for waiter in [w for w in self.waiters if w.future.done()]:
+            self.waiters.remove(waiter)
         moved = set()
-        for waiter in list(self.waiters):
-            if waiter.future.done():
-                self.waiters.remove(waiter)
-                continue
-            name = waiter.spec.name
-            if name in blocked_models:
-                continue  # FIFO within a model: an earlier waiter for it is still waiting
-            runner = self._runner_for(waiter.spec)
-            if runner and runner.has_free_slot:
+        # Models in the order of their most urgent, oldest waiter (who gets memory first).
+        models = sorted({w.model for w in self.waiters}, key=lambda m: min(
+            (w.ticket.lane.rank, w.enqueued) for w in self.waiters if w.model == m))
+        for name in models:
+            # Within a model, the policy's next waiter only: if it cannot start, the others wait.
+            while (head := self.policy.next([w for w in self.waiters if w.model == name])) is not None:
+                runner = self._runner_for(head.spec)
+                if not (runner and runner.has_free_slot):
+                    if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
+                                                  for r in self.runners):
+                        self._place(head)
+                    break
                 runner.busy += 1
                 runner.expires_at = 0.0
                 runner.cancel_timer()
-                self.waiters.remove(waiter)
-                waiter.future.set_result(runner)
+                self.waiters.remove(head)
+                self.policy.started(head)
+                self.metrics.tenant_started.labels(head.ticket.tenant.name, head.ticket.lane.value).inc()
+                head.future.set_result(runner)
                 moved.add(name)
-                continue
-            blocked_models.add(name)
-            if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
-                                          for r in self.runners):
-                self._place(waiter)
         for name in moved:
             self._notify_positions(name)
         self._share_threads()
@@ -296,24 +325,9 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         """A frozen view of runners, queues, memory and counters (see snapshot.py)."""
-        runners = tuple(RunnerView(
-            name=r.spec.name, digest=r.spec.digest, info=r.spec.info, state=r.state.value, health=self.health(r),
-            context_length=r.spec.n_ctx, slots_busy=r.busy, slots_total=r.spec.n_slots,
-            queued=sum(1 for w in self.waiters if w.spec.name == r.spec.name), size=r.estimate.total,
-            size_measured=r.handle.rss(), pid=r.handle.pid, device=str(r.pool), on_gpu=r.pool.is_gpu,
-            threads=r.threads, restarts=self.restarts.get(r.spec.name, 0), keep_alive=r.keep_alive,
-            expires_at=r.expires_at, silent_s=r.handle.silent_for()) for r in self.runners)
-        models = {}
-        for name in sorted({r.spec.name for r in self.runners} | {w.spec.name for w in self.waiters}
-                           | set(self.retired)):
-            mine = [r for r in self.runners if r.spec.name == name]
-            total = sum((r.handle.stats for r in mine), self.retired.get(name, p.Stats(0, 0)))
-            models[name] = ModelTotals(
-                running=sum(r.busy for r in mine), waiting=sum(1 for w in self.waiters if w.spec.name == name),
-                decode_s=total.decode_ns / 1e9, busy_s=total.busy_ns / 1e9,
-                reused_tokens=total.reused_tokens, cache_restores=total.cache_restores)
-        return Snapshot(runners=runners, models=models, budget=self.budget, reserved=self.reserved(),
-                        pools={str(pool): budget for pool, budget in self.pools.items()})
+        return take_snapshot(self.runners, self.waiters, self.retired, self.restarts, self.health,
+                             self.policy.running_by_tenant, budget=self.budget, reserved=self.reserved(),
+                             pools={str(pool): budget for pool, budget in self.pools.items()})
 
     def reserved(self, pool: Pool | None = None) -> int:
         return Pools.reserved(self.runners, pool)
@@ -413,26 +427,8 @@ class Scheduler:
                 self._start(runner.spec, runner.keep_alive)
                 self._kick()
 
-    # -- watchdog -----------------------------------------------------------------------------
-    async def _watch(self) -> None:
-        """Kill runners that have work but make no progress (a deadlock, a stopped process, a
-        stuck device): their in-flight requests end with an error, the rest go to a new runner."""
-        timeout = self.settings.stall_timeout
-        while not self._closed:
-            await asyncio.sleep(min(1.0, timeout / 4))
-            now = time.monotonic()
-            for runner in list(self.runners):
-                if runner.state == RunnerState.READY and not runner.stalled and runner.handle.silent_for(now) > timeout:
-                    runner.stalled = True
-                    reason = (f"model runner made no progress for {timeout:g}s; "
-                              "it was stopped and the model is being reloaded")
-                    self._spawn(runner.handle.kill(reason))
-
     def health(self, runner: Runner) -> str:
-        """"ok", or "unresponsive" while a runner with work has been silent for half the stall timeout."""
-        if runner.stalled or runner.handle.silent_for() > self.settings.stall_timeout / 2:
-            return "unresponsive"
-        return "ok"
+        return health(runner, self.settings.stall_timeout)
 
     def _drop(self, runner: Runner) -> None:
         if runner in self.runners:
