@@ -151,6 +151,7 @@ class GenerateRequest(_Body):
     shift: StrictBool | None = None  # a full context shifts (default) or ends the generation
     context: list[StrictInt] | None = None  # an earlier reply's `context`: this prompt continues it
     think: Think = None
+    priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
 
 
 class ToolCall(_Body):
@@ -178,6 +179,7 @@ class ChatRequest(_Body):
     keep_alive: KeepAlive = None
     shift: StrictBool | None = None
     think: Think = None
+    priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
 
 
 class ModelRequest(_Body):
@@ -260,6 +262,7 @@ class _OpenAISampling(_Body):
     stream_options: StreamOptions | None = None
     n: StrictInt = Field(1, ge=1, le=1)
     user: StrictStr | None = None
+    priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
 
     def options(self, max_tokens: int | None) -> Options:
         # As Ollama's OpenAI layer: OpenAI's defaults (temperature 1, top_p 1), not Ollama's.
