@@ -206,6 +206,42 @@ def test_tenant_over_its_queue_gets_429_while_another_is_served(srv):
     assert 'corral_tenant_requests_refused_total{status="429",tenant="small"} 1.0' in text
 
 
+def test_deadlines_refused_up_front_expiring_in_the_queue_and_while_running(srv):
+    def generate(deadline: str, options: dict = SHORT, **body) -> httpx.Response:
+        return httpx.post(srv.url + "/api/generate", headers={**auth("key-b"), "X-Corral-Deadline": deadline},
+                          json={"model": MODEL, "prompt": "Say hi.", "stream": False, "options": options, **body},
+                          timeout=120)
+
+    assert generate("soon").status_code == 400 and generate("-1").status_code == 400
+    assert generate("600").json()["done_reason"] != "deadline"  # one measured: how long a request holds a slot
+    # Running: stopped at the deadline, as a generation ends.
+    r = generate("3", {"num_predict": 1500, "temperature": 0}, prompt="Count from 1 to 1000, one number a line.")
+    assert r.status_code == 200 and r.json()["done_reason"] == "deadline", r.text
+    assert r.json()["eval_count"] < 1500 and len(r.json()["response"]) < 6000
+
+    async def main():
+        holder = await hold_slot(srv.url)
+        tasks: list = []
+        for i in range(6):
+            await enqueue(srv.url, tasks, "key-a", f"q{i}")
+        # Seven requests ahead of it (one holding the slot): its predicted start is seconds away.
+        refused = await asyncio.to_thread(generate, "0.05")
+        # Alone behind the holder, a deadline it may meet as far as the server can tell (a third of
+        # the wait predicted behind seven), but the holder does not end.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        wait = float(re.search(r"predicted wait (\S+) s", refused.json()["error"]).group(1))
+        expired = await asyncio.to_thread(generate, f"{wait / 3:.2f}")
+        await release(srv.url, holder)
+        return refused, expired
+
+    refused, expired = asyncio.run(main())
+    assert refused.status_code == 503 and "predicted wait" in refused.json()["error"], refused.text
+    assert int(refused.headers["retry-after"]) >= 1
+    assert expired.status_code == 504 and "deadline exceeded" in expired.json()["error"], expired.text
+
+
 def test_keys_file_is_reloaded_when_it_changes(srv, keys_file):
     assert httpx.get(srv.url + "/api/tags", headers=auth("key-new")).status_code == 401
     write_keys(keys_file, {**KEYS, "key-new": {"tenant": "new"}})

@@ -56,6 +56,12 @@ class TooManyRequests(CorralError):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
+class TimedOut(CorralError):
+    """A time limit the request set for itself (its deadline) passed before it could run."""
+
+    status = 504
+
+
 class InsufficientStorage(CorralError):
     """Memory or disk cannot hold what was asked for."""
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from corral.api.context import AppContext
 from corral.api.schemas import Options
-from corral.api.tenancy import current_caller
+from corral.api.tenancy import current_caller, deadline_in
 from corral.api.vectors import normalize
 from corral.config import parse_duration
 from corral.errors import ClientError, RequestFailed
@@ -36,8 +36,9 @@ class Job:
     """One generate or chat request on its way through the scheduler."""
 
     def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive: str | int | float | None,
-                 priority: str | None = None) -> None:
-        """`priority`: the body's field, under the X-Corral-Priority header (api/tenancy.py)."""
+                 priority: str | None = None, deadline: float | None = None) -> None:
+        """`priority` and `deadline` (seconds): the body's fields, under the X-Corral-Priority and
+        X-Corral-Deadline headers (api/tenancy.py)."""
         self.ctx = ctx
         self.started = time.monotonic_ns()
         self.admitted = self.started  # when run() or embed() handed it to the scheduler
@@ -48,7 +49,8 @@ class Job:
         self.name = ModelName.parse(model)
         caller = current_caller()
         asked = caller.priority or (Lane.parse(priority, "priority") if priority is not None else None)
-        self.ticket = Ticket(caller.tenant, caller.tenant.lane(asked))
+        until = caller.deadline or (deadline_in(deadline, "deadline") if deadline is not None else None)
+        self.ticket = Ticket(caller.tenant, caller.tenant.lane(asked), until)
         extras = load_extras(ctx.store, self.name)
         if extras.parameters:  # a created model's PARAMETERs are defaults under the request's options
             options = Options.model_validate({**extras.parameters, **options.model_dump(exclude_none=True)})

@@ -99,7 +99,7 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
 @router.post("/api/generate")
 async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx = _ctx(request)
-    job = Job(ctx, body.model, body.options, body.keep_alive, body.priority)
+    job = Job(ctx, body.model, body.options, body.keep_alive, body.priority, body.deadline)
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}
     if not body.prompt and job.keep_alive == 0:
         return JSONResponse(await job.load_or_unload(shape))
@@ -123,7 +123,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 @router.post("/api/chat")
 async def chat(body: ChatRequest, request: Request) -> Response:
     ctx = _ctx(request)
-    job = Job(ctx, body.model, body.options, body.keep_alive, body.priority)
+    job = Job(ctx, body.model, body.options, body.keep_alive, body.priority, body.deadline)
     shape = lambda text: {"model": body.model, "created_at": now_iso(),
                           "message": {"role": "assistant", "content": text}}
     if not body.messages and job.keep_alive == 0:

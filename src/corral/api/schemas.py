@@ -152,6 +152,7 @@ class GenerateRequest(_Body):
     context: list[StrictInt] | None = None  # an earlier reply's `context`: this prompt continues it
     think: Think = None
     priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
+    deadline: Number | None = None  # corral's: seconds from now (as X-Corral-Deadline)
 
 
 class ToolCall(_Body):
@@ -180,6 +181,7 @@ class ChatRequest(_Body):
     shift: StrictBool | None = None
     think: Think = None
     priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
+    deadline: Number | None = None  # corral's: seconds from now (as X-Corral-Deadline)
 
 
 class ModelRequest(_Body):
@@ -263,6 +265,7 @@ class _OpenAISampling(_Body):
     n: StrictInt = Field(1, ge=1, le=1)
     user: StrictStr | None = None
     priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
+    deadline: Number | None = None  # corral's: seconds from now (as X-Corral-Deadline)
 
     def options(self, max_tokens: int | None) -> Options:
         # As Ollama's OpenAI layer: OpenAI's defaults (temperature 1, top_p 1), not Ollama's.

@@ -9,6 +9,8 @@ open as a health check and CORS preflights pass, so browsers can ask.
 
 from __future__ import annotations
 
+import math
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -16,15 +18,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.api.keys import Keys
 from corral.api.security import ErrorFactory
+from corral.errors import ClientError
 from corral.scheduler.tenants import ANONYMOUS, Lane, Tenant
 
 PRIORITY_HEADER = b"x-corral-priority"
+DEADLINE_HEADER = b"x-corral-deadline"
 
 
 @dataclass(frozen=True, slots=True)
 class Caller:
     tenant: Tenant = ANONYMOUS
     priority: Lane | None = None  # X-Corral-Priority; None: the body's, else the tenant's default
+    deadline: float | None = None  # X-Corral-Deadline, as a monotonic time; None: the body's, if any
 
 
 _CALLER: ContextVar[Caller | None] = ContextVar("corral_caller", default=None)
@@ -43,6 +48,25 @@ def _offered(headers: dict[bytes, bytes]) -> list[bytes]:
     return offered
 
 
+def _priority(raw: bytes | None) -> Lane | None:
+    return None if raw is None else Lane.parse(raw.decode("latin-1"), "X-Corral-Priority")
+
+
+def _deadline(raw: bytes | None) -> float | None:
+    return None if raw is None else deadline_in(raw.decode("latin-1"), "X-Corral-Deadline")
+
+
+def deadline_in(seconds: str | float, where: str) -> float:
+    """A deadline `seconds` from now (a finite number above 0) as a monotonic time."""
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ClientError(f"invalid {where} {seconds!r}: expected seconds from now, a number above 0")
+    return time.monotonic() + value
+
+
 class Tenancy:
     def __init__(self, app: ASGIApp, keys: Keys, error: ErrorFactory) -> None:
         self.app, self.keys, self.error = app, keys, error
@@ -59,14 +83,12 @@ class Tenancy:
             response = self.error(401, "unauthorized: missing or wrong API key", {"WWW-Authenticate": "Bearer"},
                                   scope["path"])
             return await response(scope, receive, send)
-        priority = None
-        if PRIORITY_HEADER in headers:
-            value = headers[PRIORITY_HEADER].decode("latin-1")
-            if value.strip().lower() not in {lane.value for lane in Lane}:
-                message = f"invalid X-Corral-Priority {value!r}: expected one of interactive, batch"
-                return await self.error(400, message, None, scope["path"])(scope, receive, send)
-            priority = Lane(value.strip().lower())
-        token = _CALLER.set(Caller(tenant, priority))
+        try:
+            priority = _priority(headers.get(PRIORITY_HEADER))
+            deadline = _deadline(headers.get(DEADLINE_HEADER))
+        except ClientError as exc:
+            return await self.error(exc.status, str(exc), None, scope["path"])(scope, receive, send)
+        token = _CALLER.set(Caller(tenant, priority, deadline))
         try:
             await self.app(scope, receive, send)
         finally:

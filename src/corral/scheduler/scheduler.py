@@ -24,7 +24,8 @@ from corral.errors import CorralError
 from corral.runner import protocol as p
 from corral.runner.handle import Reply, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
-from corral.scheduler.events import Done, DoneReason, Embedding, Event, Failed, Queued, Text
+from corral.scheduler.deadlines import Expired, ServiceTimes, cut_short, queue_expired, within
+from corral.scheduler.events import Done, Event, Failed, Queued, Text, from_reply
 from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
@@ -57,6 +58,7 @@ class Scheduler:
         self.runners: list[Runner] = []
         self.waiters: deque[Waiter] = deque()  # in arrival order; self.policy orders service
         self.policy = FairQueue()
+        self.service = ServiceTimes()
         self._order: dict[str, list[Waiter]] | None = None  # per model, in service order (cached)
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -93,6 +95,10 @@ class Scheduler:
             raise refusal
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
         self.policy.arrive(waiter, self.waiters)
+        if waits and ticket.deadline is not None:
+            ahead = self.policy.order([w for w in self.waiters if w.model == spec.name] + [waiter]).index(waiter)
+            self.service.check(spec.name, ahead, spec.n_slots, not any(r.serves(spec) for r in self.runners),
+                               ticket.deadline)
         self.waiters.append(waiter)
         self._notify_positions(spec.name)  # it may go ahead of others (a lane, a fair share)
         if self._watchdog is None:
@@ -148,6 +154,8 @@ class Scheduler:
         """A placed request is over, having generated `tokens`: settle its tenant's share and
         free its slot."""
         self.policy.finished(waiter, tokens)
+        if tokens:
+            self.service.held(waiter.model, time.monotonic() - waiter.started)
         self.metrics.tenant_tokens.labels(waiter.ticket.tenant.name).inc(tokens)
         self.release(runner, waiter.keep_alive)
 
@@ -181,7 +189,8 @@ class Scheduler:
         its slot.
         """
         runner: Runner | None = None
-        tokens = 0
+        tokens = seen = 0
+        deadline = waiter.ticket.deadline
         try:
             while not waiter.future.done():
                 pos = self.position(waiter)
@@ -189,10 +198,14 @@ class Scheduler:
                     yield Queued(pos)
                 waiter.position_changed.clear()
                 changed = asyncio.ensure_future(waiter.position_changed.wait())
+                left = None if deadline is None else deadline - time.monotonic()
                 try:
-                    await asyncio.wait([waiter.future, changed], return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait([waiter.future, changed], timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     changed.cancel()
+                if deadline is not None and time.monotonic() >= deadline and not waiter.future.done():
+                    yield queue_expired(waiter.enqueued)
+                    return
             if waiter.future.cancelled():
                 yield Failed(500, "request cancelled")
                 return
@@ -203,8 +216,12 @@ class Scheduler:
             runner = waiter.future.result()
             queued_s = time.monotonic() - waiter.enqueued
             timing = self.metrics.request(waiter.spec.name, waiter.enqueued, queued_s)
-            async for reply in work(runner):
-                event = _event(reply, queued_s, _load_wait(runner, waiter))
+            async for reply in within(deadline, work(runner)):
+                if isinstance(reply, Expired):  # it ran out of time: it ends as a generation ends
+                    event: Event = cut_short(seen, waiter.started, queued_s, waiter.load_wait(runner))
+                else:
+                    event = from_reply(reply, queued_s, waiter.load_wait(runner))
+                    seen += isinstance(event, Text)
                 timing.saw(event)
                 if isinstance(event, Done):
                     tokens = event.eval_count or event.prompt_eval_count
@@ -227,7 +244,7 @@ class Scheduler:
         runner: Runner | None = None
         try:
             runner = await waiter.future
-            return _load_wait(runner, waiter)
+            return waiter.load_wait(runner)
         finally:
             if runner is not None:
                 self._finish(waiter, runner, 0)
@@ -260,6 +277,7 @@ class Scheduler:
                 runner.cancel_timer()
                 self.waiters.remove(head)
                 self.policy.started(head)
+                head.started = time.monotonic()
                 self.metrics.tenant_started.labels(head.ticket.tenant.name, head.ticket.lane.value).inc()
                 head.future.set_result(runner)
                 moved.add(name)
@@ -352,6 +370,7 @@ class Scheduler:
             return
         runner.ready_at = time.monotonic()
         runner.load_duration = runner.ready_at - started
+        self.service.loaded(runner.spec.name, runner.load_duration)
         runner.rss = runner.handle.rss()
         runner.last_used = time.monotonic()
         if runner.state == RunnerState.LOADING:
@@ -456,19 +475,3 @@ class Scheduler:
         await asyncio.gather(*(r.handle.stop() for r in list(self.runners)), return_exceptions=True)
         self.runners.clear()
 
-
-def _event(reply: Reply, queue_s: float, load_s: float) -> Event:
-    """A runner's message for a request → the event the API sees."""
-    if isinstance(reply, p.Token):
-        return Text(reply.text)
-    if isinstance(reply, p.Vector):
-        return Embedding(reply.index, reply.embedding)
-    if isinstance(reply, p.Done):
-        return Done(DoneReason(reply.reason.value), reply.prompt_eval_count, reply.prompt_eval_duration,
-                    reply.eval_count, reply.eval_duration, queue_s=queue_s, load_s=load_s, context=reply.context)
-    return Failed(reply.status, reply.message)
-
-
-def _load_wait(runner: Runner, waiter: Waiter) -> float:
-    """The load time a request waited for: its runner's, if it became ready after the request came."""
-    return runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0

@@ -109,7 +109,12 @@ class Waiter:
     enqueued: float = field(default_factory=time.monotonic)
     position_changed: asyncio.Event = field(default_factory=asyncio.Event)
     ticket: Ticket = DEFAULT_TICKET
+    started: float = 0.0  # monotonic: when it took a slot
 
     @property
     def model(self) -> str:
         return self.spec.name
+
+    def load_wait(self, runner: Runner) -> float:
+        """The load time it waited for: its runner's, if that became ready after it came."""
+        return runner.load_duration if runner.ready_at >= self.enqueued else 0.0
