@@ -60,12 +60,12 @@ class ServiceTimes:
             return None
         return (ahead + 1) * held / max(slots, 1) + (self._load.get(model, 0.0) if must_load else 0.0)
 
-    def check(self, model: str, ahead: int, slots: int, must_load: bool, deadline: float) -> None:
-        """Raise DeadlineUnmeetable when the predicted start is past `deadline` (monotonic)."""
+    def refusal(self, model: str, ahead: int, slots: int, must_load: bool,
+                deadline: float) -> DeadlineUnmeetable | None:
+        """The refusal when the predicted start is past `deadline` (monotonic), else None."""
         wait = self.predicted_wait(model, ahead, slots, must_load)
         left = deadline - time.monotonic()
-        if wait is not None and wait > left:
-            raise DeadlineUnmeetable(wait, left)
+        return DeadlineUnmeetable(wait, left) if wait is not None and wait > left else None
 
 
 def queue_expired(enqueued: float) -> Failed:

@@ -33,7 +33,7 @@ from corral.scheduler.queueing import FairQueue
 from corral.scheduler.snapshot import Snapshot, take_snapshot
 from corral.scheduler.state import Busy, ModelNotAllowed, ModelSpec, NeverFits, Runner, RunnerState, Waiter
 from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
-from corral.scheduler.threads import share_threads
+from corral.scheduler.threads import rebalance
 from corral.scheduler.watchdog import health, watch
 
 __all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "Scheduler", "Waiter"]
@@ -81,24 +81,21 @@ class Scheduler:
         self._draining = True
 
     def admit(self, spec: ModelSpec, keep_alive: float, ticket: Ticket = DEFAULT_TICKET) -> Waiter:
-        """Queue a request now, or raise Busy/TenantBusy/NeverFits at once (before any response
-        starts)."""
+        """Queue a request now, or raise Busy/TenantBusy/DeadlineUnmeetable/NeverFits at once
+        (before any response starts)."""
         if self._closed or self._draining:
             raise Busy("server is shutting down")
         tenant = ticket.tenant
         if not tenant.allows(spec.name):
             raise ModelNotAllowed(f"this API key may not use model '{spec.name}'")
         self.check_fits(spec)
-        waits = self._would_queue(spec) or self.policy.running(tenant.name) >= (tenant.max_running or FOREVER)
-        if waits and (refusal := self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)):
-            self.metrics.refused(tenant.name, refusal.status)
-            raise refusal
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
         self.policy.arrive(waiter, self.waiters)
-        if waits and ticket.deadline is not None:
-            ahead = self.policy.order([w for w in self.waiters if w.model == spec.name] + [waiter]).index(waiter)
-            self.service.check(spec.name, ahead, spec.n_slots, not any(r.serves(spec) for r in self.runners),
-                               ticket.deadline)
+        if (self._would_queue(spec) or self.policy.at_limit(waiter)) and (refusal := (
+                self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)
+                or self._late(waiter))):
+            self.metrics.refused(tenant.name, refusal.status)
+            raise refusal
         self.waiters.append(waiter)
         self._notify_positions(spec.name)  # it may go ahead of others (a lane, a fair share)
         if self._watchdog is None:
@@ -107,6 +104,14 @@ class Scheduler:
                 lambda: self._closed))
         self._kick()
         return waiter
+
+    def _late(self, waiter: Waiter) -> CorralError | None:
+        """Why a request that must wait cannot make its deadline, if it cannot (deadlines.py)."""
+        if waiter.ticket.deadline is None:
+            return None
+        ahead = self.policy.order([w for w in self.waiters if w.model == waiter.model] + [waiter]).index(waiter)
+        must_load = not any(r.serves(waiter.spec) for r in self.runners)
+        return self.service.refusal(waiter.model, ahead, waiter.spec.n_slots, must_load, waiter.ticket.deadline)
 
     def _capacity(self, spec: ModelSpec) -> int:
         """Slots requests for this model could take without waiting behind anyone."""
@@ -189,13 +194,13 @@ class Scheduler:
         its slot.
         """
         runner: Runner | None = None
-        tokens = seen = 0
+        tokens = seen = shown = 0
         deadline = waiter.ticket.deadline
         try:
             while not waiter.future.done():
-                pos = self.position(waiter)
-                if pos > 0:
+                if (pos := self.position(waiter)) > 0 and pos != shown:
                     yield Queued(pos)
+                    shown = pos
                 waiter.position_changed.clear()
                 changed = asyncio.ensure_future(waiter.position_changed.wait())
                 left = None if deadline is None else deadline - time.monotonic()
@@ -283,20 +288,11 @@ class Scheduler:
                 moved.add(name)
         for name in moved:
             self._notify_positions(name)
-        self._share_threads()
+        rebalance(self.runners, self.settings.threads, self._threads_for)
 
     def _threads_for(self, spec: ModelSpec) -> int:
         """The threads a runner of this spec is started with (0 in a spec: the server's default)."""
         return spec.n_threads or self.settings.threads
-
-    def _share_threads(self) -> None:
-        """Split the CPU threads among the CPU runners holding requests (see threads.py)."""
-        busy = [r for r in self.runners if r.pool == CPU and r.state == RunnerState.READY and r.busy]
-        caps = [self._threads_for(r.spec) for r in busy]
-        for runner, n in zip(busy, share_threads(self.settings.threads, caps)):
-            if runner.threads != n:
-                runner.threads = n
-                runner.handle.set_threads(n)
 
     def _runner_for(self, spec: ModelSpec) -> Runner | None:
         candidates = [r for r in self.runners if r.serves(spec)]
