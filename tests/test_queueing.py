@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from corral.scheduler.events import Done
 from corral.scheduler.queueing import FIRST_COST, FairQueue
 from corral.scheduler.state import Busy, TenantBusy
 from corral.scheduler.tenants import Lane, Tenant, Ticket
@@ -166,3 +167,40 @@ def test_refusals_tenant_limit_is_429_server_bound_is_503_batch_first():
 ])
 def test_lane_is_the_asked_one_capped_by_the_allowance(default, allowance, asked, lane):
     assert Tenant("t", priority=default, max_priority=allowance).lane(asked) is lane
+
+
+def test_scheduler_tenant_limits_429_beside_others_and_max_running():
+    """The policy inside the scheduler (fake runner): a tenant's queue limit refuses it alone,
+    and a tenant at max_running waits while another takes the free slot."""
+    import asyncio
+
+    from test_scheduler_unit import make, run, spec
+
+    from corral.runner.protocol import GenerationOptions
+    from corral.scheduler.state import ModelNotAllowed
+
+    async def main():
+        s = make()
+        sp = spec("m", 100, slots=2)
+        await run(s, sp)  # loaded
+        capped = Ticket(Tenant("capped", max_running=1, max_queued=1))
+        other = Ticket(Tenant("other"))
+        first = s.admit(sp, 60, capped)  # takes a slot
+        second = s.admit(sp, 60, capped)  # waits: its tenant is at max_running, though a slot is free
+        assert s.position(second) == 1 and s.runners[0].busy == 1
+        with pytest.raises(TenantBusy):
+            s.admit(sp, 60, capped)  # one waiting already: its own limit
+        third = s.admit(sp, 60, other)  # another tenant takes the free slot at once
+        assert s.position(third) == 0 and s.runners[0].busy == 2
+        with pytest.raises(ModelNotAllowed):
+            s.admit(sp, 60, Ticket(Tenant("x", models=frozenset({"n:latest"}))))
+        outs = await asyncio.gather(*(collect_all(s, w) for w in (first, second, third)))
+        assert all(isinstance(o[-1], Done) for o in outs), outs
+        text = s.metrics.render().decode()
+        assert 'corral_tenant_requests_refused_total{status="429",tenant="capped"} 1.0' in text
+        assert 'corral_tenant_requests_started_total{lane="interactive",tenant="capped"} 2.0' in text
+
+    async def collect_all(s, waiter):
+        return [e async for e in s.generate(waiter, "p", GenerationOptions(num_predict=3))]
+
+    asyncio.run(main())

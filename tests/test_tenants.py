@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -21,7 +24,7 @@ from helpers import wait_until
 MODEL = "smollm2:135m"
 SHORT = {"num_predict": 4, "temperature": 0}
 # A generation that cannot end soon: the grammar allows no end before 5000 numbers.
-ENDLESS = {"prompt": "Count from 1 to 1000, one number a line.", "options": {"num_predict": -1, "temperature": 0},
+ENDLESS: dict[str, Any] = {"prompt": "Count from 1 to 1000, one number a line.", "options": {"num_predict": -1, "temperature": 0},
            "format": {"type": "array", "items": {"type": "integer"}, "minItems": 5000}}
 SECRET = "sk-canary-never-logged-7f3a"
 KEYS = {
@@ -264,6 +267,16 @@ def test_keys_file_is_reloaded_when_it_changes(srv, keys_file):
     write_keys(keys_file, KEYS)
     assert wait_until(lambda: httpx.get(srv.url + "/api/tags", headers=auth("key-new")).status_code == 401,
                       timeout=10)
+    # SIGHUP: a change the modification time does not show (set back) is read on the signal.
+    seen = keys_file.stat().st_mtime_ns
+    write_keys(keys_file, {**KEYS, "key-hup": {"tenant": "hup"}})
+    os.utime(keys_file, ns=(seen, seen))
+    time.sleep(1.2)
+    assert httpx.get(srv.url + "/api/tags", headers=auth("key-hup")).status_code == 401
+    srv.proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: httpx.get(srv.url + "/api/tags", headers=auth("key-hup")).status_code == 200,
+                      timeout=10)
+    write_keys(keys_file, KEYS)
 
 
 def test_keys_never_appear_in_the_server_log(srv):
