@@ -123,6 +123,7 @@ class Settings:
     max_body_bytes: int = 32 * 2**20
     prompt_cache_bytes: int = 128 * 2**20  # per runner: saved KV states of finished sequences
     api_key: str | None = None  # when set, every route but GET / needs "Authorization: Bearer <key>" (or x-api-key)
+    keys_file: Path | None = None  # CORRAL_KEYS_FILE: keys → tenants (api/keys.py); keys are required then
     shutdown_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
     origins: tuple[str, ...] = ()
     # A runner with work and no sign of progress for this long is killed and restarted.
@@ -181,6 +182,8 @@ class Settings:
             kw["max_body_bytes"] = parse_size(v)
         if (v := get("API_KEY")) is not None:
             kw["api_key"] = v.strip()
+        if (v := get("KEYS_FILE")) is not None:
+            kw["keys_file"] = Path(v.strip()).expanduser()
         if (v := get("SHUTDOWN_TIMEOUT")) is not None:
             kw["shutdown_timeout"] = parse_duration(v, 30.0)
         if (v := get("PROMPT_CACHE")) is not None:

@@ -48,6 +48,20 @@ class Unavailable(CorralError):
     headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
+class TooManyRequests(CorralError):
+    """Not now for this caller: its own share (a tenant's queue limit) is used up, while the
+    server still serves others (a 503 says the server's limit). Try again shortly."""
+
+    status = 429
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+
+class TimedOut(CorralError):
+    """A time limit the request set for itself (its deadline) passed before it could run."""
+
+    status = 504
+
+
 class InsufficientStorage(CorralError):
     """Memory or disk cannot hold what was asked for."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -16,8 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral import __version__
 from corral.api import anthropic, create, metrics, models, ollama, openai, responses
 from corral.api.context import AppContext
+from corral.api.keys import Keys
 from corral.api.schemas import body_problem
-from corral.api.security import BearerAuth, BodyTimeout, OriginHostGuard, add_cors, is_loopback
+from corral.api.security import BodyTimeout, OriginHostGuard, add_cors, is_loopback
+from corral.api.tenancy import Tenancy
 from corral.config import Settings
 from corral.errors import CorralError
 
@@ -90,9 +94,14 @@ class RequestGuard:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     ctx = AppContext.create(settings)
+    keys = Keys(settings.keys_file, settings.api_key)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:  # SIGHUP reads the keys file again (only where the app runs in the main thread)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, keys.reload)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
         yield
         await ctx.scheduler.close()
 
@@ -132,8 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # preflights and every later error carry CORS headers.
     app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.body_timeout, error=_error)
-    if settings.api_key:
-        app.add_middleware(BearerAuth, key=settings.api_key, error=_error)
+    app.add_middleware(Tenancy, keys=keys, error=_error)
     add_cors(app, settings.origins)
     app.add_middleware(OriginHostGuard, origins=settings.origins, check_host=is_loopback(settings.host),
                        error=_error)

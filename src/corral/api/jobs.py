@@ -11,6 +11,7 @@ from typing import Any
 
 from corral.api.context import AppContext
 from corral.api.schemas import Options
+from corral.api.tenancy import current_caller, deadline_in
 from corral.api.vectors import normalize
 from corral.config import parse_duration
 from corral.errors import ClientError, RequestFailed
@@ -25,6 +26,7 @@ from corral.models.tool_calls import ToolCall
 from corral.runner.protocol import TokenLogprob
 from corral.scheduler.events import Done, Embedding, Event, Failed, Text, Thinking, ToolCalls
 from corral.scheduler.scheduler import ModelSpec, PromptFit
+from corral.scheduler.tenants import Lane, Ticket
 
 
 def now_iso() -> str:
@@ -34,7 +36,10 @@ def now_iso() -> str:
 class Job:
     """One generate or chat request on its way through the scheduler."""
 
-    def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive: str | int | float | None) -> None:
+    def __init__(self, ctx: AppContext, model: str, options: Options, keep_alive: str | int | float | None,
+                 priority: str | None = None, deadline: float | None = None) -> None:
+        """`priority` and `deadline` (seconds): the body's fields, under the X-Corral-Priority and
+        X-Corral-Deadline headers (api/tenancy.py)."""
         self.ctx = ctx
         self.started = time.monotonic_ns()
         self.admitted = self.started  # when run() or embed() handed it to the scheduler
@@ -43,6 +48,10 @@ class Job:
         except ValueError as exc:
             raise ClientError(f"invalid keep_alive: {exc}") from None
         self.name = ModelName.parse(model)
+        caller = current_caller()
+        asked = caller.priority or (Lane.parse(priority, "priority") if priority is not None else None)
+        until = caller.deadline or (deadline_in(deadline, "deadline") if deadline is not None else None)
+        self.ticket = Ticket(caller.tenant, caller.tenant.lane(asked), until)
         extras = load_extras(ctx.store, self.name)
         if extras.parameters:  # a created model's PARAMETERs are defaults under the request's options
             options = Options.model_validate({**extras.parameters, **options.model_dump(exclude_none=True)})
@@ -151,7 +160,7 @@ class Job:
             self.ctx.scheduler.unload(self.spec.name)
             reason = "unload"
         else:
-            await self.ctx.scheduler.warm(self.ctx.scheduler.admit(self.spec, self.keep_alive))
+            await self.ctx.scheduler.warm(self.ctx.scheduler.admit(self.spec, self.keep_alive, self.ticket))
             reason = "load"
         took = max(time.monotonic_ns() - self.started, 1)
         return {**shape(""), "done": True, "done_reason": reason, "total_duration": took, "load_duration": took}
@@ -169,7 +178,7 @@ class Job:
         options = self.options.generation(extra_stop, format, shift=shift is not False, logprobs=logprobs)
         if isinstance(prompt, str):
             prompt = tail_text(prompt, self._budget())
-        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)  # Busy/NeverFits: before any reply
+        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive, self.ticket)  # Busy/...: before any reply
         self.admitted = time.monotonic_ns()
         return self.ctx.scheduler.generate(waiter, prompt, options, context, want_context)
 
@@ -204,7 +213,7 @@ class Job:
         """
         if len(inputs) > MAX_EMBED_INPUTS:
             raise ClientError(f"too many inputs: {len(inputs)} (at most {MAX_EMBED_INPUTS} per request)")
-        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive)
+        waiter = self.ctx.scheduler.admit(self.spec, self.keep_alive, self.ticket)
         self.admitted = time.monotonic_ns()
         vectors: list[list[float]] = [[] for _ in inputs]
         async for ev in self.ctx.scheduler.embed(waiter, inputs, truncate):

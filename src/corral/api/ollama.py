@@ -105,7 +105,7 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
 async def generate(body: GenerateRequest, request: Request) -> Response:
     ctx = _ctx(request)
     logprobs = body.wanted_logprobs()  # as Ollama: checked before the model is looked up
-    job = Job(ctx, body.model, body.options, body.keep_alive)
+    job = Job(ctx, body.model, body.options, body.keep_alive, body.priority, body.deadline)
     shape = lambda text: {"model": body.model, "created_at": now_iso(), "response": text}
     if not body.prompt and job.keep_alive == 0:
         return JSONResponse(await job.load_or_unload(shape))
@@ -130,7 +130,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 async def chat(body: ChatRequest, request: Request) -> Response:
     ctx = _ctx(request)
     logprobs = body.wanted_logprobs()
-    job = Job(ctx, body.model, body.options, body.keep_alive)
+    job = Job(ctx, body.model, body.options, body.keep_alive, body.priority, body.deadline)
     shape = lambda text: {"model": body.model, "created_at": now_iso(),
                           "message": {"role": "assistant", "content": text}}
     if not body.messages and job.keep_alive == 0:

@@ -33,7 +33,7 @@ FINGERPRINT = "fp_corral"
 def openai_error(status: int, message: str) -> dict:
     kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
             404: "not_found_error", 408: "timeout_error", 413: "invalid_request_error",
-            503: "server_busy"}.get(status, "api_error")
+            429: "rate_limit_error", 503: "server_busy", 504: "timeout_error"}.get(status, "api_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
@@ -123,7 +123,7 @@ async def _reply(events: AsyncIterator[Event], model: str, obj: str, stream: boo
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     logprobs = body.wanted_logprobs()
-    job = Job(request.app.state.corral, body.model, body.options(max_tokens), None)
+    job = Job(request.app.state.corral, body.model, body.options(max_tokens), None, body.priority, body.deadline)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
         if body.stream:
@@ -147,7 +147,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     # As Ollama: no cap unless max_tokens is given (OpenAI's own default is 16), and the prompt goes
     # through the model's template as /api/generate's does.
     logprobs = body.wanted_logprobs()
-    job = Job(request.app.state.corral, body.model, body.options(body.max_tokens), None)
+    job = Job(request.app.state.corral, body.model, body.options(body.max_tokens), None, body.priority, body.deadline)
 
     def choice(text: str, finish: str | None, first: bool) -> dict:
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}

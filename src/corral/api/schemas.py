@@ -173,6 +173,8 @@ class GenerateRequest(_Logprobs):
     shift: StrictBool | None = None  # a full context shifts (default) or ends the generation
     context: list[StrictInt] | None = None  # an earlier reply's `context`: this prompt continues it
     think: Think = None
+    priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
+    deadline: Number | None = None  # corral's: seconds from now (as X-Corral-Deadline)
 
 
 class ToolCall(_Body):
@@ -200,6 +202,8 @@ class ChatRequest(_Logprobs):
     keep_alive: KeepAlive = None
     shift: StrictBool | None = None
     think: Think = None
+    priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
+    deadline: Number | None = None  # corral's: seconds from now (as X-Corral-Deadline)
 
 
 class ModelRequest(_Body):
@@ -282,6 +286,8 @@ class _OpenAISampling(_Body):
     stream_options: StreamOptions | None = None
     n: StrictInt = Field(1, ge=1, le=1)
     user: StrictStr | None = None
+    priority: StrictStr | None = None  # corral's: interactive | batch (as X-Corral-Priority)
+    deadline: Number | None = None  # corral's: seconds from now (as X-Corral-Deadline)
 
     def options(self, max_tokens: int | None) -> Options:
         # As Ollama's OpenAI layer: OpenAI's defaults (temperature 1, top_p 1), not Ollama's.

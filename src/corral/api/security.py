@@ -2,14 +2,12 @@
 
 - the Origin and Host rules that stop web pages from driving the API (as Ollama does),
 - CORS for the origins those rules allow (one rule, shared),
-- an optional bearer token (CORRAL_API_KEY),
 - a deadline between two pieces of a request body (CORRAL_BODY_TIMEOUT).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import ipaddress
 import re
 import socket
@@ -116,30 +114,6 @@ class OriginHostGuard:
                 reason = f"forbidden: origin {text!r} is not allowed (add it to OLLAMA_ORIGINS)"
         if reason:
             return await self.error(403, reason, None, scope["path"])(scope, receive, send)
-        await self.app(scope, receive, send)
-
-
-class BearerAuth:
-    """With CORRAL_API_KEY set, requests need `Authorization: Bearer <key>` or `x-api-key: <key>`
-    (GET / stays open as a health check; CORS preflights pass so browsers can ask). /docs and
-    /openapi.json are routes like any other: behind the key when one is set."""
-
-    def __init__(self, app: ASGIApp, key: str, error: ErrorFactory) -> None:
-        self.app, self.key, self.error = app, key.encode(), error
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or (
-                scope["path"] == "/" and scope["method"] in ("GET", "HEAD")):
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers", []))
-        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
-        offered = [token.strip()] if scheme.lower() == b"bearer" else []
-        if b"x-api-key" in headers:  # how the anthropic SDK sends an api_key (an auth_token goes as Bearer)
-            offered.append(headers[b"x-api-key"].strip())
-        if not any(hmac.compare_digest(t, self.key) for t in offered):
-            response = self.error(401, "unauthorized: missing or wrong API key", {"WWW-Authenticate": "Bearer"},
-                                  scope["path"])
-            return await response(scope, receive, send)
         await self.app(scope, receive, send)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from corral.models.tool_calls import ToolCall
+from corral.runner import protocol as p
 from corral.runner.protocol import TokenLogprob
 
 
@@ -20,6 +21,7 @@ class DoneReason(StrEnum):
     CANCEL = "cancel"
     LOAD = "load"  # an empty request loaded the model
     UNLOAD = "unload"  # an empty request with keep_alive 0 unloaded it
+    DEADLINE = "deadline"  # corral's: the request's deadline came while it ran
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,3 +85,15 @@ class Failed:
 
 
 Event = Queued | Text | Thinking | Embedding | ToolCalls | Done | Failed
+
+
+def from_reply(reply: p.Token | p.Vector | p.Done | p.Failed, queue_s: float, load_s: float) -> Event:
+    """A runner's message for a request → the event the API sees."""
+    if isinstance(reply, p.Token):
+        return Text(reply.text, tuple(reply.logprobs)) if reply.logprobs else Text(reply.text)
+    if isinstance(reply, p.Vector):
+        return Embedding(reply.index, reply.embedding)
+    if isinstance(reply, p.Done):
+        return Done(DoneReason(reply.reason.value), reply.prompt_eval_count, reply.prompt_eval_duration,
+                    reply.eval_count, reply.eval_duration, queue_s=queue_s, load_s=load_s, context=reply.context)
+    return Failed(reply.status, reply.message)

@@ -49,6 +49,14 @@ class _StateCollector(Collector):
             silent.add_metric([runner.name], runner.silent_s)
             healthy.add_metric([runner.name], 1.0 if runner.health == "ok" else 0.0)
         yield from (running, waiting, decode, busy, silent, healthy, reused, restores)
+        t_running = GaugeMetricFamily("corral_tenant_requests_running", "A tenant's requests holding a slot",
+                                      labels=["tenant"])
+        t_waiting = GaugeMetricFamily("corral_tenant_requests_waiting", "A tenant's requests waiting",
+                                      labels=["tenant"])
+        for tenant, counts in snap.tenants.items():
+            t_running.add_metric([tenant], counts.running)
+            t_waiting.add_metric([tenant], counts.waiting)
+        yield from (t_running, t_waiting)
         yield GaugeMetricFamily("corral_models_loaded", "Runner processes loaded or loading",
                                 value=len(snap.runners))
         yield GaugeMetricFamily("corral_memory_reserved_bytes", "Memory reserved by loaded models (estimates)",
@@ -65,6 +73,14 @@ class Metrics:
         self.runner_restarts = Counter("corral_runner_restarts", "Runners lost to a crash or killed by the "
                                        "stall watchdog", ["model", "reason"], registry=r)
         self.rejected = Counter("corral_rejected_requests", "Requests refused with 503 (queue full)", registry=r)
+        # Per tenant (a keys file's tenant names; "default" without one).
+        self.tenant_started = Counter("corral_tenant_requests_started", "Requests that took a slot",
+                                      ["tenant", "lane"], registry=r)
+        self.tenant_refused = Counter("corral_tenant_requests_refused", "Requests refused at admission: 429 "
+                                      "(the tenant's queue limit) or 503 (the server's)", ["tenant", "status"],
+                                      registry=r)
+        self.tenant_tokens = Counter("corral_tenant_generated_tokens", "Tokens generated (embeddings: input "
+                                     "tokens) for a tenant", ["tenant"], registry=r)
         self.prompt_tokens = Counter("corral_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.generated_tokens = Counter("corral_generated_tokens", "Tokens generated", ["model"], registry=r)
         self.queue_time = Histogram("corral_queue_seconds", "Time from admission to a slot", ["model"],
@@ -75,6 +91,11 @@ class Metrics:
                              buckets=LATENCY_BUCKETS, registry=r)
         self.latency = Histogram("corral_request_seconds", "Time from admission to the last token", ["model"],
                                  buckets=LATENCY_BUCKETS, registry=r)
+
+    def refused(self, tenant: str, status: int) -> None:
+        if status == 503:
+            self.rejected.inc()
+        self.tenant_refused.labels(tenant, str(status)).inc()
 
     def request(self, model: str, enqueued: float, queued_s: float) -> RequestTiming:
         self.queue_time.labels(model).observe(queued_s)

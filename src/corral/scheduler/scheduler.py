@@ -1,10 +1,12 @@
 """Admission, placement, eviction and keep-alive: which request runs where, and when.
 
-One FIFO queue of waiting requests for all models, bounded by max_queue. A waiter is placed on a
+One queue of waiting requests for all models, bounded by max_queue (batch requests by less, so
+interactive ones still get in), and per tenant by its max_queued (429). A waiter is placed on a
 loaded runner of its model with a free slot; if there is none, the scheduler loads one when it
 fits the memory budget and the loaded-model cap, evicting idle runners (shortest keep-alive
 first, least recently used on ties) when it must. Waiters for one model never hold up waiters for
-another (no head-of-line blocking across models); within a model, service is in arrival order.
+another (no head-of-line blocking across models); within a model, the queue policy (queueing.py:
+lanes, then tenants' fair shares, then arrival) picks who goes next.
 
 Plain asyncio: FastAPI wraps this, Ray Serve could too.
 """
@@ -22,13 +24,17 @@ from corral.errors import CorralError
 from corral.runner import protocol as p
 from corral.runner.handle import Reply, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
-from corral.scheduler.events import Done, DoneReason, Embedding, Event, Failed, Queued, Text
+from corral.scheduler.deadlines import Expired, ServiceTimes, cut_short, queue_expired, within
+from corral.scheduler.events import Done, Event, Failed, Queued, Text, from_reply
 from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
-from corral.scheduler.snapshot import ModelTotals, RunnerView, Snapshot
-from corral.scheduler.state import Busy, ModelSpec, NeverFits, Runner, RunnerState, Waiter
-from corral.scheduler.threads import share_threads
+from corral.scheduler.queueing import FairQueue
+from corral.scheduler.snapshot import Snapshot, take_snapshot
+from corral.scheduler.state import Busy, ModelNotAllowed, ModelSpec, NeverFits, Runner, RunnerState, Waiter
+from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
+from corral.scheduler.threads import rebalance
+from corral.scheduler.watchdog import health, watch
 
 __all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "Scheduler", "Waiter"]
 
@@ -50,7 +56,10 @@ class Scheduler:
         self.max_loaded = settings.max_loaded_models or 3 * max(len(gpus), 1)
         self.placement = Pools(self.pools, self.max_loaded)
         self.runners: list[Runner] = []
-        self.waiters: deque[Waiter] = deque()
+        self.waiters: deque[Waiter] = deque()  # in arrival order; self.policy orders service
+        self.policy = FairQueue()
+        self.service = ServiceTimes()
+        self._order: dict[str, list[Waiter]] | None = None  # per model, in service order (cached)
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._draining = False
@@ -71,20 +80,38 @@ class Scheduler:
         """Refuse new requests (503); admitted ones still run. Shutdown's first step."""
         self._draining = True
 
-    def admit(self, spec: ModelSpec, keep_alive: float) -> Waiter:
-        """Queue a request now, or raise Busy/NeverFits at once (before any response starts)."""
+    def admit(self, spec: ModelSpec, keep_alive: float, ticket: Ticket = DEFAULT_TICKET) -> Waiter:
+        """Queue a request now, or raise Busy/TenantBusy/DeadlineUnmeetable/NeverFits at once
+        (before any response starts)."""
         if self._closed or self._draining:
             raise Busy("server is shutting down")
+        tenant = ticket.tenant
+        if not tenant.allows(spec.name):
+            raise ModelNotAllowed(f"this API key may not use model '{spec.name}'")
         self.check_fits(spec)
-        if self._would_queue(spec) and self.queued() >= self.settings.max_queue:
-            self.metrics.rejected.inc()
-            raise Busy("server busy, please try again.  maximum pending requests exceeded")
-        waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future())
+        waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
+        self.policy.arrive(waiter, self.waiters)
+        if (self._would_queue(spec) or self.policy.at_limit(waiter)) and (refusal := (
+                self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)
+                or self._late(waiter))):
+            self.metrics.refused(tenant.name, refusal.status)
+            raise refusal
         self.waiters.append(waiter)
+        self._notify_positions(spec.name)  # it may go ahead of others (a lane, a fair share)
         if self._watchdog is None:
-            self._watchdog = asyncio.ensure_future(self._watch())
+            self._watchdog = asyncio.ensure_future(watch(
+                self.runners, self.settings.stall_timeout, lambda r, why: self._spawn(r.handle.kill(why)),
+                lambda: self._closed))
         self._kick()
         return waiter
+
+    def _late(self, waiter: Waiter) -> CorralError | None:
+        """Why a request that must wait cannot make its deadline, if it cannot (deadlines.py)."""
+        if waiter.ticket.deadline is None:
+            return None
+        ahead = self.policy.order([w for w in self.waiters if w.model == waiter.model] + [waiter]).index(waiter)
+        must_load = not any(r.serves(waiter.spec) for r in self.runners)
+        return self.service.refusal(waiter.model, ahead, waiter.spec.n_slots, must_load, waiter.ticket.deadline)
 
     def _capacity(self, spec: ModelSpec) -> int:
         """Slots requests for this model could take without waiting behind anyone."""
@@ -107,25 +134,35 @@ class Scheduler:
         return total
 
     def position(self, waiter: Waiter) -> int:
-        """1-based place among the requests waiting for the same model; 0 once placed."""
-        n = 0
-        for w in self.waiters:
-            if w.spec.name == waiter.spec.name:
-                n += 1
-            if w is waiter:
-                return n
-        return 0
+        """1-based place among the requests waiting for the same model, in service order; 0
+        once placed."""
+        if self._order is None:
+            self._order = {}
+            for name in {w.model for w in self.waiters}:
+                self._order[name] = self.policy.order([w for w in self.waiters if w.model == name])
+        queue = self._order.get(waiter.model, [])
+        return queue.index(waiter) + 1 if waiter in queue else 0
 
     def _forget(self, waiter: Waiter) -> None:
         """A request leaves before it ran: drop it from the queue, or hand back its slot."""
         if waiter in self.waiters:
             self.waiters.remove(waiter)
+            self._order = None
             self._notify_positions(waiter.spec.name)
         elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
-            self.release(waiter.future.result(), waiter.keep_alive)
+            self._finish(waiter, waiter.future.result(), 0)
         if not waiter.future.done():
             waiter.future.cancel()
         self._kick()
+
+    def _finish(self, waiter: Waiter, runner: Runner, tokens: int) -> None:
+        """A placed request is over, having generated `tokens`: settle its tenant's share and
+        free its slot."""
+        self.policy.finished(waiter, tokens)
+        if tokens:
+            self.service.held(waiter.model, time.monotonic() - waiter.started)
+        self.metrics.tenant_tokens.labels(waiter.ticket.tenant.name).inc(tokens)
+        self.release(runner, waiter.keep_alive)
 
     def release(self, runner: Runner, keep_alive: float) -> None:
         runner.busy -= 1
@@ -157,17 +194,23 @@ class Scheduler:
         its slot.
         """
         runner: Runner | None = None
+        tokens = seen = shown = 0
+        deadline = waiter.ticket.deadline
         try:
             while not waiter.future.done():
-                pos = self.position(waiter)
-                if pos > 0:
+                if (pos := self.position(waiter)) > 0 and pos != shown:
                     yield Queued(pos)
+                    shown = pos
                 waiter.position_changed.clear()
                 changed = asyncio.ensure_future(waiter.position_changed.wait())
+                left = None if deadline is None else deadline - time.monotonic()
                 try:
-                    await asyncio.wait([waiter.future, changed], return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait([waiter.future, changed], timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     changed.cancel()
+                if deadline is not None and time.monotonic() >= deadline and not waiter.future.done():
+                    yield queue_expired(waiter.enqueued)
+                    return
             if waiter.future.cancelled():
                 yield Failed(500, "request cancelled")
                 return
@@ -178,9 +221,15 @@ class Scheduler:
             runner = waiter.future.result()
             queued_s = time.monotonic() - waiter.enqueued
             timing = self.metrics.request(waiter.spec.name, waiter.enqueued, queued_s)
-            async for reply in work(runner):
-                event = _event(reply, queued_s, _load_wait(runner, waiter))
+            async for reply in within(deadline, work(runner)):
+                if isinstance(reply, Expired):  # it ran out of time: it ends as a generation ends
+                    event: Event = cut_short(seen, waiter.started, queued_s, waiter.load_wait(runner))
+                else:
+                    event = from_reply(reply, queued_s, waiter.load_wait(runner))
+                    seen += isinstance(event, Text)
                 timing.saw(event)
+                if isinstance(event, Done):
+                    tokens = event.eval_count or event.prompt_eval_count
                 yield event
                 if isinstance(event, (Done, Failed)):
                     break
@@ -188,7 +237,7 @@ class Scheduler:
             yield Failed(exc.status, str(exc))
         finally:
             if runner is not None:
-                self.release(runner, waiter.keep_alive)
+                self._finish(waiter, runner, tokens)
             else:
                 self._forget(waiter)
 
@@ -200,10 +249,10 @@ class Scheduler:
         runner: Runner | None = None
         try:
             runner = await waiter.future
-            return _load_wait(runner, waiter)
+            return waiter.load_wait(runner)
         finally:
             if runner is not None:
-                self.release(runner, waiter.keep_alive)
+                self._finish(waiter, runner, 0)
             else:
                 self._forget(waiter)
 
@@ -212,44 +261,38 @@ class Scheduler:
         """Match waiters to runners; start loads and evictions. Called on every state change."""
         if self._closed:
             return
-        blocked_models: set[str] = set()
+        self._order = None
+        for waiter in [w for w in self.waiters if w.future.done()]:
+            self.waiters.remove(waiter)
         moved = set()
-        for waiter in list(self.waiters):
-            if waiter.future.done():
-                self.waiters.remove(waiter)
-                continue
-            name = waiter.spec.name
-            if name in blocked_models:
-                continue  # FIFO within a model: an earlier waiter for it is still waiting
-            runner = self._runner_for(waiter.spec)
-            if runner and runner.has_free_slot:
+        # Models in the order of their most urgent, oldest waiter (who gets memory first).
+        models = sorted({w.model for w in self.waiters}, key=lambda m: min(
+            (w.ticket.lane.rank, w.enqueued) for w in self.waiters if w.model == m))
+        for name in models:
+            # Within a model, the policy's next waiter only: if it cannot start, the others wait.
+            while (head := self.policy.next([w for w in self.waiters if w.model == name])) is not None:
+                runner = self._runner_for(head.spec)
+                if not (runner and runner.has_free_slot):
+                    if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
+                                                  for r in self.runners):
+                        self._place(head)
+                    break
                 runner.busy += 1
                 runner.expires_at = 0.0
                 runner.cancel_timer()
-                self.waiters.remove(waiter)
-                waiter.future.set_result(runner)
+                self.waiters.remove(head)
+                self.policy.started(head)
+                head.started = time.monotonic()
+                self.metrics.tenant_started.labels(head.ticket.tenant.name, head.ticket.lane.value).inc()
+                head.future.set_result(runner)
                 moved.add(name)
-                continue
-            blocked_models.add(name)
-            if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
-                                          for r in self.runners):
-                self._place(waiter)
         for name in moved:
             self._notify_positions(name)
-        self._share_threads()
+        rebalance(self.runners, self.settings.threads, self._threads_for)
 
     def _threads_for(self, spec: ModelSpec) -> int:
         """The threads a runner of this spec is started with (0 in a spec: the server's default)."""
         return spec.n_threads or self.settings.threads
-
-    def _share_threads(self) -> None:
-        """Split the CPU threads among the CPU runners holding requests (see threads.py)."""
-        busy = [r for r in self.runners if r.pool == CPU and r.state == RunnerState.READY and r.busy]
-        caps = [self._threads_for(r.spec) for r in busy]
-        for runner, n in zip(busy, share_threads(self.settings.threads, caps)):
-            if runner.threads != n:
-                runner.threads = n
-                runner.handle.set_threads(n)
 
     def _runner_for(self, spec: ModelSpec) -> Runner | None:
         candidates = [r for r in self.runners if r.serves(spec)]
@@ -296,24 +339,9 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         """A frozen view of runners, queues, memory and counters (see snapshot.py)."""
-        runners = tuple(RunnerView(
-            name=r.spec.name, digest=r.spec.digest, info=r.spec.info, state=r.state.value, health=self.health(r),
-            context_length=r.spec.n_ctx, slots_busy=r.busy, slots_total=r.spec.n_slots,
-            queued=sum(1 for w in self.waiters if w.spec.name == r.spec.name), size=r.estimate.total,
-            size_measured=r.handle.rss(), pid=r.handle.pid, device=str(r.pool), on_gpu=r.pool.is_gpu,
-            threads=r.threads, restarts=self.restarts.get(r.spec.name, 0), keep_alive=r.keep_alive,
-            expires_at=r.expires_at, silent_s=r.handle.silent_for()) for r in self.runners)
-        models = {}
-        for name in sorted({r.spec.name for r in self.runners} | {w.spec.name for w in self.waiters}
-                           | set(self.retired)):
-            mine = [r for r in self.runners if r.spec.name == name]
-            total = sum((r.handle.stats for r in mine), self.retired.get(name, p.Stats(0, 0)))
-            models[name] = ModelTotals(
-                running=sum(r.busy for r in mine), waiting=sum(1 for w in self.waiters if w.spec.name == name),
-                decode_s=total.decode_ns / 1e9, busy_s=total.busy_ns / 1e9,
-                reused_tokens=total.reused_tokens, cache_restores=total.cache_restores)
-        return Snapshot(runners=runners, models=models, budget=self.budget, reserved=self.reserved(),
-                        pools={str(pool): budget for pool, budget in self.pools.items()})
+        return take_snapshot(self.runners, self.waiters, self.retired, self.restarts, self.health,
+                             self.policy.running_by_tenant, budget=self.budget, reserved=self.reserved(),
+                             pools={str(pool): budget for pool, budget in self.pools.items()})
 
     def reserved(self, pool: Pool | None = None) -> int:
         return Pools.reserved(self.runners, pool)
@@ -338,6 +366,7 @@ class Scheduler:
             return
         runner.ready_at = time.monotonic()
         runner.load_duration = runner.ready_at - started
+        self.service.loaded(runner.spec.name, runner.load_duration)
         runner.rss = runner.handle.rss()
         runner.last_used = time.monotonic()
         if runner.state == RunnerState.LOADING:
@@ -413,26 +442,8 @@ class Scheduler:
                 self._start(runner.spec, runner.keep_alive)
                 self._kick()
 
-    # -- watchdog -----------------------------------------------------------------------------
-    async def _watch(self) -> None:
-        """Kill runners that have work but make no progress (a deadlock, a stopped process, a
-        stuck device): their in-flight requests end with an error, the rest go to a new runner."""
-        timeout = self.settings.stall_timeout
-        while not self._closed:
-            await asyncio.sleep(min(1.0, timeout / 4))
-            now = time.monotonic()
-            for runner in list(self.runners):
-                if runner.state == RunnerState.READY and not runner.stalled and runner.handle.silent_for(now) > timeout:
-                    runner.stalled = True
-                    reason = (f"model runner made no progress for {timeout:g}s; "
-                              "it was stopped and the model is being reloaded")
-                    self._spawn(runner.handle.kill(reason))
-
     def health(self, runner: Runner) -> str:
-        """"ok", or "unresponsive" while a runner with work has been silent for half the stall timeout."""
-        if runner.stalled or runner.handle.silent_for() > self.settings.stall_timeout / 2:
-            return "unresponsive"
-        return "ok"
+        return health(runner, self.settings.stall_timeout)
 
     def _drop(self, runner: Runner) -> None:
         if runner in self.runners:
@@ -460,19 +471,3 @@ class Scheduler:
         await asyncio.gather(*(r.handle.stop() for r in list(self.runners)), return_exceptions=True)
         self.runners.clear()
 
-
-def _event(reply: Reply, queue_s: float, load_s: float) -> Event:
-    """A runner's message for a request → the event the API sees."""
-    if isinstance(reply, p.Token):
-        return Text(reply.text, tuple(reply.logprobs)) if reply.logprobs else Text(reply.text)
-    if isinstance(reply, p.Vector):
-        return Embedding(reply.index, reply.embedding)
-    if isinstance(reply, p.Done):
-        return Done(DoneReason(reply.reason.value), reply.prompt_eval_count, reply.prompt_eval_duration,
-                    reply.eval_count, reply.eval_duration, queue_s=queue_s, load_s=load_s, context=reply.context)
-    return Failed(reply.status, reply.message)
-
-
-def _load_wait(runner: Runner, waiter: Waiter) -> float:
-    """The load time a request waited for: its runner's, if it became ready after the request came."""
-    return runner.load_duration if runner.ready_at >= waiter.enqueued else 0.0

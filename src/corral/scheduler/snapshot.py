@@ -3,9 +3,12 @@ live page and a cluster router). Readers get values, never the scheduler's live 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from corral.models.gguf_info import GGUFInfo
+from corral.runner import protocol as p
+from corral.scheduler.state import Runner, Waiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +47,42 @@ class ModelTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantTotals:
+    running: int  # requests holding a slot, all models
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     runners: tuple[RunnerView, ...]
     models: dict[str, ModelTotals]
+    tenants: dict[str, TenantTotals]
     budget: int  # bytes corral may fill with models (system RAM)
     reserved: int  # bytes reserved by loaded models' estimates
     pools: dict[str, int]  # pool name → budget in bytes
+
+
+def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Mapping[str, p.Stats],
+                  restarts: Mapping[str, int], health: Callable[[Runner], str], running: Mapping[str, int],
+                  *, budget: int, reserved: int, pools: dict[str, int]) -> Snapshot:
+    """The scheduler's state as values: `retired` holds the counters of runners that are gone,
+    `running` each tenant's requests holding a slot."""
+    waiting = list(waiters)
+    views = tuple(RunnerView(
+        name=r.spec.name, digest=r.spec.digest, info=r.spec.info, state=r.state.value, health=health(r),
+        context_length=r.spec.n_ctx, slots_busy=r.busy, slots_total=r.spec.n_slots,
+        queued=sum(1 for w in waiting if w.spec.name == r.spec.name), size=r.estimate.total,
+        size_measured=r.handle.rss(), pid=r.handle.pid, device=str(r.pool), on_gpu=r.pool.is_gpu,
+        threads=r.threads, restarts=restarts.get(r.spec.name, 0), keep_alive=r.keep_alive,
+        expires_at=r.expires_at, silent_s=r.handle.silent_for()) for r in runners)
+    models = {}
+    for name in sorted({r.spec.name for r in runners} | {w.spec.name for w in waiting} | set(retired)):
+        mine = [r for r in runners if r.spec.name == name]
+        total = sum((r.handle.stats for r in mine), retired.get(name, p.Stats(0, 0)))
+        models[name] = ModelTotals(
+            running=sum(r.busy for r in mine), waiting=sum(1 for w in waiting if w.spec.name == name),
+            decode_s=total.decode_ns / 1e9, busy_s=total.busy_ns / 1e9,
+            reused_tokens=total.reused_tokens, cache_restores=total.cache_restores)
+    tenants = {name: TenantTotals(running.get(name, 0), sum(1 for w in waiting if w.ticket.tenant.name == name))
+               for name in sorted({w.ticket.tenant.name for w in waiting} | set(running))}
+    return Snapshot(runners=views, models=models, tenants=tenants, budget=budget, reserved=reserved, pools=pools)

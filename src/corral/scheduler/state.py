@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from corral.errors import InsufficientStorage, Unavailable
+from corral.errors import Forbidden, InsufficientStorage, TooManyRequests, Unavailable
 from corral.models.gguf_info import GGUFInfo
 from corral.runner.handle import RunnerHandle
 from corral.scheduler.memory import CPU, Estimate, Pool, estimate
+from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
 
 
 class RunnerState(StrEnum):
@@ -21,6 +22,14 @@ class RunnerState(StrEnum):
 
 class Busy(Unavailable):
     """The queue is full, or the server is stopping."""
+
+
+class TenantBusy(TooManyRequests):
+    """A tenant has as many requests waiting as its keys file entry allows."""
+
+
+class ModelNotAllowed(Forbidden):
+    """The request's key may not use this model."""
 
 
 class NeverFits(InsufficientStorage):
@@ -99,3 +108,13 @@ class Waiter:
     future: asyncio.Future
     enqueued: float = field(default_factory=time.monotonic)
     position_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    ticket: Ticket = DEFAULT_TICKET
+    started: float = 0.0  # monotonic: when it took a slot
+
+    @property
+    def model(self) -> str:
+        return self.spec.name
+
+    def load_wait(self, runner: Runner) -> float:
+        """The load time it waited for: its runner's, if that became ready after it came."""
+        return runner.load_duration if runner.ready_at >= self.enqueued else 0.0

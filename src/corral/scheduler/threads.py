@@ -8,6 +8,21 @@ an equal part of the threads; an idle runner keeps its count until it is busy ag
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+from corral.scheduler.memory import CPU
+from corral.scheduler.state import ModelSpec, Runner, RunnerState
+
+
+def rebalance(runners: Sequence[Runner], total: int, cap: Callable[[ModelSpec], int]) -> None:
+    """Split `total` threads among the CPU runners holding requests (`cap`: the threads a spec's
+    runner was started with); a `threads` message to each runner whose share changed."""
+    busy = [r for r in runners if r.pool == CPU and r.state == RunnerState.READY and r.busy]
+    for runner, n in zip(busy, share_threads(total, [cap(r.spec) for r in busy])):
+        if runner.threads != n:
+            runner.threads = n
+            runner.handle.set_threads(n)
+
 
 def share_threads(total: int, caps: list[int]) -> list[int]:
     """Threads for each busy runner, in order: equal parts of `total` (earlier runners take the
