@@ -1,10 +1,14 @@
 """Run the same serving sweep against corral and its peers, one after the other, and report ratios.
 
-    python benchmarks/compare.py --model-file PATH.gguf [--llama-server PATH] [--llama-cpp-python]
-        [--sweep 1,4,8,16] [--rate 2] [--out results/]
+    python benchmarks/compare.py --model-file PATH.gguf [--llama-server PATH [--exact]] [--llama-cpp-python]
+        [--sweep 1,4,8,16] [--rate 2] [--rounds 3] [--out results/]
 
 Peers follow ../shared/bench/PROTOCOL.md: same GGUF file, threads, slots (P = 8) and context per slot
-(2048); greedy, max_tokens 128, OpenAI streaming chat; one warm-up request each. Not part of CI.
+(2048); greedy, max_tokens 128, OpenAI streaming chat; one warm-up request each; each peer in its best
+configuration (llama-server's default: repacked weights, flash attention as it decides, no -kvu).
+`--exact` adds corral's exact mode (CORRAL_EXACT=1) against the equally constrained
+`llama-server --no-repack -fa off`, and exact mode's cost against corral's default. Servers
+alternate for --rounds rounds; each ratio is taken within a round, the median reported. Not part of CI.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import time
 from pathlib import Path
 
 import httpx
+from rich.console import Console
 
 from corral.bench.command import run_sweep
 from corral.bench.report import plot, table
 from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
-from rich.console import Console
 
 SLOTS, CTX = 8, 2048
 
@@ -50,8 +54,8 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 120
     raise RuntimeError(f"{url} did not become ready")
 
 
-def start_corral(model_file: Path, threads: int, store_dir: Path,
-                 src: Path | None = None) -> tuple[subprocess.Popen, str, str]:
+def start_corral(model_file: Path, threads: int, store_dir: Path, src: Path | None = None,
+                 exact: bool = False) -> tuple[subprocess.Popen, str, str]:
     """corral from this checkout, or from another one's source tree (`src`: a before/after run)."""
     store = Store(store_dir)
     layer = store.add_blob_file(model_file)
@@ -62,6 +66,8 @@ def start_corral(model_file: Path, threads: int, store_dir: Path,
            "OLLAMA_KEEP_ALIVE": "-1"}
     if src:
         env["PYTHONPATH"] = str(src)
+    if exact:
+        env["CORRAL_EXACT"] = "1"
     cmd = [sys.executable, "-m", "corral.cli", "serve"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -69,10 +75,15 @@ def start_corral(model_file: Path, threads: int, store_dir: Path,
     return proc, url, "bench:model"
 
 
-def start_llama_server(binary: Path, model_file: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
+def start_llama_server(binary: Path, model_file: Path, threads: int, exact: bool = False,
+                       gpu: bool = False) -> tuple[subprocess.Popen, str, str]:
     port = free_port()
+    # Its default configuration is its best here (PROTOCOL.md: -kvu made it slower); exact: the
+    # same constraints as corral's exact mode (plain weights, no flash attention).
     cmd = [str(binary), "-m", str(model_file), "-t", str(threads), "-tb", str(threads), "-np", str(SLOTS),
-           "-c", str(SLOTS * CTX), "-kvu", "--port", str(port), "--host", "127.0.0.1"]
+           "-c", str(SLOTS * CTX), "--port", str(port), "--host", "127.0.0.1"]
+    cmd += ["--no-repack", "-fa", "off"] if exact else []
+    cmd += ["-ngl", "999"] if gpu else ["-ngl", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc, "/health")
@@ -106,24 +117,39 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-file", type=Path, required=True)
     p.add_argument("--llama-server", type=Path, default=None, help="path to llama.cpp's llama-server binary")
+    p.add_argument("--exact", action="store_true",
+                   help="also corral's exact mode against llama-server --no-repack -fa off")
+    p.add_argument("--gpu", action="store_true", help="llama-server offloads every layer (-ngl 999)")
     p.add_argument("--llama-cpp-python", action="store_true", help="also run llama_cpp.server")
     p.add_argument("--baseline-src", type=Path, default=None,
                    help="also run corral from this source tree (e.g. a worktree of an older commit's src/)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--sweep", default="1,4,8,16")
     p.add_argument("--rate", type=float, default=0.0, help="also an open-loop run at this Poisson rate")
-    p.add_argument("--rounds", type=int, default=1, help="alternate the servers this many times")
+    p.add_argument("--rounds", type=int, default=3, help="alternate the servers this many times")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     console = Console(width=200)
     servers = [("corral", lambda d: start_corral(args.model_file, args.threads, d))]
+    pairs = []  # (ours, peer): the ratios reported
     if args.baseline_src:
         servers.append(("corral-before", lambda d: start_corral(args.model_file, args.threads, d, args.baseline_src)))
+        pairs.append(("corral", "corral-before"))
     if args.llama_server:
-        servers.append(("llama-server", lambda d: start_llama_server(args.llama_server, args.model_file, args.threads)))
+        servers.append(("llama-server", lambda d: start_llama_server(args.llama_server, args.model_file, args.threads,
+                                                                      gpu=args.gpu)))
+        pairs.append(("corral", "llama-server"))
+    if args.exact:
+        servers.append(("corral-exact", lambda d: start_corral(args.model_file, args.threads, d, exact=True)))
+        pairs.append(("corral-exact", "corral"))
+        if args.llama_server:
+            servers.append(("llama-server-exact", lambda d: start_llama_server(
+                args.llama_server, args.model_file, args.threads, exact=True, gpu=args.gpu)))
+            pairs.append(("corral-exact", "llama-server-exact"))
     if args.llama_cpp_python:
         servers.append(("llama-cpp-python", lambda d: start_llama_cpp_python(args.model_file, args.threads)))
+        pairs.append(("corral", "llama-cpp-python"))
     # Rounds alternate the servers, so that drift on a shared machine hits them alike; each ratio
     # is taken within a round (corral vs the peer run right after it), then the median is reported.
     rounds: list[dict[str, list[dict]]] = []
@@ -133,25 +159,26 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 proc, url, model = start(Path(tmp))
                 try:
-                    results[name] = sweep(url, model, args, server_stats=name == "corral")
+                    results[name] = sweep(url, model, args, server_stats=name.startswith("corral"))
                 finally:
                     proc.terminate()
                     proc.wait(30)
             console.print(table(results[name], f"{name} (round {r + 1})"))
         rounds.append(results)
     ratios = []
-    for peer in [n for n, _ in servers if n != "corral"]:
-        for i, ours in enumerate(rounds[0]["corral"]):
-            per_round = [(rd["corral"][i], rd[peer][i]) for rd in rounds]
+    for us, peer in pairs:
+        for i, ours in enumerate(rounds[0][us]):
+            per_round = [(rd[us][i], rd[peer][i]) for rd in rounds]
             tok = sorted(a["output_tokens_per_s"] / max(b["output_tokens_per_s"], 1e-9) for a, b in per_round)
             ttft = sorted(a["ttft_s"]["p50"] / max(b["ttft_s"]["p50"], 1e-9) for a, b in per_round)
-            ratios.append({"peer": peer, "concurrency": ours["concurrency"], "request_rate": ours["request_rate"],
+            ratios.append({"ours": us, "peer": peer, "concurrency": ours["concurrency"],
+                           "request_rate": ours["request_rate"],
                            "tok_s_ratio": statistics.median(tok), "tok_s_ratios": tok,
                            "ttft_p50_ratio": statistics.median(ttft), "ttft_p50_ratios": ttft,
                            "peer_errors": sum(rd[peer][i]["errors"] for rd in rounds)})
     for r in ratios:
         load = f"rate {r['request_rate']}/s" if r["request_rate"] else f"C={r['concurrency']}"
-        console.print(f"corral / {r['peer']:<17} {load:<10} output tok/s x{r['tok_s_ratio']:.2f} "
+        console.print(f"{r['ours']:>12} / {r['peer']:<18} {load:<10} output tok/s x{r['tok_s_ratio']:.2f} "
                       f"{[round(x, 2) for x in r['tok_s_ratios']]}   TTFT p50 x{r['ttft_p50_ratio']:.2f}"
                       + (f"   ({r['peer_errors']} peer errors)" if r["peer_errors"] else ""))
     results = rounds[-1]
