@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# On a GPU machine after build_cuda.sh: corral's GPU tests, then corral bench on the GPU and on the
-# CPU (CORRAL_CUDA=0) in the same run. Usage: check.sh MODEL_STORE OUTDIR
+# On a GPU machine after build_cuda.sh: corral's GPU tests, then benchmarks/compare.py on the GPU:
+# corral (default mode) vs llama-server (default), corral exact vs llama-server --no-repack -fa off.
+# Usage: check.sh WORKDIR MODEL_FILE OUTDIR   (wheels for missing packages in .gpu/whl)
 set -uo pipefail
-store=$1 out=$2
-export CORRAL_TEST_MODELS=$store CORRAL_TEST_MODEL_NAMES=smollm2:135m OLLAMA_MODELS=$store PYTHONUNBUFFERED=1
+work=$1 model=$2 out=$3
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
+bin=$work/vendor/llama.cpp/build/bin
+export PYTHONPATH=/tmp/site:$work:$PWD/src LLAMA_CPP_LIB_PATH=$bin PYTHONUNBUFFERED=1
+store=$work/store
+python3 - "$model" "$store" <<'PY'
+import sys
+from pathlib import Path
+from corral.models.store import MEDIA_MODEL, Layer, ModelName, Store
+store = Store(Path(sys.argv[2]))
+layer = store.add_blob_file(Path(sys.argv[1]))
+store.write_manifest(ModelName.parse("smollm2:135m"), [Layer(MEDIA_MODEL, layer.digest, layer.size)])
+PY
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import llama_cpp; print('gpu offload:', llama_cpp.llama_supports_gpu_offload())" | tee -a "$out/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -rs 2>&1 | tee "$out/gpu-tests.log"
-
-bench() {  # $1 label, rest: environment for the server
-  local label=$1; shift
-  env "$@" OLLAMA_HOST=127.0.0.1:11999 OLLAMA_NUM_PARALLEL=8 OLLAMA_CONTEXT_LENGTH=2048 \
-    python3 -m corral.cli serve > "$out/serve-$label.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:11999/ > /dev/null && break; sleep 0.2; done
-  python3 -m corral.cli bench --base-url http://127.0.0.1:11999 --model smollm2:135m --sweep "${SWEEP:-1,8}" \
-    --json "$out/bench-$label.json" --server-stats 2>&1 | tail -25
-  curl -s http://127.0.0.1:11999/api/ps >> "$out/serve-$label.log"
-  kill $pid; wait $pid || true  # SIGTERM: exit status 143
-}
-echo "== GPU"; bench gpu
-echo "== CPU ($(nproc) cores)"; bench cpu CORRAL_CUDA=0
+CORRAL_TEST_MODELS=$store CORRAL_TEST_MODEL_NAMES=smollm2:135m timeout 150 \
+  python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -rs 2>&1 | tail -15 | tee "$out/gpu-tests.log"
+timeout "${BENCH_S:-300}" python3 benchmarks/compare.py --model-file "$model" --llama-server "$bin/llama-server" \
+  --gpu --exact --sweep "${SWEEP:-1,8}" --rounds "${ROUNDS:-2}" --threads "$(nproc)" --out "$out" 2>&1 \
+  | grep -v "^\s*$" | tail -60 | tee "$out/compare.txt"
