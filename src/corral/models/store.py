@@ -19,7 +19,6 @@ without write or execute (0644 in a 0755 store, 0600 in a 0700 one), and the uma
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -29,7 +28,6 @@ import secrets
 import shutil
 import stat
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -37,10 +35,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from corral.errors import ClientError, InsufficientStorage, NotFound
+from corral.errors import NotFound
+from corral.models.blobs import BlobMismatch, BlobWriter, PartialBlob
 from corral.models.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, InvalidName, ModelName, check_digest
+from corral.models.safe_files import (
+    CHUNK,
+    STALE_AFTER_S,
+    TEMP_PREFIX,
+    StorageFull,
+    Temporary,
+    disk_space,
+    open_locked,
+    remove_if_stale,
+    sha256_file,
+)
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_NAMESPACE", "DEFAULT_TAG", "InvalidName", "ModelName", "check_digest"]
+__all__ = ["CHUNK", "DEFAULT_HOST", "DEFAULT_NAMESPACE", "DEFAULT_TAG", "STALE_AFTER_S", "TEMP_PREFIX",
+           "BlobMismatch", "BlobWriter", "InvalidName", "ModelName", "PartialBlob", "StorageFull",
+           "check_digest", "sha256_file"]
 
 
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -52,27 +64,17 @@ MEDIA_PARAMS = "application/vnd.ollama.image.params"
 MEDIA_LICENSE = "application/vnd.ollama.image.license"
 MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
 
-TEMP_PREFIX = ".corral-tmp-"
 PARTIAL_SUFFIX = "-partial"  # a resumable download, blobs/sha256-<hex>-partial, as Ollama names it
 # A temporary exists for a moment before its writer locks it; a sweep leaves younger files alone.
-STALE_AFTER_S = 10.0
-CHUNK = 1 << 20
 
 _BLOB_NAME = re.compile(r"^sha256-[0-9a-f]{64}$")
 _ANY_DIGEST = re.compile(rb"sha256[:-]([0-9a-f]{64})")
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ModelNotFound(NotFound):
     """No such model in the store (Ollama's text: "model 'NAME' not found")."""
 
 
-class BlobMismatch(ClientError):
-    """Bytes whose sha256 is not the digest they came as; they are never kept."""
-
-
-class StorageFull(InsufficientStorage):
-    """No space (or quota) left under the store. Nothing half-written is left behind."""
 
 
 @dataclass(frozen=True)
@@ -99,135 +101,6 @@ class Manifest:
     @property
     def size(self) -> int:
         return self.config.size + sum(layer.size for layer in self.layers)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
-
-
-@contextmanager
-def _space(what: str, root: Path) -> Iterator[None]:
-    """ENOSPC / EDQUOT become StorageFull (507) with a message a person can act on."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in _FULL:
-            raise StorageFull(f"no space left on device: {what} in {root}") from exc
-        raise
-
-
-class _Temporary:
-    """A file being written beside its final place, under a dot name, flocked while it is open."""
-
-    def __init__(self, directory: Path, mode: int) -> None:
-        self.path = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self.file = os.fdopen(fd, "wb", buffering=CHUNK)
-
-    def commit(self, target: Path) -> None:
-        self.file.flush()  # a full disk shows here, before anything is renamed
-        os.replace(self.path, target)
-        self.file.close()
-
-    def discard(self) -> None:
-        try:
-            self.file.close()
-        except OSError:
-            pass  # the flush of a full disk fails again; the file goes all the same
-        self.path.unlink(missing_ok=True)
-
-
-class BlobWriter:
-    """Bytes on their way into blobs/, hashed as they are written. commit() keeps them when they
-    match the digest they were promised as (if any); leaving the `with` block without a commit, or
-    any error, removes the temporary."""
-
-    def __init__(self, store: Store, expected: str | None) -> None:
-        self._store = store
-        self.expected = check_digest(expected) if expected is not None else None
-        self._hash = hashlib.sha256()
-        self.size = 0
-        self._done = False
-        with store._space("writing a blob"):
-            store._mkdirs(store.root / "blobs")
-            self._tmp = _Temporary(store.root / "blobs", store._file_mode())
-
-    def write(self, data: bytes | bytearray) -> None:
-        try:
-            with self._store._space("writing a blob"):
-                self._tmp.file.write(data)
-        except BaseException:
-            self.close()
-            raise
-        self._hash.update(data)
-        self.size += len(data)
-
-    def commit(self) -> tuple[Layer, bool]:
-        """The blob's layer (no media type) and whether this write added it to the store."""
-        digest = "sha256:" + self._hash.hexdigest()
-        try:
-            if self.expected is not None and digest != self.expected:
-                raise BlobMismatch(f"digest mismatch: body is {digest}, not {self.expected}")
-            target = self._store.blob_path(digest)
-            created = not target.exists()
-            if created:
-                with self._store._space(f"writing blob {digest}"):
-                    self._tmp.commit(target)
-                self._done = True
-            return Layer("", digest, self.size), created
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        if not self._done:
-            self._done = True
-            self._tmp.discard()
-
-    def __enter__(self) -> BlobWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class PartialBlob:
-    """A download into blobs/sha256-<hex>-partial, which a later pull resumes (Ollama's naming).
-    The caller holds its lock (Store.partial_blob); finish() verifies and moves it into place."""
-
-    def __init__(self, store: Store, digest: str, fd: int) -> None:
-        self._store, self.digest, self._fd = store, digest, fd
-        os.lseek(fd, 0, os.SEEK_END)
-
-    @property
-    def size(self) -> int:
-        return os.fstat(self._fd).st_size
-
-    def restart(self) -> None:
-        os.ftruncate(self._fd, 0)
-        os.lseek(self._fd, 0, os.SEEK_SET)
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        with self._store._space(f"downloading blob {self.digest}"):
-            while view:
-                view = view[os.write(self._fd, view):]
-
-    def finish(self) -> None:
-        h = hashlib.sha256()
-        offset = 0
-        while block := os.pread(self._fd, CHUNK, offset):
-            h.update(block)
-            offset += len(block)
-        path = self._store.partial_path(self.digest)
-        if "sha256:" + h.hexdigest() != self.digest:
-            path.unlink(missing_ok=True)
-            raise BlobMismatch(f"blob {self.digest} failed verification (got sha256:{h.hexdigest()}); not kept")
-        os.replace(path, self._store.blob_path(self.digest))
 
 
 class Store:
@@ -273,7 +146,7 @@ class Store:
 
     # -- modes, space, directories --------------------------------------------------------------
     def _space(self, what: str) -> AbstractContextManager[None]:
-        return _space(what, self.root)
+        return disk_space(what, self.root)
 
     def _dir_mode(self) -> int:
         return stat.S_IMODE(self.root.stat().st_mode)
@@ -324,7 +197,7 @@ class Store:
         path = self.partial_path(digest)
         with self._space(f"downloading blob {digest}"):
             self._mkdirs(path.parent)
-            fd = _open_locked(path, self._file_mode())
+            fd = open_locked(path, self._file_mode())
         try:
             yield PartialBlob(self, digest, fd)
         except (StorageFull, BlobMismatch):
@@ -363,7 +236,7 @@ class Store:
             if missing:  # collected by a delete since it was written: a manifest must never dangle
                 raise RuntimeError(f"blob {missing[0]} of '{name.short}' is not in the store; try again")
             self._mkdirs(path.parent)
-            tmp = _Temporary(path.parent, self._file_mode())
+            tmp = Temporary(path.parent, self._file_mode())
             try:
                 tmp.file.write(raw)
                 tmp.commit(path)
@@ -497,49 +370,4 @@ class Store:
             candidates += [blobs / e for e in os.listdir(blobs) if not _BLOB_NAME.match(e)]
         for folder, _, files in os.walk(self.root / "manifests"):
             candidates += [Path(folder, f) for f in files if f.startswith(TEMP_PREFIX)]
-        return sum(_remove_if_stale(path) for path in candidates)
-
-
-def _open_locked(path: Path, mode: int) -> int:
-    """Open (creating) and lock a file; if a sweep removed it between the open and the lock, the
-    lock is on a file no longer there, so open the path again."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
-
-def _remove_if_stale(path: Path) -> bool:
-    try:
-        info = path.lstat()
-        if time.time() - info.st_mtime < STALE_AFTER_S:
-            return False
-        if stat.S_ISDIR(info.st_mode):
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        elif stat.S_ISREG(info.st_mode):
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        else:
-            return False  # not something corral writes
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # its writer is alive
-        if os.fstat(fd).st_ino != info.st_ino:
-            return False
-        if stat.S_ISDIR(info.st_mode):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+        return sum(remove_if_stale(path) for path in candidates)
