@@ -1,4 +1,5 @@
-"""Pull from and push to registries that speak the OCI distribution protocol, as Ollama's does.
+"""Pull from and push to registries that speak the OCI distribution protocol, as Ollama's does
+(the conversation with a registry: registry_session.py; the push: push.py).
 
 Names are the ones Ollama users type (store.ModelName): `llama3.2:1b` and `user/model:tag` live on
 registry.ollama.ai, `hf.co/USER/REPO[:QUANT]` (or huggingface.co) on Hugging Face, whose registry
@@ -27,16 +28,28 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
 
 import httpx
 
-from corral.errors import UpstreamError
 from corral.models.catalog import catalog_entry, pull_from_catalog
+from corral.models.push import push
+from corral.models.registry_session import (
+    MAX_STREAMS,
+    Endpoint,
+    Progress,
+    PullCancelled,
+    RegistryError,
+    RegistryNotFound,
+    RegistryUnreachable,
+    Session,
+    endpoint,
+    parse_challenge,
+    status_error,
+    unreachable,
+)
 from corral.models.store import (
     CHUNK,
     DEFAULT_HOST,
@@ -50,150 +63,14 @@ from corral.models.store import (
     check_digest,
 )
 
-Progress = Callable[[str, int, int, str], None]  # status, completed, total, digest
-CONNECT_TIMEOUT_S = 5.0
-METADATA_READ_TIMEOUT_S = 15.0  # a manifest or a token: small answers
+__all__ = ["PREPARE_DEADLINE_S", "Progress", "PullCancelled", "RegistryError", "RegistryNotFound",
+           "RegistryUnreachable", "endpoint", "parse_challenge", "prepare_pull", "pull", "push"]
+
 READ_TIMEOUT_S = 30.0  # between two reads of a blob; then the blob resumes where it stopped
 PREPARE_DEADLINE_S = 30.0  # the whole manifest step (token, manifest), however the network behaves
 BLOB_RETRIES = 3
-MAX_STREAMS = 4  # blobs downloading at once
 MAX_MANIFEST_BYTES = 4 << 20
 REPORT_EVERY_S = 0.1  # progress lines per layer, at most this often (and at its end)
-HF_HOSTS = ("hf.co", "huggingface.co")
-
-
-class RegistryError(UpstreamError):
-    """A registry answered wrongly or not at all (502)."""
-
-
-class RegistryUnreachable(RegistryError):
-    """The registry's host did not answer: refused, unresolvable, timed out, cut off, or a gateway
-    in front of it said so (502/503/504)."""
-
-
-class RegistryNotFound(RegistryError):
-    """The registry has no such model (or will not say so without credentials)."""
-
-    status = 404
-
-
-class PullCancelled(RegistryError):
-    """The client went away; what was downloaded stays in the partial files, for the next pull."""
-
-
-# -- where a name's registry is ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Endpoint:
-    base: str  # scheme://host[:port][/prefix], without a trailing slash
-    host: str  # the registry host the name names
-    mirror: bool = False
-
-    def describe(self) -> str:
-        return f"{self.host} (mirror {self.base})" if self.mirror else self.host
-
-
-def endpoint(name: ModelName, insecure: bool = False, mirrors: Mapping[str, str] | None = None) -> Endpoint:
-    """The base URL for a name's registry: its mirror if one is set for the host (hf.co and
-    huggingface.co are one registry), else https (http when insecure) to the host itself."""
-    table = {host.lower(): url for host, url in (mirrors or {}).items()}
-    host = name.host.lower()
-    url = table.get(host)
-    if url is None and host in HF_HOSTS:
-        url = next((table[h] for h in HF_HOSTS if h in table), None)
-    if url:
-        return Endpoint(url.rstrip("/"), name.host, mirror=True)
-    return Endpoint(f"{'http' if insecure else 'https'}://{name.host}", name.host)
-
-
-# -- one conversation with a registry: timeouts, the Bearer challenge ------------------------------
-
-_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """`Bearer realm="…",service="…",scope="…"` → ("bearer", {realm, service, scope})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-              for m in _PARAM.finditer(rest)}
-    return scheme.lower(), params
-
-
-class _Session:
-    """An httpx client plus the registry's token, shared by the threads of one pull or push."""
-
-    def __init__(self, end: Endpoint, repository: str) -> None:
-        self.end = end
-        self.repository = repository
-        self.client = httpx.Client(timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=METADATA_READ_TIMEOUT_S),
-                                   follow_redirects=True, headers={"User-Agent": "corral"},
-                                   limits=httpx.Limits(max_connections=MAX_STREAMS + 2))
-        self._token: str | None = None
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self.client.close()
-
-    def url(self, kind: str, reference: str) -> str:
-        return f"{self.end.base}/v2/{self.repository}/{kind}/{reference}"
-
-    def send(self, method: str, url: str, *, headers: dict | None = None,
-             content: Callable[[], bytes | Iterator[bytes]] | None = None, stream: bool = False,
-             read_timeout: float = METADATA_READ_TIMEOUT_S) -> httpx.Response:
-        """One request; a Bearer challenge is answered once (a fresh token) and the request sent again.
-        `content` makes the body anew for each try. A streamed response must be closed by the caller."""
-        for attempt in range(2):
-            token = self._token
-            request = self.client.build_request(
-                method, url, headers={**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})},
-                content=content() if content else None,
-                timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=read_timeout))
-            response = self.client.send(request, stream=stream)
-            if response.status_code != 401 or attempt:
-                return response
-            challenge = response.headers.get("www-authenticate", "")
-            response.close()
-            self._authenticate(challenge, token)
-        raise AssertionError("unreachable")
-
-    def _authenticate(self, challenge: str, failed: str | None) -> None:
-        with self._lock:
-            if self._token != failed:
-                return  # another thread fetched a new token meanwhile
-            scheme, params = parse_challenge(challenge)
-            if scheme != "bearer" or not params.get("realm"):
-                raise RegistryNotFound(f"registry {self.end.describe()} needs credentials "
-                                       f"({challenge.split(' ')[0] or 'no challenge'}); corral pulls anonymously")
-            realm = httpx.URL(params["realm"])
-            if realm.scheme not in ("http", "https"):
-                raise RegistryError(f"registry {self.end.describe()} names a token service that is not http(s)")
-            query: list[tuple[str, str | int | float | bool | None]] = (
-                [("service", params["service"])] if params.get("service") else [])
-            query += [("scope", s) for s in params.get("scope", "").split(" ") if s]
-            r = self.client.get(realm, params=query)  # anonymous: no credentials go anywhere
-            if r.status_code != 200:
-                raise RegistryError(f"the token service of {self.end.describe()} answered {r.status_code}: "
-                                    f"{r.text[:200]}")
-            try:
-                body = r.json()
-                token = body.get("token") or body.get("access_token")
-            except (ValueError, AttributeError):
-                token = None
-            if not isinstance(token, str) or not token:
-                raise RegistryError(f"the token service of {self.end.describe()} gave no token")
-            self._token = token
-
-
-def _unreachable(end: Endpoint, exc: Exception) -> RegistryUnreachable:
-    reason = str(exc) or type(exc).__name__
-    return RegistryUnreachable(f"cannot reach registry {end.describe()}: {reason}")
-
-
-def _status_error(end: Endpoint, status: int, what: str, body: str = "") -> RegistryError:
-    detail = f": {body[:200]}" if body else ""
-    if status in (502, 503, 504):
-        return RegistryUnreachable(f"cannot reach registry {end.describe()}: it answered {status} for {what}{detail}")
-    return RegistryError(f"registry {end.describe()} answered {status} for {what}{detail}")
 
 
 # -- pull -----------------------------------------------------------------------------------------------
@@ -212,7 +89,7 @@ class Pull:
 class RegistryPull(Pull):
     store: Store
     name: ModelName
-    session: _Session
+    session: Session
     raw: bytes  # the manifest, kept byte for byte (its digest is its identity)
     blobs: list[tuple[str, int]] = field(default_factory=list)  # (digest, size): layers, then config
 
@@ -221,7 +98,7 @@ class RegistryPull(Pull):
         try:
             self._run(report)
         except httpx.TransportError as exc:
-            raise _unreachable(self.session.end, exc) from exc
+            raise unreachable(self.session.end, exc) from exc
         finally:
             self.session.close()
 
@@ -300,7 +177,7 @@ class RegistryPull(Pull):
                                         f"at the wrong offset")
             elif response.status_code != 200:
                 response.read()
-                raise _status_error(self.session.end, response.status_code, f"blob {digest}", response.text)
+                raise status_error(self.session.end, response.status_code, f"blob {digest}", response.text)
             done, last = have, 0.0
             for chunk in response.iter_bytes(CHUNK):
                 if stop.is_set():
@@ -364,20 +241,20 @@ def prepare_pull(store: Store, name: ModelName, insecure: bool = False,
 
 
 def _prepare(store: Store, name: ModelName, end: Endpoint) -> RegistryPull:
-    session = _Session(end, name.repository)
+    session = Session(end, name.repository)
     try:
         raw = _manifest(session, name)
         blobs = _blobs(raw, name, end)
         return RegistryPull(store, name, session, raw, blobs)
     except httpx.TransportError as exc:
         session.close()
-        raise _unreachable(end, exc) from exc
+        raise unreachable(end, exc) from exc
     except BaseException:
         session.close()
         raise
 
 
-def _manifest(session: _Session, name: ModelName) -> bytes:
+def _manifest(session: Session, name: ModelName) -> bytes:
     """The manifest's bytes. Repository names in OCI registries are lowercase: a name typed with
     capitals that the registry does not know as typed is asked for again in lowercase."""
     repositories = [name.repository]
@@ -397,7 +274,7 @@ def _manifest(session: _Session, name: ModelName) -> bytes:
                 raise RegistryNotFound(f"model '{name.short}' not found in registry {session.end.describe()}{hint}")
             if response.status_code != 200:
                 response.read()
-                raise _status_error(session.end, response.status_code, f"the manifest of '{name.short}'",
+                raise status_error(session.end, response.status_code, f"the manifest of '{name.short}'",
                                     response.text)
             raw = bytearray()
             for chunk in response.iter_bytes():
@@ -434,62 +311,3 @@ def pull(store: Store, name: ModelName, insecure: bool = False, progress: Progre
     """Pull from the registry the name names (no package-index fallback)."""
     end = endpoint(name, insecure, mirrors)
     _prepare(store, name, end).run(progress)
-
-
-# -- push -----------------------------------------------------------------------------------------------
-
-def push(store: Store, name: ModelName, insecure: bool = False, progress: Progress | None = None,
-         mirrors: Mapping[str, str] | None = None) -> None:
-    """Upload the blobs the registry lacks, then the manifest byte for byte (to the mirror, if the
-    host has one). A repository with capitals that the registry refuses is pushed in lowercase."""
-    report = progress or (lambda *a: None)
-    end = endpoint(name, insecure, mirrors)
-    session = _Session(end, name.repository)
-    try:
-        _push(session, store, name, report)
-    except httpx.TransportError as exc:
-        raise _unreachable(end, exc) from exc
-    finally:
-        session.close()
-
-
-def _push(session: _Session, store: Store, name: ModelName, report: Progress) -> None:
-    raw = store.manifest_bytes(name)
-    manifest = store.manifest(name)
-    base = session.end.base
-    for layer in [*manifest.layers, manifest.config]:
-        head = session.send("HEAD", session.url("blobs", layer.digest))
-        if head.status_code == 200:
-            report(f"using existing {layer.digest[7:19]}", layer.size, layer.size, layer.digest)
-            continue
-        start = session.send("POST", f"{base}/v2/{session.repository}/blobs/uploads/")
-        if start.status_code == 404 and session.repository != session.repository.lower():
-            session.repository = session.repository.lower()  # OCI repository names are lowercase
-            start = session.send("POST", f"{base}/v2/{session.repository}/blobs/uploads/")
-        if start.status_code != 202 or "location" not in start.headers:
-            raise _status_error(session.end, start.status_code, "an upload", start.text)
-        # The upload URL carries the registry's signed state: append to it, never re-encode it.
-        location = start.headers["location"]
-        if location.startswith("/"):
-            origin = httpx.URL(base)
-            location = f"{origin.scheme}://{origin.netloc.decode('ascii')}{location}"
-        location += ("&" if "?" in location else "?") + f"digest={layer.digest}"
-        path = store.blob_path(layer.digest)
-        r = session.send("PUT", location, content=partial(_read_chunks, path), read_timeout=READ_TIMEOUT_S,
-                         headers={"Content-Type": "application/octet-stream",
-                                  "Content-Length": str(path.stat().st_size)})
-        if r.status_code not in (201, 204):
-            raise RegistryError(f"upload of {layer.digest} failed ({r.status_code}: {r.text[:200]})")
-        report(f"pushing {layer.digest[7:19]}", layer.size, layer.size, layer.digest)
-    report("pushing manifest", 0, 0, "")
-    r = session.send("PUT", session.url("manifests", name.tag), content=lambda: raw,
-                     headers={"Content-Type": MEDIA_MANIFEST})
-    if r.status_code not in (200, 201):
-        raise RegistryError(f"registry refused the manifest ({r.status_code}: {r.text[:200]})")
-    report("success", 0, 0, "")
-
-
-def _read_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            yield block
