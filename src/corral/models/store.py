@@ -101,6 +101,12 @@ class Manifest:
         return self.config.size + sum(layer.size for layer in self.layers)
 
 
+def kv_cache_dir(root: Path) -> Path:
+    """The default CORRAL_CACHE_DIR: unloaded models' prompt-cache states (runner/disk_cache.py),
+    beside blobs/ and manifests/, where no Ollama path goes."""
+    return Path(root) / "kvcache"
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
