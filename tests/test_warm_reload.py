@@ -179,7 +179,7 @@ def test_files_round_trip_and_bad_ones_are_removed(tmp_path):
     cfg = config(cache_dir=str(tmp_path))
     disk = DiskCache.open(cfg, "0.3.36")
     assert disk is not None
-    cache = PromptCache(None, 1 << 20)  # type: ignore[arg-type]  # add/entries need no context
+    cache = PromptCache(None, 1 << 20)  # add/entries need no context
     cache.add(entry(list(range(50)), uses=2))
     assert disk.save(cache, scratch=0) == 1
     (path,) = kv_files(tmp_path)
@@ -187,14 +187,14 @@ def test_files_round_trip_and_bad_ones_are_removed(tmp_path):
     assert header["key"] == disk.key and header["tokens"] == list(range(50))
     assert header["sha256"] == hashlib.sha256(bytes(500)).hexdigest()
 
-    fresh = PromptCache(None, 1 << 20)  # type: ignore[arg-type]
+    fresh = PromptCache(None, 1 << 20)
     assert disk.restore(fresh, max_tokens=2048) == 1
     assert [(e.tokens, e.uses, len(e.data)) for e in fresh.entries()] == [(tuple(range(50)), 2, 500)]
-    assert disk.restore(PromptCache(None, 1 << 20), max_tokens=49) == 0  # type: ignore[arg-type]
+    assert disk.restore(PromptCache(None, 1 << 20), max_tokens=49) == 0
     assert path.exists()  # too long for a smaller context: not restored, not bad either
 
     other = DiskCache(tmp_path, 1 << 20, "f" * 64)  # another model: its own name prefix
     forged = tmp_path / f"{'f' * 24}-{'0' * 40}.kv"
     forged.write_bytes(path.read_bytes())
-    assert other.restore(PromptCache(None, 1 << 20), 2048) == 0  # type: ignore[arg-type]
+    assert other.restore(PromptCache(None, 1 << 20), 2048) == 0
     assert not forged.exists() and path.exists()
