@@ -168,11 +168,13 @@ def test_pick_keeps_a_shared_system_prompt_once():
     entries = [entry(system + [500 + i] * 20) for i in range(3)] + [entry(list(range(1000, 1040)), uses=1)]
     picks = pick(entries, budget=10**6)
     assert (picks[0].entry.tokens[:picks[0].n], picks[0].weight) == (tuple(system), 3)
-    assert [p.weight for p in picks] == sorted((p.weight for p in picks), reverse=True)
-    # Within a budget of the shared prefix and one more: the rarer whole sequences are left out.
-    small = pick(entries, budget=1000 + 400)
-    assert [(p.n, p.weight) for p in small] == [(100, 3), (40, 2)]
-    assert all(isinstance(p, Pick) for p in small)
+    # The conversations seen once add only their tails to the prefix kept: left out.
+    assert [(p.n, p.weight) for p in picks] == [(100, 3), (40, 2)]
+    assert [(p.n, p.weight) for p in pick(entries, budget=1000)] == [(100, 3)]
+    # Alone, a conversation is kept whole; one restored before outweighs it.
+    lone = pick([entry(list(range(200, 260))), entry(list(range(300, 330)), uses=4)], budget=10**6)
+    assert [(p.n, p.weight) for p in lone] == [(30, 5), (60, 1)]
+    assert all(isinstance(p, Pick) for p in lone)
 
 
 def test_files_round_trip_and_bad_ones_are_removed(tmp_path):

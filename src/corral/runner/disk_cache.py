@@ -34,6 +34,8 @@ NAME = re.compile(r"^([0-9a-f]{24})-([0-9a-f]{40})\.kv$")
 TEMP_PREFIX = ".tmp-"
 STALE_TEMP_S = 600.0  # a temporary this old was left by a runner that was killed while writing
 MAX_HEADER = 1 << 22  # tokens as JSON: far more than any context
+# Written at one unload, at most: the server gives a stopping runner seconds, not minutes.
+UNLOAD_BYTES = 64 << 20
 SHARED_SCAN = 64  # the most recent entries searched for shared prefixes (pairwise)
 _BLOB = re.compile(r"^sha256-([0-9a-f]{64})$")
 # Load options that do not change a sequence's KV bytes. Every other field (and any field added
@@ -70,7 +72,9 @@ def pick(entries: list[Entry], budget: int) -> list[Pick]:
     """What to keep, hottest first, within `budget` bytes (sizes prorated by tokens).
 
     Candidates are each entry whole and the longest prefix it shares with another entry: many
-    conversations on one system prompt share that prompt, which then weighs as all of them."""
+    conversations on one system prompt share that prompt, which then weighs as all of them.
+    Writing is what an unload waits for, so a conversation seen once whose prefix is kept is
+    left out (only its own tail would be new)."""
     recent = entries[-SHARED_SCAN:]
     candidates: dict[tuple[int, ...], Entry] = {e.tokens: e for e in recent}
     for i, a in enumerate(recent):
@@ -84,6 +88,8 @@ def pick(entries: list[Entry], budget: int) -> list[Pick]:
         size = len(c.entry.data) * c.n // len(c.entry.tokens)
         if size > budget or any(k.n >= c.n and k.entry.tokens[:c.n] == c.entry.tokens[:c.n] for k in chosen):
             continue  # too big, or what a chosen state holds already
+        if c.weight == 1 and any(k.n < c.n and c.entry.tokens[:k.n] == k.entry.tokens[:k.n] for k in chosen):
+            continue  # one conversation, seen once, on a prefix kept already: only its tail is new
         chosen.append(c)
         budget -= size
     return chosen
@@ -182,7 +188,7 @@ class DiskCache:
             log(f"cannot create {self.dir}: {exc}")
             return 0
         written: list[Path] = []
-        for c in pick(cache.entries(), min(self.max_bytes, cache.capacity)):
+        for c in pick(cache.entries(), min(self.max_bytes, cache.capacity, UNLOAD_BYTES)):
             tokens = c.entry.tokens[:c.n]
             data = c.entry.data if c.n == len(c.entry.tokens) else cache.prefix_state(c.entry, c.n, scratch)
             if data is None:
