@@ -88,14 +88,14 @@ def main() -> None:
                   f"prefill {rows[kind][-1]['prompt_eval_s'] * 1e3:.0f} ms of {final.get('prompt_eval_count')} "
                   "prompt tokens", flush=True)
             wait_unloaded(client)
+            if args.json:  # after every round: a slow machine's run cut short still leaves its rounds
+                args.json.write_text(json.dumps({"load_average": os.getloadavg(), **rows}, indent=1))
     print(f"load average {os.getloadavg()[0]:.1f} (a busy machine makes these noisy)")
     for kind, got in rows.items():
         if got:
             med = {k: statistics.median(r[k] for r in got) * 1e3 for k in ("ttft_s", "load_s", "prompt_eval_s")}
             print(f"{kind}: n={len(got)} median TTFT {med['ttft_s']:.0f} ms (load {med['load_s']:.0f} ms, "
                   f"prefill {med['prompt_eval_s']:.0f} ms)")
-    if args.json:
-        args.json.write_text(json.dumps({"load_average": os.getloadavg(), **rows}, indent=1))
 
 
 if __name__ == "__main__":
