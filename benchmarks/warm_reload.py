@@ -51,6 +51,12 @@ def chat(client: httpx.Client, model: str, system: str, user: str) -> tuple[floa
     raise RuntimeError("stream ended without done")
 
 
+def evaluated(client: httpx.Client, model: str) -> float:
+    """/metrics: prompt tokens the model's runners have decoded (not reused), so far."""
+    prefix = f'corral_prompt_evaluated_tokens_total{{model="{model}"}}'
+    return next((float(x.split()[-1]) for x in client.get("/metrics").text.splitlines() if x.startswith(prefix)), 0.0)
+
+
 def wait_unloaded(client: httpx.Client, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while client.get("/api/ps").json()["models"]:
@@ -80,13 +86,16 @@ def main() -> None:
                 for name in os.listdir(args.cache_dir):
                     if NAME.match(name):
                         (args.cache_dir / name).unlink()
+            before = evaluated(client, args.model)
             ttft, final = chat(client, args.model, system, f"Question {n}: name a colour.")
             rows[kind].append({"ttft_s": ttft, "load_s": final.get("load_duration", 0) / 1e9,
                                "prompt_eval_s": final.get("prompt_eval_duration", 0) / 1e9,
-                               "prompt_tokens": final.get("prompt_eval_count", 0)})
-            print(f"round {n} {kind}: TTFT {ttft * 1e3:.0f} ms, load {rows[kind][-1]['load_s'] * 1e3:.0f} ms, "
-                  f"prefill {rows[kind][-1]['prompt_eval_s'] * 1e3:.0f} ms of {final.get('prompt_eval_count')} "
-                  "prompt tokens", flush=True)
+                               "prompt_tokens": final.get("prompt_eval_count", 0),
+                               "decoded_tokens": evaluated(client, args.model) - before})
+            row = rows[kind][-1]
+            print(f"round {n} {kind}: TTFT {ttft * 1e3:.0f} ms, load {row['load_s'] * 1e3:.0f} ms, prefill "
+                  f"{row['prompt_eval_s'] * 1e3:.0f} ms, decoded {row['decoded_tokens']:.0f} of "
+                  f"{row['prompt_tokens']} prompt tokens", flush=True)
             wait_unloaded(client)
             if args.json:  # after every round: a slow machine's run cut short still leaves its rounds
                 args.json.write_text(json.dumps({"load_average": os.getloadavg(), **rows}, indent=1))
