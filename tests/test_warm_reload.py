@@ -118,7 +118,7 @@ def test_the_folder_stays_within_its_bound(start_server, tmp_path):
     assert answer["done"] and counter(server.url, "corral_prompt_cache_disk_restores") == 1
 
 
-def test_another_models_file_is_never_restored(start_server, cold, tmp_path):
+def test_another_models_file_is_never_restored(start_server, tmp_path):
     folder = tmp_path / "kv"
     server = start_server(OLLAMA_NUM_PARALLEL="1", CORRAL_CACHE_DIR=str(folder))
     chat(server.url, SMOL, "What is two plus two?")
@@ -133,10 +133,12 @@ def test_another_models_file_is_never_restored(start_server, cold, tmp_path):
     # SmolLM2's state, under a name Gemma's runner reads: the header's key still says whose it is.
     forged = folder / f"{gemma_prefix}-{'c' * 40}.kv"
     forged.write_bytes(smol_files[0].read_bytes())
+    before = counter(server.url, "corral_prompt_evaluated_tokens", GEMMA)
     gemma = chat(server.url, GEMMA, "Name a color.")
     assert counter(server.url, "corral_prompt_cache_disk_restores", GEMMA) == 0
+    # Every prompt token computed afresh: nothing of SmolLM2's was taken for Gemma's.
+    assert counter(server.url, "corral_prompt_evaluated_tokens", GEMMA) - before == gemma["prompt_eval_count"]
     assert not forged.exists() and all(p.exists() for p in smol_files)
-    assert gemma["message"]["content"] == chat(cold.url, GEMMA, "Name a color.")["message"]["content"]
 
 
 # -- the file format and the choice of states, without a model ---------------------------------
