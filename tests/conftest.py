@@ -74,7 +74,9 @@ def start_server(model_store: Path, tmp_path_factory) -> Iterator[Callable[..., 
         port = free_port()
         log = tmp_path_factory.mktemp("server") / "serve.log"
         full_env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(model_store),
-                    "OLLAMA_CONTEXT_LENGTH": "2048", "CORRAL_REGISTRY_MIRRORS": NO_REGISTRY, **env}
+                    "OLLAMA_CONTEXT_LENGTH": "2048", "CORRAL_REGISTRY_MIRRORS": NO_REGISTRY,
+                    # Each server its own prompt-cache folder: the store is shared, warm states are not.
+                    "CORRAL_CACHE_DIR": str(tmp_path_factory.mktemp("kvcache")), **env}
         proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=full_env,
                                 stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         server = Server(proc, f"http://127.0.0.1:{port}", log)

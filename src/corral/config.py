@@ -122,6 +122,10 @@ class Settings:
     memory_limit: int | None = None  # bytes; overrides the measured budget
     max_body_bytes: int = 32 * 2**20
     prompt_cache_bytes: int = 128 * 2**20  # per runner: saved KV states of finished sequences
+    # Where an unloaded model's hottest prompt-cache states wait for its next load (None: a
+    # folder in the models directory, store.kv_cache_dir), and that folder's bound (0: off).
+    cache_dir: Path | None = None
+    cache_dir_bytes: int = 2**30
     api_key: str | None = None  # when set, every route but GET / needs "Authorization: Bearer <key>" (or x-api-key)
     keys_file: Path | None = None  # CORRAL_KEYS_FILE: keys → tenants (api/keys.py); keys are required then
     shutdown_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
@@ -188,6 +192,10 @@ class Settings:
             kw["shutdown_timeout"] = parse_duration(v, 30.0)
         if (v := get("PROMPT_CACHE")) is not None:
             kw["prompt_cache_bytes"] = parse_size(v)
+        if (v := get("CACHE_DIR")) is not None:
+            kw["cache_dir"] = Path(v.strip()).expanduser()
+        if (v := get("CACHE_DIR_BYTES")) is not None:
+            kw["cache_dir_bytes"] = parse_size(v)
         if (v := get("ORIGINS")) is not None:
             kw["origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
         if (v := get("STALL_TIMEOUT")) is not None:

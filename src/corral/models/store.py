@@ -103,6 +103,12 @@ class Manifest:
         return self.config.size + sum(layer.size for layer in self.layers)
 
 
+def kv_cache_dir(root: Path) -> Path:
+    """The default CORRAL_CACHE_DIR: unloaded models' prompt-cache states (runner/disk_cache.py),
+    beside blobs/ and manifests/, where no Ollama path goes."""
+    return Path(root) / "kvcache"
+
+
 class Store:
     def __init__(self, root: Path, sweep: bool = True) -> None:
         self.root = Path(root)

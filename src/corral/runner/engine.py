@@ -21,6 +21,7 @@ import numpy as np
 
 from corral.errors import ClientError
 from corral.models.embedding import Pooling, embedding_pooling
+from corral.runner.disk_cache import DiskCache
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
 from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
 from corral.runner.logprobs import Logprobs
@@ -120,6 +121,10 @@ class Engine:
         self.step_ns = 0
         self.embedder: Embedder | None = None
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
+        self.evaluated_tokens = 0  # prompt tokens decoded
+        # A warm reload: what the last runner of this model kept on disk, before we say ready.
+        self.disk = DiskCache.open(cfg, ll.__version__)
+        self.disk_restores = self.disk.restore(self.prompt_cache, self.n_ctx_slot) if self.disk else 0
 
     def _init_batch(self, n: int) -> None:
         # The batch's arrays are numpy buffers we own, so filling a prompt chunk is a slice
@@ -329,6 +334,7 @@ class Engine:
             self._logits[:take] = 0
             slot.n_past += take
             req.n_prompt += take
+            self.evaluated_tokens += take
             slot.cached.extend(req.prompt[start:start + take])
             done = not req.prefilling
             if done:
@@ -474,8 +480,15 @@ class Engine:
         return [Failed(request_id, message)]
 
     def close(self) -> None:
+        """An orderly stop: the hottest prompt states go to disk (if on) before the context."""
         for slot in list(self.active):
             self._release(slot)
+        if self.disk and self.free:
+            for slot in self.free:  # a slot's last sequence may have left the prompt cache since
+                self.prompt_cache.save(slot.seq, slot.cached)
+            scratch = self.free[0]
+            self._clear(scratch)
+            self.disk.save(self.prompt_cache, scratch.seq)
         if self.embedder:
             self.embedder.close()
         ll.llama_free(self.ctx)

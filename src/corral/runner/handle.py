@@ -247,7 +247,9 @@ class RunnerHandle:
             if not finished:
                 self.cancel(request_id)
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
+        """An orderly stop (the runner writes its hottest prompt states to disk first, up to
+        disk_cache.UNLOAD_BYTES); a runner that does not exit in `timeout` is killed."""
         if self.proc is None or self.proc.returncode is not None:
             return
         try:

@@ -121,13 +121,18 @@ def main() -> int:
     except Exception as exc:
         send([p.Fatal(str(exc) or type(exc).__name__)])
         return 1
-    send([p.Ready(engine.n_ctx_slot, cfg.n_slots, os.getpid())])
+
+    def stats() -> p.Stats:
+        return p.Stats(engine.decode_ns, busy_ns, engine.reused_tokens, engine.cache_restores,
+                       engine.evaluated_tokens, engine.disk_restores)
+
+    busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
+    send([p.Ready(engine.n_ctx_slot, cfg.n_slots, os.getpid()), stats()])  # stats: what came from disk
 
     inbox: queue.Queue = queue.Queue()
     threading.Thread(target=_read_stdin, args=(inbox, engine, send), daemon=True).start()
     step = [time.monotonic()]  # when the current loop iteration started
     threading.Thread(target=_beat, args=(engine, step, send, cfg.max_step_s), daemon=True).start()
-    busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
     while True:
         events: list[p.Up] = []
         messages = _drain(inbox, block=not engine.busy)
@@ -151,7 +156,7 @@ def main() -> int:
         # Counted up to now, so that busy time always includes the decodes reported with it.
         busy_ns += time.perf_counter_ns() - t0
         if any(isinstance(e, p.Done) for e in events):
-            events.append(p.Stats(engine.decode_ns, busy_ns, engine.reused_tokens, engine.cache_restores))
+            events.append(stats())
         t0 = time.perf_counter_ns()
         send(events)
         busy_ns += time.perf_counter_ns() - t0

@@ -19,10 +19,11 @@ import llama_cpp as ll
 MIN_TOKENS = 16  # shorter sequences are cheaper to recompute than to copy
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     tokens: tuple[int, ...]
     data: bytearray  # llama.cpp writes it in place and reads it back in place: no copies
+    uses: int = 0  # times restored into a slot: what makes an entry worth keeping on disk
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -50,19 +51,52 @@ class PromptCache:
         n = ll.llama_state_seq_get_size(self.ctx, seq)
         if n <= 0 or n > self.capacity:
             return
+        data = self._state(seq, n)
+        if data is not None:
+            self.add(Entry(key, data))
+
+    def add(self, entry: Entry) -> bool:
+        """Keep a state (a finished sequence's, or one read back from disk) as the most recent."""
+        key = entry.tokens
+        if key in self._entries or not 0 < len(entry.data) <= self.capacity:
+            return False
+        # A saved prefix of this sequence is now redundant.
+        for old in [k for k in self._entries if len(k) < len(key) and key[:len(k)] == k]:
+            entry.uses += self._entries[old].uses
+            self._drop(old)
+        self._entries[key] = entry
+        self.size += len(entry.data)
+        while self.size > self.capacity and self._entries:
+            self._drop(next(iter(self._entries)))
+        return key in self._entries
+
+    def entries(self) -> list[Entry]:
+        """Least recently used first."""
+        return list(self._entries.values())
+
+    def prefix_state(self, entry: Entry, n: int, scratch: int) -> bytearray | None:
+        """The state of the first n tokens of an entry, built in sequence `scratch` (which must
+        be empty, and is empty again after): how a system prompt shared by many saved
+        conversations is kept once, without their different tails."""
+        if not self.restore(entry, scratch, count=False):
+            return None
+        memory = ll.llama_get_memory(self.ctx)
+        try:
+            ll.llama_memory_seq_rm(memory, scratch, n, -1)
+            return self._state(scratch, ll.llama_state_seq_get_size(self.ctx, scratch))
+        finally:
+            ll.llama_memory_seq_rm(memory, scratch, -1, -1)
+
+    def _state(self, seq: int, n: int) -> bytearray | None:
+        if n <= 0:
+            return None
         data = bytearray(n)
         written = ll.llama_state_seq_get_data(self.ctx, (ctypes.c_uint8 * n).from_buffer(data), n, seq)
         if written <= 0:
-            return
+            return None
         if written < n:
             del data[written:]
-        # A saved prefix of this sequence is now redundant.
-        for old in [k for k in self._entries if len(k) < len(key) and key[:len(k)] == k]:
-            self._drop(old)
-        self._entries[key] = Entry(key, data)
-        self.size += written
-        while self.size > self.capacity and self._entries:
-            self._drop(next(iter(self._entries)))
+        return data
 
     def best(self, tokens: list[int]) -> tuple[Entry | None, int]:
         best, best_len = None, 0
@@ -72,11 +106,12 @@ class PromptCache:
                 best, best_len = entry, n
         return best, best_len
 
-    def restore(self, entry: Entry, seq: int) -> bool:
+    def restore(self, entry: Entry, seq: int, count: bool = True) -> bool:
         """Load a saved state into `seq` (which must be empty)."""
         n = len(entry.data)
         ok = ll.llama_state_seq_set_data(self.ctx, (ctypes.c_uint8 * n).from_buffer(entry.data), n, seq) > 0
-        if ok:
+        if ok and count and entry.tokens in self._entries:
+            entry.uses += 1
             self._entries.move_to_end(entry.tokens)
         return ok
 

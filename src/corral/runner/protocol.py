@@ -31,6 +31,8 @@ class LoadConfig:
     n_batch: int = 512
     prompt_cache_bytes: int = 0  # host memory for saved sequence states
     max_step_s: float = 60.0  # a step running longer than this stops the heartbeat (a stuck decode)
+    cache_dir: str = ""  # where prompt-cache states wait for the model's next load (disk_cache.py)
+    cache_dir_bytes: int = 0  # that directory's bound, all models together; 0: off
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -227,17 +229,18 @@ class Fatal:
 
 @dataclass(slots=True)
 class Stats:
-    """Runner-wide counters: time inside llama_decode and time the loop had work (ns)."""
+    """Runner-wide counters: time inside llama_decode and time the loop had work (ns), tokens."""
 
     TAG: ClassVar[str] = "stats"
     decode_ns: int
     busy_ns: int
     reused_tokens: int = 0  # prompt tokens taken from a slot's KV or the prompt cache, not decoded
     cache_restores: int = 0  # prompt-cache entries restored into a slot
+    evaluated_tokens: int = 0  # prompt tokens decoded
+    disk_restores: int = 0  # prompt-cache entries read back from disk at load (a warm reload)
 
     def __add__(self, other: Stats) -> Stats:
-        return Stats(self.decode_ns + other.decode_ns, self.busy_ns + other.busy_ns,
-                     self.reused_tokens + other.reused_tokens, self.cache_restores + other.cache_restores)
+        return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Stats)))
 
 
 @dataclass(slots=True)

@@ -34,9 +34,15 @@ class _StateCollector(Collector):
                                      "cached prefix instead of being decoded", labels=["model"])
         restores = CounterMetricFamily("corral_prompt_cache_restores", "Prompt-cache entries restored into a slot",
                                        labels=["model"])
+        evaluated = CounterMetricFamily("corral_prompt_evaluated_tokens", "Prompt tokens decoded (not reused)",
+                                        labels=["model"])
+        from_disk = CounterMetricFamily("corral_prompt_cache_disk_restores", "Prompt-cache entries read back "
+                                        "from CORRAL_CACHE_DIR when a runner loaded (warm reloads)", labels=["model"])
         for model, totals in snap.models.items():
             reused.add_metric([model], totals.reused_tokens)
             restores.add_metric([model], totals.cache_restores)
+            evaluated.add_metric([model], totals.evaluated_tokens)
+            from_disk.add_metric([model], totals.disk_restores)
             running.add_metric([model], totals.running)
             waiting.add_metric([model], totals.waiting)
             decode.add_metric([model], totals.decode_s)
@@ -48,7 +54,7 @@ class _StateCollector(Collector):
         for runner in snap.runners:
             silent.add_metric([runner.name], runner.silent_s)
             healthy.add_metric([runner.name], 1.0 if runner.health == "ok" else 0.0)
-        yield from (running, waiting, decode, busy, silent, healthy, reused, restores)
+        yield from (running, waiting, decode, busy, silent, healthy, reused, restores, evaluated, from_disk)
         t_running = GaugeMetricFamily("corral_tenant_requests_running", "A tenant's requests holding a slot",
                                       labels=["tenant"])
         t_waiting = GaugeMetricFamily("corral_tenant_requests_waiting", "A tenant's requests waiting",

@@ -21,6 +21,7 @@ from typing import Any
 
 from corral.config import FOREVER, Settings
 from corral.errors import CorralError
+from corral.models.store import kv_cache_dir
 from corral.runner import protocol as p
 from corral.runner.handle import Reply, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
@@ -351,7 +352,8 @@ class Scheduler:
         cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
                          n_threads=self._threads_for(spec), n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
                          main_gpu=pool.gpu or 0, prompt_cache_bytes=spec.prompt_cache_bytes,
-                         max_step_s=self.settings.stall_timeout)
+                         max_step_s=self.settings.stall_timeout, cache_dir_bytes=self.settings.cache_dir_bytes,
+                         cache_dir=str(self.settings.cache_dir or kv_cache_dir(self.settings.models_dir)))
         return self.runner_factory(cfg, self._runner_exited)
 
     async def _load(self, runner: Runner) -> None:
