@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from corral.config import FOREVER, Settings
@@ -24,7 +24,9 @@ from corral.errors import CorralError
 from corral.runner import protocol as p
 from corral.runner.handle import Reply, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
-from corral.scheduler.deadlines import Expired, ServiceTimes, cut_short, queue_expired, within
+from corral.scheduler.deadlines import Expired, cut_short, queue_expired, within
+from corral.scheduler.deadlines import refusal as deadline_refusal
+from corral.scheduler.eta import Predictor, plan
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, from_reply
 from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
@@ -58,7 +60,8 @@ class Scheduler:
         self.runners: list[Runner] = []
         self.waiters: deque[Waiter] = deque()  # in arrival order; self.policy orders service
         self.policy = FairQueue()
-        self.service = ServiceTimes()
+        self.predictor = Predictor()
+        self.running: dict[Waiter, Runner] = {}  # requests holding a slot, and where
         self._order: dict[str, list[Waiter]] | None = None  # per model, in service order (cached)
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -109,9 +112,20 @@ class Scheduler:
         """Why a request that must wait cannot make its deadline, if it cannot (deadlines.py)."""
         if waiter.ticket.deadline is None:
             return None
-        ahead = self.policy.order([w for w in self.waiters if w.model == waiter.model] + [waiter]).index(waiter)
-        must_load = not any(r.serves(waiter.spec) for r in self.runners)
-        return self.service.refusal(waiter.model, ahead, waiter.spec.n_slots, must_load, waiter.ticket.deadline)
+        queue = self.policy.order([w for w in self.waiters if w.model == waiter.model] + [waiter])
+        return deadline_refusal(self.etas(queue).get(waiter), waiter.ticket.deadline)
+
+    def etas(self, queue: Sequence[Waiter]) -> dict[Waiter, float]:
+        """Predicted seconds until each of one model's waiters (in service order) starts (eta.py)."""
+        return plan(queue, self.runners, self.running, self.predictor, time.monotonic())
+
+    def queue_of(self, model: str) -> list[Waiter]:
+        """The requests waiting for a model, in service order."""
+        if self._order is None:
+            self._order = {}
+            for name in {w.model for w in self.waiters}:
+                self._order[name] = self.policy.order([w for w in self.waiters if w.model == name])
+        return self._order.get(model, [])
 
     def _capacity(self, spec: ModelSpec) -> int:
         """Slots requests for this model could take without waiting behind anyone."""
@@ -136,11 +150,7 @@ class Scheduler:
     def position(self, waiter: Waiter) -> int:
         """1-based place among the requests waiting for the same model, in service order; 0
         once placed."""
-        if self._order is None:
-            self._order = {}
-            for name in {w.model for w in self.waiters}:
-                self._order[name] = self.policy.order([w for w in self.waiters if w.model == name])
-        queue = self._order.get(waiter.model, [])
+        queue = self.queue_of(waiter.model)
         return queue.index(waiter) + 1 if waiter in queue else 0
 
     def _forget(self, waiter: Waiter) -> None:
@@ -159,8 +169,8 @@ class Scheduler:
         """A placed request is over, having generated `tokens`: settle its tenant's share and
         free its slot."""
         self.policy.finished(waiter, tokens)
-        if tokens:
-            self.service.held(waiter.model, time.monotonic() - waiter.started)
+        self.running.pop(waiter, None)
+        self.predictor.finished(waiter, time.monotonic())
         self.metrics.tenant_tokens.labels(waiter.ticket.tenant.name).inc(tokens)
         self.release(runner, waiter.keep_alive)
 
@@ -175,6 +185,7 @@ class Scheduler:
     def generate(self, waiter: Waiter, prompt: str | PromptFit, options: GenerationOptions,
                  context: list[int] | None = None, want_context: bool = False) -> AsyncIterator[Event]:
         """Generate; `context` and `want_context` as in runner.protocol.Submit."""
+        waiter.limit = max(options.num_predict, 0)
         async def work(runner: Runner) -> AsyncIterator[Reply]:
             n_ctx = waiter.spec.n_ctx
             text = prompt if isinstance(prompt, str) else await prompt(lambda t: runner.handle.fits(t, n_ctx))
@@ -199,7 +210,7 @@ class Scheduler:
         try:
             while not waiter.future.done():
                 if (pos := self.position(waiter)) > 0 and pos != shown:
-                    yield Queued(pos)
+                    yield Queued(pos, self.etas(self.queue_of(waiter.model)).get(waiter))
                     shown = pos
                 waiter.position_changed.clear()
                 changed = asyncio.ensure_future(waiter.position_changed.wait())
@@ -227,6 +238,9 @@ class Scheduler:
                 else:
                     event = from_reply(reply, queued_s, waiter.load_wait(runner))
                     seen += isinstance(event, Text)
+                    if seen and not waiter.generated:
+                        waiter.first_token = time.monotonic()
+                    waiter.generated = seen
                 timing.saw(event)
                 if isinstance(event, Done):
                     tokens = event.eval_count or event.prompt_eval_count
@@ -284,6 +298,7 @@ class Scheduler:
                 self.policy.started(head)
                 head.started = time.monotonic()
                 self.metrics.tenant_started.labels(head.ticket.tenant.name, head.ticket.lane.value).inc()
+                self.running[head] = runner
                 head.future.set_result(runner)
                 moved.add(name)
         for name in moved:
@@ -340,7 +355,8 @@ class Scheduler:
     def snapshot(self) -> Snapshot:
         """A frozen view of runners, queues, memory and counters (see snapshot.py)."""
         return take_snapshot(self.runners, self.waiters, self.retired, self.restarts, self.health,
-                             self.policy.running_by_tenant, budget=self.budget, reserved=self.reserved(),
+                             self.policy.running_by_tenant, self.queue_of, self.etas,
+                             budget=self.budget, reserved=self.reserved(),
                              pools={str(pool): budget for pool, budget in self.pools.items()})
 
     def reserved(self, pool: Pool | None = None) -> int:
@@ -366,7 +382,7 @@ class Scheduler:
             return
         runner.ready_at = time.monotonic()
         runner.load_duration = runner.ready_at - started
-        self.service.loaded(runner.spec.name, runner.load_duration)
+        self.predictor.loaded(runner.spec.name, runner.load_duration)
         runner.rss = runner.handle.rss()
         runner.last_used = time.monotonic()
         if runner.state == RunnerState.LOADING:
