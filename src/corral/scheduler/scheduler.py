@@ -28,6 +28,7 @@ from corral.scheduler.deadlines import Expired, cut_short, queue_expired, within
 from corral.scheduler.deadlines import refusal as deadline_refusal
 from corral.scheduler.eta import Predictor, plan
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, from_reply
+from corral.scheduler.eviction import Eviction
 from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
@@ -62,6 +63,8 @@ class Scheduler:
         self.policy = FairQueue()
         self.predictor = Predictor()
         self.running: dict[Waiter, Runner] = {}  # requests holding a slot, and where
+        self.eviction = Eviction(settings, self.placement, self.predictor)
+        self._rekick: asyncio.TimerHandle | None = None
         self._order: dict[str, list[Waiter]] | None = None  # per model, in service order (cached)
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -78,6 +81,8 @@ class Scheduler:
         if need > largest:
             raise NeverFits(f"model '{spec.name}' needs an estimated {need / 2**20:.0f} MiB, more than "
                             f"corral's whole memory budget of {largest / 2**20:.0f} MiB")
+        if conflict := self.eviction.pin_conflict(spec, self.runners):
+            raise conflict
 
     def drain(self) -> None:
         """Refuse new requests (503); admitted ones still run. Shutdown's first step."""
@@ -93,6 +98,7 @@ class Scheduler:
             raise ModelNotAllowed(f"this API key may not use model '{spec.name}'")
         self.check_fits(spec)
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
+        self.eviction.demand.note(spec.name, waiter.enqueued)
         self.policy.arrive(waiter, self.waiters)
         if (self._would_queue(spec) or self.policy.at_limit(waiter)) and (refusal := (
                 self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)
@@ -279,6 +285,9 @@ class Scheduler:
         for waiter in [w for w in self.waiters if w.future.done()]:
             self.waiters.remove(waiter)
         moved = set()
+        draining, due = self.eviction.draining(self.runners, self.waiters)  # they give way to a waiting model
+        if due is not None:
+            self._kick_later(due)
         # Models in the order of their most urgent, oldest waiter (who gets memory first).
         models = sorted({w.model for w in self.waiters}, key=lambda m: min(
             (w.ticket.lane.rank, w.enqueued) for w in self.waiters if w.model == m))
@@ -286,6 +295,8 @@ class Scheduler:
             # Within a model, the policy's next waiter only: if it cannot start, the others wait.
             while (head := self.policy.next([w for w in self.waiters if w.model == name])) is not None:
                 runner = self._runner_for(head.spec)
+                if runner in draining:
+                    break
                 if not (runner and runner.has_free_slot):
                     if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
                                                   for r in self.runners):
@@ -316,10 +327,11 @@ class Scheduler:
         return candidates[0] if candidates else None
 
     def _place(self, waiter: Waiter) -> None:
-        self._start(waiter.spec, waiter.keep_alive)
+        self._start(waiter.spec, waiter.keep_alive, waiter)
 
-    def _start(self, spec: ModelSpec, keep_alive: float) -> None:
-        """Load a runner for `spec` where it fits, evicting idle runners if that makes room."""
+    def _start(self, spec: ModelSpec, keep_alive: float, waiter: Waiter | None = None) -> None:
+        """Load a runner for `spec` where it fits, evicting idle runners for `waiter` if that makes
+        room and eviction.py allows it now."""
         same_model = [r for r in self.runners if r.spec.name == spec.name and r.state != RunnerState.UNLOADING]
         if same_model:
             # A runner of this model with other load options: reload once it is idle.
@@ -337,6 +349,7 @@ class Scheduler:
         # freed by evicting idle GPU models, else system RAM (free, then freed by eviction).
         gpus = [p for p in self.placement.for_spec(spec) if p != CPU]
         wanted = {w.spec.name for w in self.waiters}
+        retry: float | None = None
         for group in (gpus, [CPU]):
             for pool in group:
                 if self.placement.fits(self.runners, pool, need.total):
@@ -345,12 +358,25 @@ class Scheduler:
                     self.runners.append(runner)
                     self._spawn(self._load(runner))
                     return
-            for pool in group:
-                if evict := self.placement.evictions(self.runners, pool, need.total, wanted):
-                    for r in evict:
-                        self._unload(r)
-                    return  # room frees when those runners have exited; _kick runs again then
+            if waiter is None or not group:
+                continue
+            evict, retry = self.eviction.victims(self.runners, waiter, wanted, group)
+            for r in evict:
+                self._unload(r)
+            if evict or retry is not None:
+                break  # room frees when those runners have exited (_kick runs again then), or later
+        if retry is not None:
+            self._kick_later(retry)
         # Otherwise it waits (counted in the queue) until a busy runner goes idle.
+
+    def _kick_later(self, delay: float) -> None:
+        """Run _kick after `delay` (a swap window ends), unless one is due sooner already."""
+        loop = asyncio.get_running_loop()
+        if self._rekick is not None and loop.time() < self._rekick.when() <= loop.time() + delay:
+            return
+        if self._rekick is not None:
+            self._rekick.cancel()
+        self._rekick = loop.call_later(delay, self._kick)
 
     def snapshot(self) -> Snapshot:
         """A frozen view of runners, queues, memory and counters (see snapshot.py)."""
@@ -383,6 +409,7 @@ class Scheduler:
         runner.ready_at = time.monotonic()
         runner.load_duration = runner.ready_at - started
         self.predictor.loaded(runner.spec.name, runner.load_duration)
+        self.metrics.loads.labels(runner.spec.name).inc()
         runner.rss = runner.handle.rss()
         runner.last_used = time.monotonic()
         if runner.state == RunnerState.LOADING:
@@ -407,7 +434,7 @@ class Scheduler:
     # -- keep-alive and unloading -------------------------------------------------------------
     def _arm_expiry(self, runner: Runner) -> None:
         runner.cancel_timer()
-        if runner.keep_alive == FOREVER:
+        if runner.keep_alive == FOREVER or self.eviction.pinned(runner.spec.name):
             runner.expires_at = FOREVER
             return
         runner.expires_at = time.time() + runner.keep_alive
@@ -440,6 +467,8 @@ class Scheduler:
         found = False
         for runner in [r for r in self.runners if r.spec.name == name]:
             found = True
+            if self.eviction.pinned(name):
+                continue
             runner.keep_alive = 0
             if runner.idle:
                 self._unload(runner)
