@@ -21,10 +21,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from corral.config import FOREVER, Settings
 from corral.models.names import ModelName
@@ -160,3 +161,19 @@ class Eviction:
         names = ", ".join(f"'{n}'" for n in sorted({r.spec.name for r in pinned}))
         return NeverFits(f"model '{spec.name}' needs an estimated {need / 2**20:.0f} MiB and can only fit "
                          f"by unloading pinned model {names} (CORRAL_PIN)")
+
+
+class Alarm:
+    """One pending call of `callback`, at the soonest time asked for (a swap window's end)."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+
+    def within(self, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._handle is not None and loop.time() < self._handle.when() <= loop.time() + delay:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = loop.call_later(delay, self.callback)

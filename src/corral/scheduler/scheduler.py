@@ -3,8 +3,8 @@
 One queue of waiting requests for all models, bounded by max_queue (batch requests by less, so
 interactive ones still get in), and per tenant by its max_queued (429). A waiter is placed on a
 loaded runner of its model with a free slot; if there is none, the scheduler loads one when it
-fits the memory budget and the loaded-model cap, evicting idle runners (shortest keep-alive
-first, least recently used on ties) when it must. Waiters for one model never hold up waiters for
+fits the memory budget and the loaded-model cap, evicting idle runners when it must (eviction.py:
+pins, cost, the swap window). Waiters for one model never hold up waiters for
 another (no head-of-line blocking across models); within a model, the queue policy (queueing.py:
 lanes, then tenants' fair shares, then arrival) picks who goes next.
 
@@ -28,7 +28,7 @@ from corral.scheduler.deadlines import Expired, cut_short, queue_expired, within
 from corral.scheduler.deadlines import refusal as deadline_refusal
 from corral.scheduler.eta import Predictor, plan
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, from_reply
-from corral.scheduler.eviction import Eviction
+from corral.scheduler.eviction import Alarm, Eviction
 from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
@@ -37,6 +37,7 @@ from corral.scheduler.snapshot import Snapshot, take_snapshot
 from corral.scheduler.state import Busy, ModelNotAllowed, ModelSpec, NeverFits, Runner, RunnerState, Waiter
 from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
 from corral.scheduler.threads import rebalance
+from corral.scheduler.waiting import ServiceOrder, queued, would_queue
 from corral.scheduler.watchdog import health, watch
 
 __all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "Scheduler", "Waiter"]
@@ -64,8 +65,8 @@ class Scheduler:
         self.predictor = Predictor()
         self.running: dict[Waiter, Runner] = {}  # requests holding a slot, and where
         self.eviction = Eviction(settings, self.placement, self.predictor)
-        self._rekick: asyncio.TimerHandle | None = None
-        self._order: dict[str, list[Waiter]] | None = None  # per model, in service order (cached)
+        self._rekick = Alarm(self._kick)  # a swap window's end
+        self.order = ServiceOrder(self.policy)
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._draining = False
@@ -100,7 +101,7 @@ class Scheduler:
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
         self.eviction.demand.note(spec.name, waiter.enqueued)
         self.policy.arrive(waiter, self.waiters)
-        if (self._would_queue(spec) or self.policy.at_limit(waiter)) and (refusal := (
+        if (would_queue(spec, self.waiters, self.runners) or self.policy.at_limit(waiter)) and (refusal := (
                 self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)
                 or self._late(waiter))):
             self.metrics.refused(tenant.name, refusal.status)
@@ -127,31 +128,10 @@ class Scheduler:
 
     def queue_of(self, model: str) -> list[Waiter]:
         """The requests waiting for a model, in service order."""
-        if self._order is None:
-            self._order = {}
-            for name in {w.model for w in self.waiters}:
-                self._order[name] = self.policy.order([w for w in self.waiters if w.model == name])
-        return self._order.get(model, [])
-
-    def _capacity(self, spec: ModelSpec) -> int:
-        """Slots requests for this model could take without waiting behind anyone."""
-        runners = [r for r in self.runners if r.serves(spec)]
-        if not runners and not any(r.spec.name == spec.name for r in self.runners):
-            return spec.n_slots  # a load starts at once; its slots are these requests' to take
-        return sum(r.spec.n_slots - r.busy for r in runners)
-
-    def _would_queue(self, spec: ModelSpec) -> bool:
-        return sum(1 for w in self.waiters if w.spec.name == spec.name) >= self._capacity(spec)
+        return self.order.of(model, self.waiters)
 
     def queued(self, name: str | None = None) -> int:
-        """Admitted requests that wait for a slot, a load or memory; a request whose slot is
-        already its own the moment its runner is ready does not count."""
-        total = 0
-        for model in ({w.spec.name for w in self.waiters} if name is None else {name}):
-            waiting = [w for w in self.waiters if w.spec.name == model]
-            if waiting:
-                total += max(len(waiting) - self._capacity(waiting[0].spec), 0)
-        return total
+        return queued(self.waiters, self.runners, name)
 
     def position(self, waiter: Waiter) -> int:
         """1-based place among the requests waiting for the same model, in service order; 0
@@ -163,7 +143,7 @@ class Scheduler:
         """A request leaves before it ran: drop it from the queue, or hand back its slot."""
         if waiter in self.waiters:
             self.waiters.remove(waiter)
-            self._order = None
+            self.order.clear()
             self._notify_positions(waiter.spec.name)
         elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
             self._finish(waiter, waiter.future.result(), 0)
@@ -244,9 +224,7 @@ class Scheduler:
                 else:
                     event = from_reply(reply, queued_s, waiter.load_wait(runner))
                     seen += isinstance(event, Text)
-                    if seen and not waiter.generated:
-                        waiter.first_token = time.monotonic()
-                    waiter.generated = seen
+                    waiter.progressed(seen)
                 timing.saw(event)
                 if isinstance(event, Done):
                     tokens = event.eval_count or event.prompt_eval_count
@@ -281,13 +259,13 @@ class Scheduler:
         """Match waiters to runners; start loads and evictions. Called on every state change."""
         if self._closed:
             return
-        self._order = None
+        self.order.clear()
         for waiter in [w for w in self.waiters if w.future.done()]:
             self.waiters.remove(waiter)
         moved = set()
         draining, due = self.eviction.draining(self.runners, self.waiters)  # they give way to a waiting model
         if due is not None:
-            self._kick_later(due)
+            self._rekick.within(due)
         # Models in the order of their most urgent, oldest waiter (who gets memory first).
         models = sorted({w.model for w in self.waiters}, key=lambda m: min(
             (w.ticket.lane.rank, w.enqueued) for w in self.waiters if w.model == m))
@@ -366,17 +344,8 @@ class Scheduler:
             if evict or retry is not None:
                 break  # room frees when those runners have exited (_kick runs again then), or later
         if retry is not None:
-            self._kick_later(retry)
+            self._rekick.within(retry)
         # Otherwise it waits (counted in the queue) until a busy runner goes idle.
-
-    def _kick_later(self, delay: float) -> None:
-        """Run _kick after `delay` (a swap window ends), unless one is due sooner already."""
-        loop = asyncio.get_running_loop()
-        if self._rekick is not None and loop.time() < self._rekick.when() <= loop.time() + delay:
-            return
-        if self._rekick is not None:
-            self._rekick.cancel()
-        self._rekick = loop.call_later(delay, self._kick)
 
     def snapshot(self) -> Snapshot:
         """A frozen view of runners, queues, memory and counters (see snapshot.py)."""

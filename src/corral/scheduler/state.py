@@ -119,6 +119,12 @@ class Waiter:
     def model(self) -> str:
         return self.spec.name
 
+    def progressed(self, generated: int) -> None:
+        """It has streamed `generated` pieces (what eta.py measures)."""
+        if generated and not self.generated:
+            self.first_token = time.monotonic()
+        self.generated = generated
+
     def load_wait(self, runner: Runner) -> float:
         """The load time it waited for: its runner's, if that became ready after it came."""
         return runner.load_duration if runner.ready_at >= self.enqueued else 0.0
