@@ -38,6 +38,8 @@ TEST_STORE = Path.home() / ".cache" / "corral" / "test-models"
 FLOOD_KEY, USER_KEY = "sk-bench-flood", "sk-bench-user"
 FLOOD_PROMPT = "Write a long story about a dragon who learns to cook."
 USER_PROMPT = "What is the capital of France? Answer in one sentence."
+FLOOD_TOKENS, USER_TOKENS = 32, 8
+GRACE_S = 60.0
 
 
 @dataclass
@@ -80,23 +82,35 @@ async def request(client: httpx.AsyncClient, model: str, prompt: str, n: int, ke
 
 
 async def phase(url: str, model: str, seconds: float, flood: bool, keys: bool) -> dict[str, list[Sample]]:
+    """`seconds` of load; then the flood's requests in flight are cancelled (the client goes away),
+    and the interactive ones get up to GRACE_S more to finish, so a phase is bounded."""
     stop = time.monotonic() + seconds
     out: dict[str, list[Sample]] = {"user": [], "flood": []}
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         async def flooder() -> None:
             while time.monotonic() < stop:
-                out["flood"].append(await request(client, model, FLOOD_PROMPT, 64, FLOOD_KEY if keys else None))
+                out["flood"].append(await request(client, model, FLOOD_PROMPT, FLOOD_TOKENS,
+                                                  FLOOD_KEY if keys else None))
 
         async def user() -> None:
             await asyncio.sleep(1.0)  # the flood fills the queue first
             pending = []
             while time.monotonic() < stop:
-                pending.append(asyncio.ensure_future(request(client, model, USER_PROMPT, 16,
+                pending.append(asyncio.ensure_future(request(client, model, USER_PROMPT, USER_TOKENS,
                                                              USER_KEY if keys else None)))
                 await asyncio.sleep(2.0)
-            out["user"] = list(await asyncio.gather(*pending))
+            done, late = await asyncio.wait(pending, timeout=GRACE_S)
+            for task in late:
+                task.cancel()
+            out["user"] = [t.result() for t in pending if t in done]
+            out["user_unfinished"] = [Sample(0.0, error="unfinished")] * len(late)
 
-        await asyncio.gather(user(), *(flooder() for _ in range(16 if flood else 0)))
+        users = asyncio.ensure_future(user())
+        flooders = [asyncio.ensure_future(flooder()) for _ in range(16 if flood else 0)]
+        await asyncio.sleep(seconds)
+        for task in flooders:
+            task.cancel()
+        await asyncio.gather(users, *flooders, return_exceptions=True)
     return out
 
 
@@ -147,7 +161,8 @@ def pct(values: list[float], q: float) -> float | None:
     return round(values[min(int(q * len(values)), len(values) - 1)], 3)
 
 
-def ttft_stats(samples: list[Sample]) -> dict:
+def ttft_stats(run: dict[str, list[Sample]]) -> dict:
+    samples = run["user"] + run.get("user_unfinished", [])
     ttfts = [s.ttft for s in samples if s.ttft is not None]
     return {"n": len(ttfts), "errors": sum(s.error is not None for s in samples),
             "p50_s": pct(ttfts, 0.5), "p99_s": pct(ttfts, 0.99)}
@@ -181,7 +196,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2:135m", help="a model in --models (default: the test store's)")
     ap.add_argument("--models", type=Path, default=TEST_STORE)
     ap.add_argument("--model-file", type=Path, help="a GGUF file to use instead (a temporary store)")
-    ap.add_argument("--seconds", type=float, default=40.0, help="length of each phase")
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
     ap.add_argument("--slots", default="4")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fairness.json")
     args = ap.parse_args()
@@ -197,7 +212,8 @@ def main() -> None:
     env = {"OLLAMA_NUM_PARALLEL": args.slots, "OLLAMA_MAX_QUEUE": "512", "OLLAMA_KEEP_ALIVE": "10m"}
     load_before = os.getloadavg()
     results: dict = {"model": model, "seconds_per_phase": args.seconds, "slots": int(args.slots),
-                     "flood_clients": 16, "user_every_s": 2.0, "flood_num_predict": 64, "user_num_predict": 16}
+                     "flood_clients": 16, "user_every_s": 2.0, "flood_num_predict": FLOOD_TOKENS,
+                     "user_num_predict": USER_TOKENS}
     on = Server(models, {**env, "CORRAL_KEYS_FILE": str(keys)}, log)
     try:
         on.warm(model, USER_KEY)
@@ -211,8 +227,8 @@ def main() -> None:
         off = asyncio.run(phase(off_server.url, model, args.seconds, flood=True, keys=False))
     finally:
         off_server.stop()
-    results["interactive_ttft"] = {"idle": ttft_stats(idle["user"]), "lanes_on": ttft_stats(lanes["user"]),
-                                   "lanes_off": ttft_stats(off["user"])}
+    results["interactive_ttft"] = {"idle": ttft_stats(idle), "lanes_on": ttft_stats(lanes),
+                                   "lanes_off": ttft_stats(off)}
     results["flood_requests"] = {"lanes_on": len(lanes["flood"]), "lanes_off": len(off["flood"])}
     for name, run in (("lanes_on", lanes), ("lanes_off", off)):
         errs = eta_errors(run["user"] + run["flood"])

@@ -106,7 +106,10 @@ def test_live_preload_and_pin(start_server, model_store):
 @pytest.mark.timeout(600)
 def test_live_alternating_models_do_not_thrash(start_server, model_store):
     budget = max(est(model_store, SMOL, 1), est(model_store, GEMMA, 1)) + 8 * MiB
-    server = start_server(CORRAL_MEMORY_LIMIT=str(budget), OLLAMA_NUM_PARALLEL="1", OLLAMA_KEEP_ALIVE="1m")
+    # A window well past a request's time (auto is twice the load time), so that each turn holds
+    # several requests even on a busy machine.
+    server = start_server(CORRAL_MEMORY_LIMIT=str(budget), OLLAMA_NUM_PARALLEL="1", OLLAMA_KEEP_ALIVE="1m",
+                          CORRAL_SWAP_WINDOW="20s")
     options = {"temperature": 0, "num_predict": 4}
 
     async def client(model: str, n: int) -> list[dict]:
