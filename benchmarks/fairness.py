@@ -82,8 +82,9 @@ async def request(client: httpx.AsyncClient, model: str, prompt: str, n: int, ke
 
 
 async def phase(url: str, model: str, seconds: float, flood: bool, keys: bool) -> dict[str, list[Sample]]:
-    """`seconds` of load; then the flood's requests in flight are cancelled (the client goes away),
-    and the interactive ones get up to GRACE_S more to finish, so a phase is bounded."""
+    """`seconds` of load; then no new request is sent, and those in flight get up to GRACE_S to
+    finish (the rest are cancelled, so a phase is bounded). The flood's are not cut at once: the
+    ETAs the queued streams got assume the requests ahead of them run."""
     stop = time.monotonic() + seconds
     out: dict[str, list[Sample]] = {"user": [], "flood": []}
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
@@ -108,8 +109,10 @@ async def phase(url: str, model: str, seconds: float, flood: bool, keys: bool) -
         users = asyncio.ensure_future(user())
         flooders = [asyncio.ensure_future(flooder()) for _ in range(16 if flood else 0)]
         await asyncio.sleep(seconds)
-        for task in flooders:
-            task.cancel()
+        if flooders:
+            _, late = await asyncio.wait(flooders, timeout=GRACE_S)
+            for task in late:
+                task.cancel()
         await asyncio.gather(users, *flooders, return_exceptions=True)
     return out
 
@@ -164,7 +167,7 @@ def pct(values: list[float], q: float) -> float | None:
 def ttft_stats(run: dict[str, list[Sample]]) -> dict:
     samples = run["user"] + run.get("user_unfinished", [])
     ttfts = [s.ttft for s in samples if s.ttft is not None]
-    return {"n": len(ttfts), "errors": sum(s.error is not None for s in samples),
+    return {"n": len(ttfts), "errors": sorted({s.error for s in samples if s.error is not None}),
             "p50_s": pct(ttfts, 0.5), "p99_s": pct(ttfts, 0.99)}
 
 
