@@ -12,7 +12,7 @@ import httpx
 
 async def stream_generate(url: str, model: str, prompt: str, options: dict, **body) -> dict:
     """Stream one /api/generate; record token arrival times, queue positions, status and errors."""
-    record: dict = {"text": "", "token_times": [], "positions": [], "final": None, "error": None,
+    record: dict = {"text": "", "token_times": [], "positions": [], "etas": [], "final": None, "error": None,
                     "status": None, "start": time.monotonic(), "end": None, "headers": {}}
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
         async with client.stream("POST", "/api/generate",
@@ -28,6 +28,7 @@ async def stream_generate(url: str, model: str, prompt: str, options: dict, **bo
                     record["error"] = obj["error"]
                 elif "queue_position" in obj:
                     record["positions"].append(obj["queue_position"])
+                    record["etas"].append((time.monotonic(), obj.get("eta_s")))
                 elif obj.get("done"):
                     record["final"] = obj
                 elif obj.get("response"):

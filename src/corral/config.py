@@ -144,6 +144,11 @@ class Settings:
     # Registry host → mirror base URL (same protocol), e.g. {"registry.ollama.ai": "http://127.0.0.1:5000"}.
     registry_mirrors: Mapping[str, str] = field(default_factory=dict)
     per_model_parallel: Mapping[str, int] = field(default_factory=dict)
+    pinned: tuple[str, ...] = ()  # CORRAL_PIN: models never unloaded (keep-alive or another model's need)
+    preload: tuple[str, ...] = ()  # CORRAL_PRELOAD: models loaded at start, in the background
+    # CORRAL_SWAP_WINDOW: how long a request waits for a loaded model's work to be served before
+    # that model gives way to its own (no thrash); 0: auto (from the measured load time).
+    swap_window: float = 0.0
 
     @property
     def threads(self) -> int:
@@ -210,6 +215,11 @@ class Settings:
             kw["max_connections"] = int(v)
         if (v := get("REGISTRY_MIRRORS")) is not None:
             kw["registry_mirrors"] = parse_mirrors(v)
+        for name, key in (("PIN", "pinned"), ("PRELOAD", "preload")):
+            if (v := get(name)) is not None:
+                kw[key] = tuple(m.strip() for m in v.split(",") if m.strip())
+        if (v := get("SWAP_WINDOW")) is not None:
+            kw["swap_window"] = parse_duration(v, 0.0)
         # CORRAL_NUM_PARALLEL_<model> sets slots for one model (Ollama issue #4894);
         # the model part is the name with ':' '.' '-' written as '_', case-insensitive.
         prefix = "CORRAL_NUM_PARALLEL_"

@@ -102,7 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, keys.reload)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+        preload = asyncio.ensure_future(ctx.preload())
         yield
+        preload.cancel()
         await ctx.scheduler.close()
 
     app = FastAPI(title="corral", version=__version__, lifespan=lifespan)

@@ -74,9 +74,11 @@ async def _reply(job: Job, events: AsyncIterator[Event], stream: bool,
                         obj = _put({**shape(""), "done": False}, "thinking", text)
                     case ToolCalls(calls=calls):
                         obj = _put({**shape(""), "done": False}, "tool_calls", _calls(calls))
-                    case Queued(position=position):
-                        # corral's own field: where a waiting request stands, before its first token.
+                    case Queued(position=position, eta_s=eta):
+                        # corral's own fields: where a waiting request stands, and when it should start.
                         obj = {**shape(""), "done": False, "queue_position": position}
+                        if eta is not None:
+                            obj["eta_s"] = round(eta, 2)
                     case Done():
                         obj = {**shape(""), **job.final_stats(ev)}
                     case Failed(message=message):
@@ -154,7 +156,8 @@ def _expires_at(runner: RunnerView) -> str:
 @router.get("/api/ps")
 async def ps(request: Request) -> dict:
     models = []
-    for r in _ctx(request).scheduler.snapshot().runners:
+    snap = _ctx(request).scheduler.snapshot()
+    for r in snap.runners:
         models.append({
             "name": r.name, "model": r.name, "size": r.size, "size_vram": r.size if r.on_gpu else 0,
             "digest": r.digest.removeprefix("sha256:"), "details": details(r.info),
@@ -164,7 +167,11 @@ async def ps(request: Request) -> dict:
             "size_measured": r.size_measured, "pid": r.pid, "device": r.device, "threads": r.threads,
             "health": r.health, "restarts": r.restarts,
         })
-    return {"models": models}
+    # corral's own: each model's waiting requests in service order, with predicted starts.
+    queues = {name: [{"position": q.position, "eta_s": None if q.eta_s is None else round(q.eta_s, 2),
+                      "waited_s": round(q.waited_s, 2), "tenant": q.tenant, "lane": q.lane} for q in m.queue]
+              for name, m in snap.models.items() if m.queue}
+    return {"models": models, "queues": queues}
 
 
 @router.post("/api/embed")

@@ -3,9 +3,8 @@
 Three moments: at admission a request whose predicted start is already past its deadline is
 refused (503 with Retry-After = the predicted wait) rather than left to wait in vain; a queued
 request whose deadline passes leaves the queue with a 504; a running one stops there, its answer
-ending with done_reason "deadline". The prediction is deliberately plain: the requests ahead of it
-in service order times the measured time a request holds a slot, over the model's slots, plus the
-model's last load time when it must be loaded first. With nothing measured yet, nothing is refused.
+ending with done_reason "deadline". The predicted start is eta.py's, the one the waiting streams'
+eta_s show; with nothing measured yet, nothing is refused.
 """
 
 from __future__ import annotations
@@ -18,9 +17,6 @@ from typing import TypeVar
 
 from corral.errors import TimedOut, Unavailable
 from corral.scheduler.events import Done, DoneReason, Failed
-
-# Weight of the newest request in a model's running mean of slot-holding time.
-SMOOTHING = 0.25
 
 T = TypeVar("T")
 
@@ -38,34 +34,11 @@ class DeadlineExceeded(TimedOut):
     """The deadline passed while the request waited for a slot."""
 
 
-class ServiceTimes:
-    """Per model: how long a request holds a slot (running mean) and how long a load took."""
-
-    def __init__(self) -> None:
-        self._held: dict[str, float] = {}
-        self._load: dict[str, float] = {}
-
-    def held(self, model: str, seconds: float) -> None:
-        last = self._held.get(model)
-        self._held[model] = seconds if last is None else last + SMOOTHING * (seconds - last)
-
-    def loaded(self, model: str, seconds: float) -> None:
-        self._load[model] = seconds
-
-    def predicted_wait(self, model: str, ahead: int, slots: int, must_load: bool) -> float | None:
-        """Seconds until a request with `ahead` requests before it (and all slots taken) starts;
-        None before anything was measured."""
-        held = self._held.get(model)
-        if held is None:
-            return None
-        return (ahead + 1) * held / max(slots, 1) + (self._load.get(model, 0.0) if must_load else 0.0)
-
-    def refusal(self, model: str, ahead: int, slots: int, must_load: bool,
-                deadline: float) -> DeadlineUnmeetable | None:
-        """The refusal when the predicted start is past `deadline` (monotonic), else None."""
-        wait = self.predicted_wait(model, ahead, slots, must_load)
-        left = deadline - time.monotonic()
-        return DeadlineUnmeetable(wait, left) if wait is not None and wait > left else None
+def refusal(wait: float | None, deadline: float) -> DeadlineUnmeetable | None:
+    """The refusal when the predicted start (`wait` seconds from now, eta.py; None: nothing
+    measured yet) is past `deadline` (monotonic), else None."""
+    left = deadline - time.monotonic()
+    return DeadlineUnmeetable(wait, left) if wait is not None and wait > left else None
 
 
 def queue_expired(enqueued: float) -> Failed:

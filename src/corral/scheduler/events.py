@@ -26,9 +26,11 @@ class DoneReason(StrEnum):
 
 @dataclass(slots=True, frozen=True)
 class Queued:
-    """The request waits: its 1-based place among the requests waiting for its model."""
+    """The request waits: its 1-based place among the requests waiting for its model, and its
+    predicted start in seconds (eta.py; None until the model's step time was measured)."""
 
     position: int
+    eta_s: float | None = None
 
 
 @dataclass(slots=True, frozen=True)

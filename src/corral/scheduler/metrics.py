@@ -78,6 +78,8 @@ class Metrics:
         r = self.registry
         self.runner_restarts = Counter("corral_runner_restarts", "Runners lost to a crash or killed by the "
                                        "stall watchdog", ["model", "reason"], registry=r)
+        self.loads = Counter("corral_model_loads", "Runners loaded (a model swapped in counts one)", ["model"],
+                             registry=r)
         self.rejected = Counter("corral_rejected_requests", "Requests refused with 503 (queue full)", registry=r)
         # Per tenant (a keys file's tenant names; "default" without one).
         self.tenant_started = Counter("corral_tenant_requests_started", "Requests that took a slot",

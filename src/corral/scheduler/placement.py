@@ -1,12 +1,10 @@
-"""Memory pools and eviction choice: where a model's footprint fits, and which idle runners to
-unload to make it fit. Pure bookkeeping over the scheduler's runners; no I/O."""
+"""Memory pools: where a model's footprint fits, and which of some runners to unload to make it
+fit (eviction.py decides which may go, in which order). Pure bookkeeping; no I/O."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from corral.config import FOREVER
 from corral.scheduler.memory import CPU, Pool
 from corral.scheduler.state import ModelSpec, Runner
 
@@ -31,14 +29,12 @@ class Pools:
         return (self.reserved(runners, pool) - freed + need <= self.budgets[pool]
                 and len(runners) - evicted < self.max_loaded)
 
-    def evictions(self, runners: list[Runner], pool: Pool, need: int, wanted: set[str]) -> list[Runner]:
-        """Idle runners to unload so that `need` fits in `pool` (shortest keep-alive left, then
-        least recently used; never a model a waiter wants); empty when that would not be enough."""
-        idle = [r for r in runners if r.idle and r.spec.name not in wanted]
-        idle.sort(key=lambda r: (remaining_keep_alive(r), r.last_used))
+    def evictions(self, runners: list[Runner], pool: Pool, need: int, candidates: list[Runner]) -> list[Runner]:
+        """The first of `candidates` (in order) to unload so that `need` fits in `pool`; empty when
+        unloading all of them would not be enough."""
         chosen: list[Runner] = []
         freed = 0
-        for r in idle:
+        for r in candidates:
             if self.fits(runners, pool, need, freed, len(chosen)):
                 break
             # Another pool's runner frees no memory here, only a place under the loaded-model cap.
@@ -46,9 +42,3 @@ class Pools:
                 chosen.append(r)
                 freed += r.estimate.total if r.pool == pool else 0
         return chosen if chosen and self.fits(runners, pool, need, freed, len(chosen)) else []
-
-
-def remaining_keep_alive(runner: Runner) -> float:
-    if runner.keep_alive == FOREVER:
-        return FOREVER
-    return max(runner.last_used + runner.keep_alive - time.monotonic(), 0.0)

@@ -3,8 +3,8 @@
 One queue of waiting requests for all models, bounded by max_queue (batch requests by less, so
 interactive ones still get in), and per tenant by its max_queued (429). A waiter is placed on a
 loaded runner of its model with a free slot; if there is none, the scheduler loads one when it
-fits the memory budget and the loaded-model cap, evicting idle runners (shortest keep-alive
-first, least recently used on ties) when it must. Waiters for one model never hold up waiters for
+fits the memory budget and the loaded-model cap, evicting idle runners when it must (eviction.py:
+pins, cost, the swap window). Waiters for one model never hold up waiters for
 another (no head-of-line blocking across models); within a model, the queue policy (queueing.py:
 lanes, then tenants' fair shares, then arrival) picks who goes next.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from corral.config import FOREVER, Settings
@@ -25,8 +25,11 @@ from corral.models.store import kv_cache_dir
 from corral.runner import protocol as p
 from corral.runner.handle import Reply, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
-from corral.scheduler.deadlines import Expired, ServiceTimes, cut_short, queue_expired, within
+from corral.scheduler.deadlines import Expired, cut_short, queue_expired, within
+from corral.scheduler.deadlines import refusal as deadline_refusal
+from corral.scheduler.eta import Predictor, plan
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, from_reply
+from corral.scheduler.eviction import Alarm, Eviction
 from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
@@ -35,6 +38,7 @@ from corral.scheduler.snapshot import Snapshot, take_snapshot
 from corral.scheduler.state import Busy, ModelNotAllowed, ModelSpec, NeverFits, Runner, RunnerState, Waiter
 from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
 from corral.scheduler.threads import rebalance
+from corral.scheduler.waiting import ServiceOrder, queued, would_queue
 from corral.scheduler.watchdog import health, watch
 
 __all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "Scheduler", "Waiter"]
@@ -59,8 +63,11 @@ class Scheduler:
         self.runners: list[Runner] = []
         self.waiters: deque[Waiter] = deque()  # in arrival order; self.policy orders service
         self.policy = FairQueue()
-        self.service = ServiceTimes()
-        self._order: dict[str, list[Waiter]] | None = None  # per model, in service order (cached)
+        self.predictor = Predictor()
+        self.running: dict[Waiter, Runner] = {}  # requests holding a slot, and where
+        self.eviction = Eviction(settings, self.placement, self.predictor)
+        self._rekick = Alarm(self._kick)  # a swap window's end
+        self.order = ServiceOrder(self.policy)
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._draining = False
@@ -76,6 +83,8 @@ class Scheduler:
         if need > largest:
             raise NeverFits(f"model '{spec.name}' needs an estimated {need / 2**20:.0f} MiB, more than "
                             f"corral's whole memory budget of {largest / 2**20:.0f} MiB")
+        if conflict := self.eviction.pin_conflict(spec, self.runners):
+            raise conflict
 
     def drain(self) -> None:
         """Refuse new requests (503); admitted ones still run. Shutdown's first step."""
@@ -91,8 +100,9 @@ class Scheduler:
             raise ModelNotAllowed(f"this API key may not use model '{spec.name}'")
         self.check_fits(spec)
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
+        self.eviction.demand.note(spec.name, waiter.enqueued)
         self.policy.arrive(waiter, self.waiters)
-        if (self._would_queue(spec) or self.policy.at_limit(waiter)) and (refusal := (
+        if (would_queue(spec, self.waiters, self.runners) or self.policy.at_limit(waiter)) and (refusal := (
                 self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)
                 or self._late(waiter))):
             self.metrics.refused(tenant.name, refusal.status)
@@ -110,45 +120,31 @@ class Scheduler:
         """Why a request that must wait cannot make its deadline, if it cannot (deadlines.py)."""
         if waiter.ticket.deadline is None:
             return None
-        ahead = self.policy.order([w for w in self.waiters if w.model == waiter.model] + [waiter]).index(waiter)
-        must_load = not any(r.serves(waiter.spec) for r in self.runners)
-        return self.service.refusal(waiter.model, ahead, waiter.spec.n_slots, must_load, waiter.ticket.deadline)
+        queue = self.policy.order([w for w in self.waiters if w.model == waiter.model] + [waiter])
+        return deadline_refusal(self.etas(queue).get(waiter), waiter.ticket.deadline)
 
-    def _capacity(self, spec: ModelSpec) -> int:
-        """Slots requests for this model could take without waiting behind anyone."""
-        runners = [r for r in self.runners if r.serves(spec)]
-        if not runners and not any(r.spec.name == spec.name for r in self.runners):
-            return spec.n_slots  # a load starts at once; its slots are these requests' to take
-        return sum(r.spec.n_slots - r.busy for r in runners)
+    def etas(self, queue: Sequence[Waiter]) -> dict[Waiter, float]:
+        """Predicted seconds until each of one model's waiters (in service order) starts (eta.py)."""
+        return plan(queue, self.runners, self.running, self.predictor, time.monotonic())
 
-    def _would_queue(self, spec: ModelSpec) -> bool:
-        return sum(1 for w in self.waiters if w.spec.name == spec.name) >= self._capacity(spec)
+    def queue_of(self, model: str) -> list[Waiter]:
+        """The requests waiting for a model, in service order."""
+        return self.order.of(model, self.waiters)
 
     def queued(self, name: str | None = None) -> int:
-        """Admitted requests that wait for a slot, a load or memory; a request whose slot is
-        already its own the moment its runner is ready does not count."""
-        total = 0
-        for model in ({w.spec.name for w in self.waiters} if name is None else {name}):
-            waiting = [w for w in self.waiters if w.spec.name == model]
-            if waiting:
-                total += max(len(waiting) - self._capacity(waiting[0].spec), 0)
-        return total
+        return queued(self.waiters, self.runners, name)
 
     def position(self, waiter: Waiter) -> int:
         """1-based place among the requests waiting for the same model, in service order; 0
         once placed."""
-        if self._order is None:
-            self._order = {}
-            for name in {w.model for w in self.waiters}:
-                self._order[name] = self.policy.order([w for w in self.waiters if w.model == name])
-        queue = self._order.get(waiter.model, [])
+        queue = self.queue_of(waiter.model)
         return queue.index(waiter) + 1 if waiter in queue else 0
 
     def _forget(self, waiter: Waiter) -> None:
         """A request leaves before it ran: drop it from the queue, or hand back its slot."""
         if waiter in self.waiters:
             self.waiters.remove(waiter)
-            self._order = None
+            self.order.clear()
             self._notify_positions(waiter.spec.name)
         elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
             self._finish(waiter, waiter.future.result(), 0)
@@ -160,8 +156,8 @@ class Scheduler:
         """A placed request is over, having generated `tokens`: settle its tenant's share and
         free its slot."""
         self.policy.finished(waiter, tokens)
-        if tokens:
-            self.service.held(waiter.model, time.monotonic() - waiter.started)
+        self.running.pop(waiter, None)
+        self.predictor.finished(waiter, time.monotonic())
         self.metrics.tenant_tokens.labels(waiter.ticket.tenant.name).inc(tokens)
         self.release(runner, waiter.keep_alive)
 
@@ -176,6 +172,7 @@ class Scheduler:
     def generate(self, waiter: Waiter, prompt: str | PromptFit, options: GenerationOptions,
                  context: list[int] | None = None, want_context: bool = False) -> AsyncIterator[Event]:
         """Generate; `context` and `want_context` as in runner.protocol.Submit."""
+        waiter.limit = max(options.num_predict, 0)
         async def work(runner: Runner) -> AsyncIterator[Reply]:
             n_ctx = waiter.spec.n_ctx
             text = prompt if isinstance(prompt, str) else await prompt(lambda t: runner.handle.fits(t, n_ctx))
@@ -200,7 +197,7 @@ class Scheduler:
         try:
             while not waiter.future.done():
                 if (pos := self.position(waiter)) > 0 and pos != shown:
-                    yield Queued(pos)
+                    yield Queued(pos, self.etas(self.queue_of(waiter.model)).get(waiter))
                     shown = pos
                 waiter.position_changed.clear()
                 changed = asyncio.ensure_future(waiter.position_changed.wait())
@@ -228,6 +225,7 @@ class Scheduler:
                 else:
                     event = from_reply(reply, queued_s, waiter.load_wait(runner))
                     seen += isinstance(event, Text)
+                    waiter.progressed(seen)
                 timing.saw(event)
                 if isinstance(event, Done):
                     tokens = event.eval_count or event.prompt_eval_count
@@ -262,10 +260,13 @@ class Scheduler:
         """Match waiters to runners; start loads and evictions. Called on every state change."""
         if self._closed:
             return
-        self._order = None
+        self.order.clear()
         for waiter in [w for w in self.waiters if w.future.done()]:
             self.waiters.remove(waiter)
         moved = set()
+        draining, due = self.eviction.draining(self.runners, self.waiters)  # they give way to a waiting model
+        if due is not None:
+            self._rekick.within(due)
         # Models in the order of their most urgent, oldest waiter (who gets memory first).
         models = sorted({w.model for w in self.waiters}, key=lambda m: min(
             (w.ticket.lane.rank, w.enqueued) for w in self.waiters if w.model == m))
@@ -273,6 +274,8 @@ class Scheduler:
             # Within a model, the policy's next waiter only: if it cannot start, the others wait.
             while (head := self.policy.next([w for w in self.waiters if w.model == name])) is not None:
                 runner = self._runner_for(head.spec)
+                if runner in draining:
+                    break
                 if not (runner and runner.has_free_slot):
                     if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
                                                   for r in self.runners):
@@ -285,6 +288,7 @@ class Scheduler:
                 self.policy.started(head)
                 head.started = time.monotonic()
                 self.metrics.tenant_started.labels(head.ticket.tenant.name, head.ticket.lane.value).inc()
+                self.running[head] = runner
                 head.future.set_result(runner)
                 moved.add(name)
         for name in moved:
@@ -302,10 +306,11 @@ class Scheduler:
         return candidates[0] if candidates else None
 
     def _place(self, waiter: Waiter) -> None:
-        self._start(waiter.spec, waiter.keep_alive)
+        self._start(waiter.spec, waiter.keep_alive, waiter)
 
-    def _start(self, spec: ModelSpec, keep_alive: float) -> None:
-        """Load a runner for `spec` where it fits, evicting idle runners if that makes room."""
+    def _start(self, spec: ModelSpec, keep_alive: float, waiter: Waiter | None = None) -> None:
+        """Load a runner for `spec` where it fits, evicting idle runners for `waiter` if that makes
+        room and eviction.py allows it now."""
         same_model = [r for r in self.runners if r.spec.name == spec.name and r.state != RunnerState.UNLOADING]
         if same_model:
             # A runner of this model with other load options: reload once it is idle.
@@ -323,6 +328,7 @@ class Scheduler:
         # freed by evicting idle GPU models, else system RAM (free, then freed by eviction).
         gpus = [p for p in self.placement.for_spec(spec) if p != CPU]
         wanted = {w.spec.name for w in self.waiters}
+        retry: float | None = None
         for group in (gpus, [CPU]):
             for pool in group:
                 if self.placement.fits(self.runners, pool, need.total):
@@ -331,17 +337,22 @@ class Scheduler:
                     self.runners.append(runner)
                     self._spawn(self._load(runner))
                     return
-            for pool in group:
-                if evict := self.placement.evictions(self.runners, pool, need.total, wanted):
-                    for r in evict:
-                        self._unload(r)
-                    return  # room frees when those runners have exited; _kick runs again then
+            if waiter is None or not group:
+                continue
+            evict, retry = self.eviction.victims(self.runners, waiter, wanted, group)
+            for r in evict:
+                self._unload(r)
+            if evict or retry is not None:
+                break  # room frees when those runners have exited (_kick runs again then), or later
+        if retry is not None:
+            self._rekick.within(retry)
         # Otherwise it waits (counted in the queue) until a busy runner goes idle.
 
     def snapshot(self) -> Snapshot:
         """A frozen view of runners, queues, memory and counters (see snapshot.py)."""
         return take_snapshot(self.runners, self.waiters, self.retired, self.restarts, self.health,
-                             self.policy.running_by_tenant, budget=self.budget, reserved=self.reserved(),
+                             self.policy.running_by_tenant, self.queue_of, self.etas,
+                             budget=self.budget, reserved=self.reserved(),
                              pools={str(pool): budget for pool, budget in self.pools.items()})
 
     def reserved(self, pool: Pool | None = None) -> int:
@@ -368,7 +379,8 @@ class Scheduler:
             return
         runner.ready_at = time.monotonic()
         runner.load_duration = runner.ready_at - started
-        self.service.loaded(runner.spec.name, runner.load_duration)
+        self.predictor.loaded(runner.spec.name, runner.load_duration)
+        self.metrics.loads.labels(runner.spec.name).inc()
         runner.rss = runner.handle.rss()
         runner.last_used = time.monotonic()
         if runner.state == RunnerState.LOADING:
@@ -393,7 +405,7 @@ class Scheduler:
     # -- keep-alive and unloading -------------------------------------------------------------
     def _arm_expiry(self, runner: Runner) -> None:
         runner.cancel_timer()
-        if runner.keep_alive == FOREVER:
+        if runner.keep_alive == FOREVER or self.eviction.pinned(runner.spec.name):
             runner.expires_at = FOREVER
             return
         runner.expires_at = time.time() + runner.keep_alive
@@ -426,6 +438,8 @@ class Scheduler:
         found = False
         for runner in [r for r in self.runners if r.spec.name == name]:
             found = True
+            if self.eviction.pinned(name):
+                continue
             runner.keep_alive = 0
             if runner.idle:
                 self._unload(runner)

@@ -3,7 +3,8 @@ live page and a cluster router). Readers get values, never the scheduler's live 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from corral.models.gguf_info import GGUFInfo
@@ -35,6 +36,17 @@ class RunnerView:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuedView:
+    """One waiting request, as a model's queue shows it."""
+
+    position: int  # 1-based, in service order
+    eta_s: float | None  # predicted start, seconds from the snapshot (eta.py)
+    waited_s: float
+    tenant: str
+    lane: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelTotals:
     """Per model, over its runners past and present."""
 
@@ -46,6 +58,7 @@ class ModelTotals:
     cache_restores: int  # prompt-cache entries restored
     evaluated_tokens: int  # prompt tokens decoded
     disk_restores: int  # prompt-cache entries read back from disk when a runner loaded
+    queue: tuple[QueuedView, ...] = ()  # its waiting requests, in service order
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +79,14 @@ class Snapshot:
 
 def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Mapping[str, p.Stats],
                   restarts: Mapping[str, int], health: Callable[[Runner], str], running: Mapping[str, int],
+                  queues: Callable[[str], Sequence[Waiter]],
+                  etas: Callable[[Sequence[Waiter]], Mapping[Waiter, float]],
                   *, budget: int, reserved: int, pools: dict[str, int]) -> Snapshot:
     """The scheduler's state as values: `retired` holds the counters of runners that are gone,
-    `running` each tenant's requests holding a slot."""
+    `running` each tenant's requests holding a slot, `queues` a model's waiters in service order
+    and `etas` their predicted starts."""
     waiting = list(waiters)
+    now = time.monotonic()
     views = tuple(RunnerView(
         name=r.spec.name, digest=r.spec.digest, info=r.spec.info, state=r.state.value, health=health(r),
         context_length=r.spec.n_ctx, slots_busy=r.busy, slots_total=r.spec.n_slots,
@@ -81,11 +98,15 @@ def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Map
     for name in sorted({r.spec.name for r in runners} | {w.spec.name for w in waiting} | set(retired)):
         mine = [r for r in runners if r.spec.name == name]
         total = sum((r.handle.stats for r in mine), retired.get(name, p.Stats(0, 0)))
+        queue = queues(name)
+        eta = etas(queue)
         models[name] = ModelTotals(
             running=sum(r.busy for r in mine), waiting=sum(1 for w in waiting if w.spec.name == name),
             decode_s=total.decode_ns / 1e9, busy_s=total.busy_ns / 1e9,
             reused_tokens=total.reused_tokens, cache_restores=total.cache_restores,
-            evaluated_tokens=total.evaluated_tokens, disk_restores=total.disk_restores)
+            evaluated_tokens=total.evaluated_tokens, disk_restores=total.disk_restores,
+            queue=tuple(QueuedView(i, eta.get(w), now - w.enqueued, w.ticket.tenant.name, w.ticket.lane.value)
+                        for i, w in enumerate(queue, 1)))
     tenants = {name: TenantTotals(running.get(name, 0), sum(1 for w in waiting if w.ticket.tenant.name == name))
                for name in sorted({w.ticket.tenant.name for w in waiting} | set(running))}
     return Snapshot(runners=views, models=models, tenants=tenants, budget=budget, reserved=reserved, pools=pools)

@@ -80,6 +80,7 @@ class Runner:
     ready_at: float = 0.0  # monotonic
     rss: int = 0
     stalled: bool = False  # the watchdog killed it for making no progress
+    created: float = field(default_factory=time.monotonic)  # when its load began
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     timer: asyncio.TimerHandle | None = None
 
@@ -110,10 +111,19 @@ class Waiter:
     position_changed: asyncio.Event = field(default_factory=asyncio.Event)
     ticket: Ticket = DEFAULT_TICKET
     started: float = 0.0  # monotonic: when it took a slot
+    limit: int = 0  # most tokens it may generate (num_predict); 0: up to its context
+    generated: int = 0  # pieces of text streamed so far
+    first_token: float = 0.0  # monotonic: when the first of them came
 
     @property
     def model(self) -> str:
         return self.spec.name
+
+    def progressed(self, generated: int) -> None:
+        """It has streamed `generated` pieces (what eta.py measures)."""
+        if generated and not self.generated:
+            self.first_token = time.monotonic()
+        self.generated = generated
 
     def load_wait(self, runner: Runner) -> float:
         """The load time it waited for: its runner's, if that became ready after it came."""
