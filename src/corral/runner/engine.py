@@ -22,6 +22,7 @@ import numpy as np
 from corral.errors import ClientError
 from corral.models.embedding import Pooling, embedding_pooling
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
+from corral.runner.exactness import pin_exact_kernels
 from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
 from corral.runner.logprobs import Logprobs
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
@@ -52,6 +53,7 @@ class SlotsFull(RuntimeError):
 class Engine:
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
+        pin_exact_kernels()  # before any decode: see exactness.py
         ll.llama_backend_init()
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = cfg.n_gpu_layers
