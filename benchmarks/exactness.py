@@ -9,7 +9,8 @@ alone and beside slots 1..k (k = 1..7, one seq-ordered call, as the engine's ste
 prints the max abs difference of slot 0's logits from the alone ones. `greedy` runs the engine's
 own loop. Run it under another interpreter (a llama-cpp-python built with -DGGML_LLAMAFILE=OFF)
 to compare builds; --tiled keeps ggml's tiled K-quant matmul on (what exact mode turns off,
-runner/exactness.py) to measure what that costs and what it breaks. Not CI; short runs (about a minute per model on 2 cores).
+runner/exactness.py) to measure what that costs and what it breaks. Not CI; short runs (about
+a minute per model on 2 cores).
 """
 
 from __future__ import annotations
@@ -50,18 +51,23 @@ def decode(engine: Engine, entries: list[tuple[int, int, int]]) -> None:
     assert ll.llama_decode(engine.ctx, engine.batch) == 0
 
 
+def prefill(engine: Engine, tokens: list[int], seq: int, start: int = 0) -> np.ndarray:
+    """Decode tokens at positions start.. of seq in one call; the last one's logits (a copy)."""
+    n = len(tokens)
+    engine._tok[:n], engine._pos[:n], engine._seq[:n] = tokens, np.arange(start, start + n), seq
+    engine._logits[:n] = 0
+    engine._logits[n - 1] = 1
+    engine.batch.n_tokens = n
+    assert ll.llama_decode(engine.ctx, engine.batch) == 0
+    return engine._row(n - 1).copy()
+
+
 def probe(args: argparse.Namespace) -> None:
     engine = load(args)
     prompts = [engine.tokenize(p) for p in PROMPTS]
     last = []
     for seq, toks in enumerate(prompts):  # each prompt in its own call, as the engine prefills
-        n = len(toks)
-        engine._tok[:n], engine._pos[:n], engine._seq[:n] = toks, np.arange(n), seq
-        engine._logits[:n] = 0
-        engine._logits[n - 1] = 1
-        engine.batch.n_tokens = n
-        assert ll.llama_decode(engine.ctx, engine.batch) == 0
-        last.append(int(engine._row(n - 1).argmax()))
+        last.append(int(prefill(engine, toks, seq).argmax()))
 
     def step(k: int) -> np.ndarray:
         """Slot 0's logits for its next token decoded beside slots 1..k; the cells are removed after."""
@@ -91,15 +97,7 @@ def probe(args: argparse.Namespace) -> None:
     prefix = prompts[0] + toks[:-2]
     ll.llama_memory_seq_rm(engine.memory, 0, len(prefix), -1)
     ll.llama_memory_seq_rm(engine.memory, 1, -1, -1)
-    rows = []
-    for seq, start in ((0, len(prefix)), (1, 0)):
-        toks_in = (prefix + piece)[start:]
-        n = len(toks_in)
-        engine._tok[:n], engine._pos[:n], engine._seq[:n], engine._logits[:n] = toks_in, np.arange(start, start + n), seq, 0
-        engine._logits[n - 1] = 1
-        engine.batch.n_tokens = n
-        assert ll.llama_decode(engine.ctx, engine.batch) == 0
-        rows.append(engine._row(n - 1).copy())
+    rows = [prefill(engine, (prefix + piece)[start:], seq, start) for seq, start in ((0, len(prefix)), (1, 0))]
     print(f"  a 2-token piece after 6 generated tokens vs after the same read as a prompt: "
           f"{np.abs(rows[0] - rows[1]).max():.3g}")
     engine.close()
