@@ -252,7 +252,8 @@ class Engine:
         The slot keeps what its last request left if that is the longest match; if the prompt
         cache (where every finished sequence is saved) holds a longer one, that state is restored
         into it. The KV is then cut back to the shared prefix. K and V of a token do not depend
-        on the batch that computed them, so a reused prefix gives the same numbers as a fresh one.
+        on the batch that computed them, so a reused prefix gives the same numbers as a fresh one
+        (a generated token's only in a build without llamafile: see exactness.py).
         """
         # The lowest free sequence id: llama.cpp decodes a run of consecutive sequence ids as
         # one ubatch, so keeping busy slots packed at low ids means fewer ubatches per step.
