@@ -47,7 +47,7 @@ def test_reused_answer_is_exact(start_server, model):
     their KV (computed one token at a time), a fresh slot reads them as a prompt. Same text."""
     server = start_server(OLLAMA_NUM_PARALLEL="1", CORRAL_PROMPT_CACHE="0")
     metric = f'corral_prompt_reused_tokens_total{{model="{model}"}}'
-    body = {"model": model, "stream": False, "raw": True, "options": {"temperature": 0, "num_predict": 32}}
+    body = {"model": model, "stream": False, "options": {"temperature": 0, "num_predict": 32}}
 
     def generate(prompt: str, context: list[int] | None = None) -> dict:
         r = httpx.post(server.url + "/api/generate", json={**body, "prompt": prompt, "context": context},
