@@ -23,6 +23,7 @@ from corral.errors import ClientError
 from corral.models.embedding import Pooling, embedding_pooling
 from corral.runner.disk_cache import DiskCache
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
+from corral.runner.exactness import pin_exact_kernels
 from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
 from corral.runner.logprobs import Logprobs
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
@@ -53,6 +54,7 @@ class SlotsFull(RuntimeError):
 class Engine:
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
+        pin_exact_kernels()  # before any decode: see exactness.py
         ll.llama_backend_init()
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = cfg.n_gpu_layers
@@ -255,7 +257,8 @@ class Engine:
         The slot keeps what its last request left if that is the longest match; if the prompt
         cache (where every finished sequence is saved) holds a longer one, that state is restored
         into it. The KV is then cut back to the shared prefix. K and V of a token do not depend
-        on the batch that computed them, so a reused prefix gives the same numbers as a fresh one.
+        on the batch that computed them, so a reused prefix gives the same numbers as a fresh one
+        (a generated token's only in a build without llamafile: see exactness.py).
         """
         # The lowest free sequence id: llama.cpp decodes a run of consecutive sequence ids as
         # one ubatch, so keeping busy slots packed at low ids means fewer ubatches per step.
