@@ -92,6 +92,16 @@ def parse_mirrors(value: str) -> dict[str, str]:
     return mirrors
 
 
+def parse_speculative(value: str) -> bool:
+    """CORRAL_SPECULATIVE: "ngram" (prompt-lookup drafting; also 1/true/on) or off (0/false/off)."""
+    text = value.strip().lower()
+    if text in ("ngram", "1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", "none"):
+        return False
+    raise ValueError(f"CORRAL_SPECULATIVE={value!r}: expected ngram or off")
+
+
 def _bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
@@ -140,6 +150,10 @@ class Settings:
     # Registry host → mirror base URL (same protocol), e.g. {"registry.ollama.ai": "http://127.0.0.1:5000"}.
     registry_mirrors: Mapping[str, str] = field(default_factory=dict)
     per_model_parallel: Mapping[str, int] = field(default_factory=dict)
+    # CORRAL_SPECULATIVE=ngram: greedy requests that do not say otherwise draft by prompt lookup;
+    # CORRAL_DRAFT_MAX: tokens drafted at most per step.
+    speculative: bool = False
+    draft_max: int = 10
 
     @property
     def threads(self) -> int:
@@ -202,6 +216,12 @@ class Settings:
             kw["max_connections"] = int(v)
         if (v := get("REGISTRY_MIRRORS")) is not None:
             kw["registry_mirrors"] = parse_mirrors(v)
+        if (v := get("SPECULATIVE")) is not None:
+            kw["speculative"] = parse_speculative(v)
+        if (v := get("DRAFT_MAX")) is not None:
+            kw["draft_max"] = int(v)
+            if not 1 <= kw["draft_max"] <= 64:
+                raise ValueError(f"CORRAL_DRAFT_MAX={v}: expected 1 to 64")
         # CORRAL_NUM_PARALLEL_<model> sets slots for one model (Ollama issue #4894);
         # the model part is the name with ':' '.' '-' written as '_', case-insensitive.
         prefix = "CORRAL_NUM_PARALLEL_"

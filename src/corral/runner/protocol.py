@@ -31,6 +31,8 @@ class LoadConfig:
     n_batch: int = 512
     prompt_cache_bytes: int = 0  # host memory for saved sequence states
     max_step_s: float = 60.0  # a step running longer than this stops the heartbeat (a stuck decode)
+    speculative: bool = False  # n-gram drafting for plain greedy requests that do not say (CORRAL_SPECULATIVE)
+    draft_max: int = 10  # tokens drafted at most per step (CORRAL_DRAFT_MAX)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -63,6 +65,9 @@ class GenerationOptions:
     format: Any = None  # "json" or a JSON schema: output constrained by a grammar
     logprobs: bool = False  # each generated token's log-probability (over the raw logits)
     top_logprobs: int = 0  # and this many of the most likely tokens at each position
+    # Prompt-lookup drafting, verified by argmax (plain greedy requests only; the output is the
+    # same): True / False, or None for the runner's default (LoadConfig.speculative).
+    speculative: bool | None = None
 
     @classmethod
     def names(cls) -> set[str]:
