@@ -220,7 +220,10 @@ class Engine:
         # As Ollama: an open-ended generation (-1) is bounded at ten contexts; -2 fills one.
         num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
         greedy = is_plain_greedy(opts)
-        speculate = greedy and (self.cfg.speculative if opts.speculative is None else opts.speculative)
+        # Not with logprobs: a verified position's logits come from multi-token kernels and differ
+        # from the one-token decode's in the last digits (the argmax is what is checked, not them).
+        speculate = greedy and not opts.logprobs and (self.cfg.speculative if opts.speculative is None
+                                                      else opts.speculative)
         slot.req = Request(request_id, tokens, ctx_limit=limit, num_predict=num_predict,
                            shift=opts.shift and opts.num_predict != -2 and self.can_shift, num_keep=opts.num_keep,
                            text=TextStream(opts.stop), sampler=sampler, greedy=greedy,

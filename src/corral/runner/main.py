@@ -151,7 +151,8 @@ def main() -> int:
         # Counted up to now, so that busy time always includes the decodes reported with it.
         busy_ns += time.perf_counter_ns() - t0
         if any(isinstance(e, p.Done) for e in events):
-            events.append(p.Stats(engine.decode_ns, busy_ns, engine.reused_tokens, engine.cache_restores))
+            events.append(p.Stats(engine.decode_ns, busy_ns, engine.reused_tokens, engine.cache_restores,
+                                  engine.drafted_tokens, engine.accepted_tokens))
         t0 = time.perf_counter_ns()
         send(events)
         busy_ns += time.perf_counter_ns() - t0

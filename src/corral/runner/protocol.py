@@ -239,10 +239,11 @@ class Stats:
     busy_ns: int
     reused_tokens: int = 0  # prompt tokens taken from a slot's KV or the prompt cache, not decoded
     cache_restores: int = 0  # prompt-cache entries restored into a slot
+    drafted_tokens: int = 0  # speculative decoding: tokens proposed by prompt lookup
+    accepted_tokens: int = 0  # ...and those the model agreed with
 
     def __add__(self, other: Stats) -> Stats:
-        return Stats(self.decode_ns + other.decode_ns, self.busy_ns + other.busy_ns,
-                     self.reused_tokens + other.reused_tokens, self.cache_restores + other.cache_restores)
+        return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Stats)))
 
 
 @dataclass(slots=True)

@@ -34,7 +34,13 @@ class _StateCollector(Collector):
                                      "cached prefix instead of being decoded", labels=["model"])
         restores = CounterMetricFamily("corral_prompt_cache_restores", "Prompt-cache entries restored into a slot",
                                        labels=["model"])
+        drafted = CounterMetricFamily("corral_draft_tokens", "Tokens drafted by prompt lookup (speculative "
+                                      "decoding)", labels=["model"])
+        accepted = CounterMetricFamily("corral_draft_accepted_tokens", "Drafted tokens the model agreed with",
+                                       labels=["model"])
         for model, totals in snap.models.items():
+            drafted.add_metric([model], totals.drafted_tokens)
+            accepted.add_metric([model], totals.accepted_tokens)
             reused.add_metric([model], totals.reused_tokens)
             restores.add_metric([model], totals.cache_restores)
             running.add_metric([model], totals.running)
@@ -48,7 +54,7 @@ class _StateCollector(Collector):
         for runner in snap.runners:
             silent.add_metric([runner.name], runner.silent_s)
             healthy.add_metric([runner.name], 1.0 if runner.health == "ok" else 0.0)
-        yield from (running, waiting, decode, busy, silent, healthy, reused, restores)
+        yield from (running, waiting, decode, busy, silent, healthy, reused, restores, drafted, accepted)
         t_running = GaugeMetricFamily("corral_tenant_requests_running", "A tenant's requests holding a slot",
                                       labels=["tenant"])
         t_waiting = GaugeMetricFamily("corral_tenant_requests_waiting", "A tenant's requests waiting",

@@ -44,6 +44,8 @@ class ModelTotals:
     busy_s: float  # time runner loops had work
     reused_tokens: int  # prompt tokens reused from a slot's KV or the prompt cache
     cache_restores: int  # prompt-cache entries restored
+    drafted_tokens: int = 0  # speculative decoding: tokens drafted, and those accepted
+    accepted_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,8 @@ def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Map
         models[name] = ModelTotals(
             running=sum(r.busy for r in mine), waiting=sum(1 for w in waiting if w.spec.name == name),
             decode_s=total.decode_ns / 1e9, busy_s=total.busy_ns / 1e9,
-            reused_tokens=total.reused_tokens, cache_restores=total.cache_restores)
+            reused_tokens=total.reused_tokens, cache_restores=total.cache_restores,
+            drafted_tokens=total.drafted_tokens, accepted_tokens=total.accepted_tokens)
     tenants = {name: TenantTotals(running.get(name, 0), sum(1 for w in waiting if w.ticket.tenant.name == name))
                for name in sorted({w.ticket.tenant.name for w in waiting} | set(running))}
     return Snapshot(runners=views, models=models, tenants=tenants, budget=budget, reserved=reserved, pools=pools)
