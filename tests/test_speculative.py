@@ -91,7 +91,7 @@ def test_with_a_concurrent_neighbour(server):
     warm(server.url, SMOL)
     neighbour = "Write a long story about a dragon."
 
-    async def both() -> list[dict]:
+    async def both() -> tuple[dict, dict]:
         return await asyncio.gather(stream_generate(server.url, SMOL, REPEAT, {**GREEDY, "speculative": True}),
                                     stream_generate(server.url, SMOL, neighbour, GREEDY))
 

@@ -31,6 +31,7 @@ from corral.runner.sampling import is_plain_greedy, make_sampler
 from corral.runner.slot import Request, Slot, prompt_chunk
 from corral.runner.speculative import DraftConfig, NgramDrafter, accepted
 from corral.runner.textstream import TextStream
+from corral.runner.vocab import Vocab
 
 
 class LoadError(RuntimeError):
@@ -96,16 +97,14 @@ class Engine:
         self.n_ctx_slot = ll.llama_n_ctx(self.ctx) // cfg.n_slots
         self.n_batch = cfg.n_batch
         self.n_threads = cfg.n_threads
-        self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
-        self.bos = ll.llama_vocab_bos(self.vocab)
+        words = Vocab(self.vocab)
+        self.tokenize, self.piece, self.add_bos, self.bos = words.tokenize, words.piece, words.add_bos, words.bos
         self.specials = Specials(self.bos, ll.llama_vocab_eos(self.vocab), self.add_bos,
                                  bool(ll.llama_vocab_get_add_eos(self.vocab)))
         # Embeddings: the GGUF's pooling, inputs up to the context, at most the trained one (as Ollama).
         pooling, self.embed_causal = model_pooling(self.model)
         self.embed_pooling = embedding_pooling(pooling)
         self.n_ctx_embed = min(self.n_ctx_slot, ll.llama_model_n_ctx_train(self.model) or self.n_ctx_slot)
-        self._piece = ctypes.create_string_buffer(256)
-        self._pieces: dict[int, bytes] = {}
         # A private handle on llama_get_logits_ith (its own CDLL, so llama-cpp-python's shared one
         # keeps its types) returning a plain address: numpy's as_array on a ctypes pointer builds
         # a new array type per call (~60 us, most of a token's Python).
@@ -126,32 +125,6 @@ class Engine:
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
         self.draft_config = DraftConfig(draft_max=cfg.draft_max)
         self.drafted_tokens = self.accepted_tokens = 0  # speculative decoding's counts
-
-    # -- tokens -------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        data = text.encode("utf-8", errors="replace")
-        cap = len(data) + 16
-        buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
-        if n < 0:
-            cap = -n
-            buf = (ll.llama_token * cap)()
-            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
-        tokens = list(buf[:n])
-        # A chat template that writes its own BOS, tokenized with add_special, gets two.
-        if self.add_bos and len(tokens) > 1 and tokens[0] == tokens[1] == self.bos:
-            tokens = tokens[1:]
-        return tokens
-
-    def piece(self, token: int) -> bytes:
-        cached = self._pieces.get(token)
-        if cached is None:
-            n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
-            if n < 0:
-                self._piece = ctypes.create_string_buffer(-n)
-                n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
-            cached = self._pieces[token] = self._piece.raw[:n]
-        return cached
 
     def set_threads(self, n: int) -> None:
         """Use n of the threads this runner was started with (the scheduler shares the cores
