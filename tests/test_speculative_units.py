@@ -69,3 +69,18 @@ def test_bad_speculative_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="1 to 64"):
         Settings.from_env({"CORRAL_DRAFT_MAX": "0"})
     assert Settings.from_env({"CORRAL_DRAFT_MAX": "16"}).draft_max == 16
+
+
+def test_rejected_drafts_pause_drafting_longer_each_time() -> None:
+    d = NgramDrafter([1, 2, 3, 4, 5, 1, 2])
+    assert d.draft() == [3, 4, 5, 1, 2]
+    pauses = []
+    for _ in range(6):
+        d.feedback(0)
+        n = 0
+        while not d.draft():
+            n += 1
+        pauses.append(n)
+    assert pauses == [1, 2, 4, 8, 16, 16]
+    d.feedback(2)  # an accepted draft ends the pause at once
+    assert d.draft() == [3, 4, 5, 1, 2]

@@ -372,6 +372,7 @@ class Engine:
         beside one-token ones would split the shared call), take the argmax at every position,
         keep the draft's agreed prefix in the KV and send each answer token through _emit."""
         req, p, n = slot.request, slot.n_past, len(draft) + 1
+        assert req.drafter is not None  # only a drafting request has a draft
         self._tok[:n] = [req.next_token, *draft]
         self._pos[:n] = np.arange(p, p + n, dtype=np.int32)
         self._seq[:n] = slot.seq
@@ -386,6 +387,7 @@ class Engine:
         agreed = accepted(draft, answer)
         self.drafted_tokens += len(draft)
         self.accepted_tokens += agreed
+        req.drafter.feedback(agreed)
         ll.llama_memory_seq_rm(self.memory, slot.seq, p + 1 + agreed, -1)
         for i in range(agreed + 1):
             if i:  # the KV already holds this agreed draft token

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 N_MIN = 2
 N_MAX = 4
 DRAFT_MAX = 10  # tokens proposed at most per step (the engine lowers it near a limit)
+PAUSE_MAX = 16  # steps without drafting after a run of wholly rejected drafts, at most
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class NgramDrafter:
         # n → {n-gram: index of the token that followed its latest occurrence}. An n-gram goes in
         # only once a token follows it, so the context's own ending never matches itself.
         self._index: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in range(config.n_min, config.n_max + 1)}
+        self._misses = 0  # drafts in a row the model rejected whole
+        self._pause = 0  # draft() calls left that propose nothing
         self.extend(tokens)
 
     def extend(self, tokens: Iterable[int]) -> None:
@@ -59,6 +62,9 @@ class NgramDrafter:
         """The tokens that followed the latest earlier occurrence of the longest n-gram ending
         the context; [] when none occurred (or `limit` is 0)."""
         k = self.config.draft_max if limit is None else min(limit, self.config.draft_max)
+        if self._pause > 0:
+            self._pause -= 1
+            return []
         if k <= 0:
             return []
         toks = self.tokens
@@ -69,6 +75,17 @@ class NgramDrafter:
             if start is not None:
                 return toks[start:start + k]
         return []
+
+
+    def feedback(self, agreed: int) -> None:
+        """How many tokens of the last draft the model kept. A wholly rejected draft pauses
+        drafting for 1, 2, 4 ... PAUSE_MAX steps (doubling while they keep failing): an answer
+        that does not repeat its context then pays for a failed verification rarely."""
+        if agreed:
+            self._misses = 0
+            return
+        self._misses += 1
+        self._pause = min(2 ** (self._misses - 1), PAUSE_MAX)
 
 
 def accepted(draft: Sequence[int], argmax: Sequence[int]) -> int:
