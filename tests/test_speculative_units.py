@@ -84,3 +84,16 @@ def test_rejected_drafts_pause_drafting_longer_each_time() -> None:
     assert pauses == [1, 2, 4, 8, 16, 16]
     d.feedback(2)  # an accepted draft ends the pause at once
     assert d.draft() == [3, 4, 5, 1, 2]
+
+
+def test_modelfile_parameter_and_request_option() -> None:
+    from corral.api.schemas import Options
+    from corral.models.modelfile import ModelfileError, add_parameter
+
+    params: dict = {}
+    add_parameter(params, "speculative", "true")
+    assert params == {"speculative": True}
+    with pytest.raises(ModelfileError, match="speculative"):
+        add_parameter(params, "speculative", "sometimes")
+    assert Options.model_validate({"speculative": True}).generation().speculative is True
+    assert Options.model_validate({}).generation().speculative is None  # the runner's default
