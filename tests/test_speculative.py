@@ -87,6 +87,7 @@ def test_logprobs_turn_drafting_off(server, client):
     assert [(lp.token, lp.logprob) for lp in on.logprobs] == [(lp.token, lp.logprob) for lp in off.logprobs]
 
 
+@pytest.mark.timeout(900)  # four generations: 165 s to 490 s on this shared 2-core machine
 def test_with_a_concurrent_neighbour(server):
     warm(server.url, SMOL)
     neighbour = "Write a long story about a dragon."
@@ -118,6 +119,7 @@ def test_bad_speculative_option_is_a_400(server):
     assert r.status_code == 400 and "speculative" in r.json()["error"]
 
 
+@pytest.mark.timeout(900)  # a server of its own
 def test_server_wide_default_and_per_request_off(start_server):
     server = start_server(CORRAL_SPECULATIVE="ngram", OLLAMA_NUM_PARALLEL="1")
     warm(server.url, SMOL)
