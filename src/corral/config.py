@@ -92,6 +92,16 @@ def parse_mirrors(value: str) -> dict[str, str]:
     return mirrors
 
 
+def parse_speculative(value: str) -> bool:
+    """CORRAL_SPECULATIVE: "ngram" (prompt-lookup drafting; also 1/true/on) or off (0/false/off)."""
+    text = value.strip().lower()
+    if text in ("ngram", "1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", "none"):
+        return False
+    raise ValueError(f"CORRAL_SPECULATIVE={value!r}: expected ngram or off")
+
+
 def _bool(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
@@ -149,6 +159,10 @@ class Settings:
     # CORRAL_SWAP_WINDOW: how long a request waits for a loaded model's work to be served before
     # that model gives way to its own (no thrash); 0: auto (from the measured load time).
     swap_window: float = 0.0
+    # CORRAL_SPECULATIVE=ngram: greedy requests that do not say otherwise draft by prompt lookup;
+    # CORRAL_DRAFT_MAX: tokens drafted at most per step.
+    speculative: bool = False
+    draft_max: int = 10
 
     @property
     def threads(self) -> int:
@@ -220,6 +234,12 @@ class Settings:
                 kw[key] = tuple(m.strip() for m in v.split(",") if m.strip())
         if (v := get("SWAP_WINDOW")) is not None:
             kw["swap_window"] = parse_duration(v, 0.0)
+        if (v := get("SPECULATIVE")) is not None:
+            kw["speculative"] = parse_speculative(v)
+        if (v := get("DRAFT_MAX")) is not None:
+            kw["draft_max"] = int(v)
+            if not 1 <= kw["draft_max"] <= 64:
+                raise ValueError(f"CORRAL_DRAFT_MAX={v}: expected 1 to 64")
         # CORRAL_NUM_PARALLEL_<model> sets slots for one model (Ollama issue #4894);
         # the model part is the name with ':' '.' '-' written as '_', case-insensitive.
         prefix = "CORRAL_NUM_PARALLEL_"

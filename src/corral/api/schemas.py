@@ -120,6 +120,9 @@ class Options(_Body):
     num_gpu: StrictInt | None = Field(None, ge=-1)  # 0 = CPU; otherwise wholly on a GPU when one fits
     num_thread: StrictInt | None = Field(None, ge=1, le=1024)
     num_keep: StrictInt | None = None  # tokens a context shift keeps at the start
+    # Prompt-lookup speculative decoding for greedy requests (same output); None: the server's
+    # default (CORRAL_SPECULATIVE).
+    speculative: StrictBool | None = None
     # Accepted for compatibility; corral sets it itself.
     num_batch: StrictInt | None = None
 

@@ -31,6 +31,7 @@ from corral.models.template import check_template as check_go_or_jinja
 _INT_PARAMS = {"num_ctx", "num_predict", "top_k", "seed", "repeat_last_n", "num_batch", "num_gpu", "num_thread",
                "num_keep"}
 _FLOAT_PARAMS = {"temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
+_BOOL_PARAMS = {"speculative"}
 
 
 class ModelfileError(ClientError):
@@ -100,6 +101,11 @@ def add_parameter(params: dict[str, Any], key: str, value: Any) -> None:
             if not math.isfinite(number):  # inf/nan are not JSON: the params layer could not hold them
                 raise ValueError(value)
             params[key] = number
+        elif key in _BOOL_PARAMS:
+            text = str(value).strip().lower()
+            if text not in ("true", "false"):
+                raise ValueError(value)
+            params[key] = text == "true"
         else:
             raise ModelfileError(f"unknown parameter {key!r}")
     except (TypeError, ValueError) as exc:

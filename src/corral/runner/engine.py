@@ -21,6 +21,7 @@ import numpy as np
 
 from corral.errors import ClientError
 from corral.models.embedding import Pooling, embedding_pooling
+from corral.runner.batch import DecodeBatch
 from corral.runner.disk_cache import DiskCache
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
 from corral.runner.exactness import pin_exact_kernels
@@ -30,7 +31,9 @@ from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
 from corral.runner.sampling import is_plain_greedy, make_sampler
 from corral.runner.slot import Request, Slot, prompt_chunk
+from corral.runner.speculative import DraftConfig, NgramDrafter, accepted
 from corral.runner.textstream import TextStream
+from corral.runner.vocab import Vocab
 
 
 class LoadError(RuntimeError):
@@ -97,23 +100,23 @@ class Engine:
         self.n_ctx_slot = ll.llama_n_ctx(self.ctx) // cfg.n_slots
         self.n_batch = cfg.n_batch
         self.n_threads = cfg.n_threads
-        self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
-        self.bos = ll.llama_vocab_bos(self.vocab)
+        words = Vocab(self.vocab)
+        self.tokenize, self.piece, self.add_bos, self.bos = words.tokenize, words.piece, words.add_bos, words.bos
         self.specials = Specials(self.bos, ll.llama_vocab_eos(self.vocab), self.add_bos,
                                  bool(ll.llama_vocab_get_add_eos(self.vocab)))
         # Embeddings: the GGUF's pooling, inputs up to the context, at most the trained one (as Ollama).
         pooling, self.embed_causal = model_pooling(self.model)
         self.embed_pooling = embedding_pooling(pooling)
         self.n_ctx_embed = min(self.n_ctx_slot, ll.llama_model_n_ctx_train(self.model) or self.n_ctx_slot)
-        self._piece = ctypes.create_string_buffer(256)
-        self._pieces: dict[int, bytes] = {}
         # A private handle on llama_get_logits_ith (its own CDLL, so llama-cpp-python's shared one
         # keeps its types) returning a plain address: numpy's as_array on a ctypes pointer builds
         # a new array type per call (~60 us, most of a token's Python).
         self._logits_ith = ctypes.CDLL(ll.llama_cpp._lib._name).llama_get_logits_ith
         self._logits_ith.argtypes, self._logits_ith.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p
         self._logits_row = ctypes.c_float * self.n_vocab
-        self._init_batch(cfg.n_batch)
+        self._buffers = DecodeBatch.make(cfg.n_batch)
+        b = self._buffers
+        self.batch, self._tok, self._pos, self._seq, self._logits = b.c, b.tok, b.pos, b.seq, b.logits
         self.free: deque[Slot] = deque(Slot(seq=i) for i in range(cfg.n_slots))
         self.active: list[Slot] = []  # in admission order, so prompts are served FIFO
         self.prefill_ns_per_token = 0.0  # measured; sizes prompt chunks while others generate
@@ -123,57 +126,12 @@ class Engine:
         self.step_ns = 0
         self.embedder: Embedder | None = None
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
+        self.draft_config = DraftConfig(draft_max=cfg.draft_max)
+        self.drafted_tokens = self.accepted_tokens = 0  # speculative decoding's counts
         self.evaluated_tokens = 0  # prompt tokens decoded
         # A warm reload: what the last runner of this model kept on disk, before we say ready.
         self.disk = DiskCache.open(cfg, ll.__version__)
         self.disk_restores = self.disk.restore(self.prompt_cache, self.n_ctx_slot) if self.disk else 0
-
-    def _init_batch(self, n: int) -> None:
-        # The batch's arrays are numpy buffers we own, so filling a prompt chunk is a slice
-        # assignment rather than a ctypes write per token.
-        self._tok = np.zeros(n, np.int32)
-        self._pos = np.zeros(n, np.int32)
-        self._nseq = np.ones(n, np.int32)
-        self._seq = np.zeros(n, np.int32)
-        self._logits = np.zeros(n, np.int8)
-        i32p = ctypes.POINTER(ctypes.c_int32)
-        base = self._seq.ctypes.data
-        self._seq_ptrs = (i32p * n)(*(ctypes.cast(base + 4 * i, i32p) for i in range(n)))
-        self.batch = ll.llama_batch()
-        # llama-cpp-python annotates these fields as arrays; they are pointers (its _fields_ say
-        # POINTER), and a pointer (or NULL) is what llama_decode reads there.
-        self.batch.token = self._tok.ctypes.data_as(i32p)  # type: ignore[assignment]
-        self.batch.embd = None  # type: ignore[assignment]
-        self.batch.pos = self._pos.ctypes.data_as(i32p)  # type: ignore[assignment]
-        self.batch.n_seq_id = self._nseq.ctypes.data_as(i32p)  # type: ignore[assignment]
-        self.batch.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(i32p))  # type: ignore[assignment]
-        self.batch.logits = self._logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))  # type: ignore[assignment]
-
-    # -- tokens -------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        data = text.encode("utf-8", errors="replace")
-        cap = len(data) + 16
-        buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
-        if n < 0:
-            cap = -n
-            buf = (ll.llama_token * cap)()
-            n = ll.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
-        tokens = list(buf[:n])
-        # A chat template that writes its own BOS, tokenized with add_special, gets two.
-        if self.add_bos and len(tokens) > 1 and tokens[0] == tokens[1] == self.bos:
-            tokens = tokens[1:]
-        return tokens
-
-    def piece(self, token: int) -> bytes:
-        cached = self._pieces.get(token)
-        if cached is None:
-            n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
-            if n < 0:
-                self._piece = ctypes.create_string_buffer(-n)
-                n = ll.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
-            cached = self._pieces[token] = self._piece.raw[:n]
-        return cached
 
     def set_threads(self, n: int) -> None:
         """Use n of the threads this runner was started with (the scheduler shares the cores
@@ -241,11 +199,17 @@ class Engine:
         slot = self._take_slot(tokens)
         # As Ollama: an open-ended generation (-1) is bounded at ten contexts; -2 fills one.
         num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
+        greedy = is_plain_greedy(opts)
+        # Not with logprobs: a verified position's logits come from multi-token kernels and differ
+        # from the one-token decode's in the last digits (the argmax is what is checked, not them).
+        speculate = greedy and not opts.logprobs and (self.cfg.speculative if opts.speculative is None
+                                                      else opts.speculative)
         slot.req = Request(request_id, tokens, ctx_limit=limit, num_predict=num_predict,
                            shift=opts.shift and opts.num_predict != -2 and self.can_shift, num_keep=opts.num_keep,
-                           text=TextStream(opts.stop), sampler=sampler, greedy=is_plain_greedy(opts),
+                           text=TextStream(opts.stop), sampler=sampler, greedy=greedy,
                            logprobs=Logprobs(opts.top_logprobs, self.piece) if opts.logprobs else None,
-                           n_prompt=slot.n_past, generated=[] if want_context else None)
+                           n_prompt=slot.n_past, generated=[] if want_context else None,
+                           drafter=NgramDrafter(tokens, self.draft_config) if speculate else None)
         self.active.append(slot)
         if opts.num_predict == 0:
             return self._finish(slot, FinishReason.LENGTH)
@@ -352,6 +316,10 @@ class Engine:
         # a slot still prefilling would leave a hole in the run of sequence ids, and llama.cpp
         # would split the call into two ubatches.
         generating = sorted((s for s in self.active if not s.request.prefilling), key=lambda s: s.seq)
+        drafts = [(slot, draft) for slot in generating if (draft := self._draft(slot))]
+        for slot, draft in drafts:
+            generating.remove(slot)
+            events += self._verify(slot, draft)
         if generating:
             for n, slot in enumerate(generating):
                 token = slot.request.next_token
@@ -397,11 +365,59 @@ class Engine:
         self.decode_ns += time.perf_counter_ns() - td
         return events
 
+    def _draft(self, slot: Slot) -> list[int]:
+        """Draft tokens to verify after the slot's next token (speculative requests only): never
+        past num_predict or the context's end, so an accepted run needs no shift inside it."""
+        req = slot.request
+        if req.drafter is None:
+            return []
+        room = min(req.ctx_limit - slot.n_past - 2, self.n_batch - 1)
+        if req.num_predict > 0:
+            room = min(room, req.num_predict - req.n_generated - 1)
+        return req.drafter.draft(room)
+
+    def _verify(self, slot: Slot, draft: list[int]) -> list[Up]:
+        """Decode the slot's next token and a draft in a call of their own (a 1+K-token sequence
+        beside one-token ones would split the shared call), take the argmax at every position,
+        keep the draft's agreed prefix in the KV and send each answer token through _emit."""
+        req, p, n = slot.request, slot.n_past, len(draft) + 1
+        assert req.drafter is not None  # only a drafting request has a draft
+        self._tok[:n] = [req.next_token, *draft]
+        self._pos[:n] = np.arange(p, p + n, dtype=np.int32)
+        self._seq[:n] = slot.seq
+        self._logits[:n] = 1
+        slot.n_past += 1
+        slot.cached.append(req.next_token)
+        events = self._decode(n, [], [slot])
+        if slot.req is not req:
+            return events  # the decode failed it
+        now = time.perf_counter_ns()
+        answer = [int(self._row(i).argmax()) for i in range(n)]
+        agreed = accepted(draft, answer)
+        self.drafted_tokens += len(draft)
+        self.accepted_tokens += agreed
+        req.drafter.feedback(agreed)
+        ll.llama_memory_seq_rm(self.memory, slot.seq, p + 1 + agreed, -1)
+        for i in range(agreed + 1):
+            if i:  # the KV already holds this agreed draft token
+                slot.n_past += 1
+                slot.cached.append(req.next_token)
+            events += self._emit(slot, answer[i], i, now)
+            if slot.req is not req:
+                break  # finished: _release drops the KV past its cached tokens
+        return events
+
     def _sample(self, slot: Slot, index: int, now: int) -> list[Up]:
         req = slot.request
         # Plain greedy: llama_sampler_sample copies the whole vocabulary into a candidate array
         # before taking the max; argmax over the logits row is the same token (first max on ties).
         token = int(self._row(index).argmax()) if req.greedy else ll.llama_sampler_sample(req.sampler, self.ctx, index)
+        return self._emit(slot, token, index, now)
+
+    def _emit(self, slot: Slot, token: int, index: int, now: int) -> list[Up]:
+        """One answer token (batch entry `index` holds its logits): end of generation, text and
+        stop strings, logprobs, num_predict and the context's end, for sampled and drafted alike."""
+        req = slot.request
         if not req.t_first:
             req.t_first = now
         if ll.llama_vocab_is_eog(self.vocab, token):
@@ -410,6 +426,8 @@ class Engine:
         req.next_token = token
         if req.generated is not None:
             req.generated.append(token)
+        if req.drafter is not None:
+            req.drafter.append(token)
         text = req.text.feed(self.piece(token))
         events: list[Up]
         if req.logprobs is None:
@@ -453,6 +471,8 @@ class Engine:
     def _release(self, slot: Slot, keep_cache: bool = True) -> None:
         req = slot.request
         self.active.remove(slot)
+        # A speculative run that ended inside an agreed draft leaves KV past the answer's end.
+        ll.llama_memory_seq_rm(self.memory, slot.seq, len(slot.cached), -1)
         if keep_cache and not req.shifted:
             self.prompt_cache.save(slot.seq, slot.cached)
         else:

@@ -124,7 +124,7 @@ def main() -> int:
 
     def stats() -> p.Stats:
         return p.Stats(engine.decode_ns, busy_ns, engine.reused_tokens, engine.cache_restores,
-                       engine.evaluated_tokens, engine.disk_restores)
+                       engine.evaluated_tokens, engine.disk_restores, engine.drafted_tokens, engine.accepted_tokens)
 
     busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
     send([p.Ready(engine.n_ctx_slot, cfg.n_slots, os.getpid()), stats()])  # stats: what came from disk

@@ -33,6 +33,8 @@ class LoadConfig:
     max_step_s: float = 60.0  # a step running longer than this stops the heartbeat (a stuck decode)
     cache_dir: str = ""  # where prompt-cache states wait for the model's next load (disk_cache.py)
     cache_dir_bytes: int = 0  # that directory's bound, all models together; 0: off
+    speculative: bool = False  # n-gram drafting for plain greedy requests that do not say (CORRAL_SPECULATIVE)
+    draft_max: int = 10  # tokens drafted at most per step (CORRAL_DRAFT_MAX)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -65,6 +67,9 @@ class GenerationOptions:
     format: Any = None  # "json" or a JSON schema: output constrained by a grammar
     logprobs: bool = False  # each generated token's log-probability (over the raw logits)
     top_logprobs: int = 0  # and this many of the most likely tokens at each position
+    # Prompt-lookup drafting, verified by argmax (plain greedy requests only; the output is the
+    # same): True / False, or None for the runner's default (LoadConfig.speculative).
+    speculative: bool | None = None
 
     @classmethod
     def names(cls) -> set[str]:
@@ -238,6 +243,8 @@ class Stats:
     cache_restores: int = 0  # prompt-cache entries restored into a slot
     evaluated_tokens: int = 0  # prompt tokens decoded
     disk_restores: int = 0  # prompt-cache entries read back from disk at load (a warm reload)
+    drafted_tokens: int = 0  # speculative decoding: tokens proposed by prompt lookup
+    accepted_tokens: int = 0  # ...and those the model agreed with
 
     def __add__(self, other: Stats) -> Stats:
         return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Stats)))

@@ -38,7 +38,13 @@ class _StateCollector(Collector):
                                         labels=["model"])
         from_disk = CounterMetricFamily("corral_prompt_cache_disk_restores", "Prompt-cache entries read back "
                                         "from CORRAL_CACHE_DIR when a runner loaded (warm reloads)", labels=["model"])
+        drafted = CounterMetricFamily("corral_draft_tokens", "Tokens drafted by prompt lookup (speculative "
+                                      "decoding)", labels=["model"])
+        accepted = CounterMetricFamily("corral_draft_accepted_tokens", "Drafted tokens the model agreed with",
+                                       labels=["model"])
         for model, totals in snap.models.items():
+            drafted.add_metric([model], totals.drafted_tokens)
+            accepted.add_metric([model], totals.accepted_tokens)
             reused.add_metric([model], totals.reused_tokens)
             restores.add_metric([model], totals.cache_restores)
             evaluated.add_metric([model], totals.evaluated_tokens)
@@ -54,7 +60,8 @@ class _StateCollector(Collector):
         for runner in snap.runners:
             silent.add_metric([runner.name], runner.silent_s)
             healthy.add_metric([runner.name], 1.0 if runner.health == "ok" else 0.0)
-        yield from (running, waiting, decode, busy, silent, healthy, reused, restores, evaluated, from_disk)
+        yield from (running, waiting, decode, busy, silent, healthy, reused, restores, evaluated, from_disk,
+                    drafted, accepted)
         t_running = GaugeMetricFamily("corral_tenant_requests_running", "A tenant's requests holding a slot",
                                       labels=["tenant"])
         t_waiting = GaugeMetricFamily("corral_tenant_requests_waiting", "A tenant's requests waiting",
