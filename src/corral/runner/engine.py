@@ -23,6 +23,7 @@ from corral.errors import ClientError
 from corral.models.embedding import Pooling, embedding_pooling
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
 from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
+from corral.runner.kernels import KvType, configure
 from corral.runner.logprobs import Logprobs
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
@@ -55,34 +56,26 @@ class Engine:
         ll.llama_backend_init()
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = cfg.n_gpu_layers
-        # CPU "repacked" weights (Q4_0, Q4_K, Q8_0 on AVX2) multiply groups of four rows with one
-        # kernel and leftover rows with another, so a token's numbers depend on where it sits in
-        # the batch. Plain per-row dot products keep prefix reuse and batching exact.
-        mparams.use_extra_bufts = False
         self.on_gpu = cfg.n_gpu_layers != 0
-        # No prompt piece shorter than this (see prompt_chunk): the CPU takes other kernels for a
-        # single token; CUDA for up to 8 tokens (mmvq, mmvf) and up to 16 (mmf).
-        self.min_piece = MIN_PIECE_GPU if self.on_gpu else MIN_PIECE_CPU
+        self.exact = cfg.exact
+        # Exact: no prompt piece shorter than this (see prompt_chunk): the CPU takes other kernels
+        # for a single token; CUDA for up to 8 tokens (mmvq, mmvf) and up to 16 (mmf).
+        self.min_piece = (MIN_PIECE_GPU if self.on_gpu else MIN_PIECE_CPU) if cfg.exact else 1
         if self.on_gpu:
             # Wholly on one GPU: the scheduler placed the model there by its footprint.
             mparams.split_mode = ll.LLAMA_SPLIT_MODE_NONE
             mparams.main_gpu = cfg.main_gpu
+        cparams = ll.llama_context_default_params()
+        configure(mparams, cparams, cfg.exact, cfg.flash_attention, KvType(cfg.kv_type), self.on_gpu)
         self.model = ll.llama_model_load_from_file(cfg.model_path.encode(), mparams)
         if not self.model:
             raise LoadError(f"failed to load model {cfg.model_path}")
-        cparams = ll.llama_context_default_params()
         cparams.n_ctx = cfg.n_ctx_slot * cfg.n_slots
         cparams.n_batch = cfg.n_batch
         cparams.n_ubatch = cfg.n_batch
         cparams.n_seq_max = cfg.n_slots
         cparams.n_threads = cfg.n_threads
         cparams.n_threads_batch = cfg.n_threads
-        # One KV stream per slot: a sequence's numbers never depend on its neighbours in the
-        # batch, which keeps greedy output identical alone or batched.
-        cparams.kv_unified = False
-        # Flash attention on the CPU makes a sequence's logits depend on its batch neighbours
-        # (measured on gemma3: up to 1.6 apart); plain attention is exactly batch-invariant.
-        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cparams.no_perf = True
         self.ctx = ll.llama_init_from_model(self.model, cparams)
         if not self.ctx:

@@ -31,6 +31,10 @@ class LoadConfig:
     n_batch: int = 512
     prompt_cache_bytes: int = 0  # host memory for saved sequence states
     max_step_s: float = 60.0  # a step running longer than this stops the heartbeat (a stuck decode)
+    # Kernels (runner/kernels.py): exact = batch-invariant; flash attention None = the device's default.
+    exact: bool = False
+    flash_attention: bool | None = None
+    kv_type: str = "f16"  # a KvType value
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -351,7 +351,8 @@ class Scheduler:
         cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
                          n_threads=self._threads_for(spec), n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
                          main_gpu=pool.gpu or 0, prompt_cache_bytes=spec.prompt_cache_bytes,
-                         max_step_s=self.settings.stall_timeout)
+                         max_step_s=self.settings.stall_timeout, exact=spec.exact,
+                         flash_attention=spec.flash_attention, kv_type=spec.kv_type.value)
         return self.runner_factory(cfg, self._runner_exited)
 
     async def _load(self, runner: Runner) -> None:
