@@ -94,8 +94,9 @@ def main() -> None:
     for _ in range(args.rounds):
         for name in names:
             with ctx.Pool(1) as pool:
-                results[name].append(pool.apply(measure, (path, VARIANTS[name], args.slots, args.ctx,
-                                                          args.tokens, args.threads)))
+                row = pool.apply(measure, (path, VARIANTS[name], args.slots, args.ctx, args.tokens, args.threads))
+            results[name].append(row)
+            print(f"  ({name}: {row['tps']:.1f} tok/s, RSS+ {row['rss'] / 2**20:.1f} MiB)", flush=True)
     print(f"{args.model}, C={args.slots}, {args.ctx} ctx/slot, {args.threads} threads, {args.tokens} tokens, "
           f"{args.rounds} rounds (median); load {os.getloadavg()[0]:.2f}")
     print(f"  {'variant':12s} {'tok/s':>7s} {'KV/slot MiB':>11s} {'RSS+ MiB':>9s}  first reply")
