@@ -48,8 +48,9 @@ class FlashAttention(IntEnum):
 
 
 # Flash attention when OLLAMA_FLASH_ATTENTION is not set, per device, in fast mode. AUTO lets
-# llama.cpp use it where the device supports it (it does on the CPU and on CUDA); on the CPU it
-# was measured faster here (benchmarks/kernels.py: smollm2 C=8 greedy).
+# llama.cpp use it where the device supports it (it does on the CPU and on CUDA), as llama-server
+# and Ollama do. benchmarks/kernels.py measures it on/off; the one run so far (a machine at load
+# 15 on 2 cores) was inconclusive, so the CPU keeps llama-server's default until re-measured.
 FLASH_DEFAULT_CPU = FlashAttention.AUTO
 FLASH_DEFAULT_GPU = FlashAttention.AUTO
 
