@@ -49,8 +49,8 @@ class FlashAttention(IntEnum):
 
 # Flash attention when OLLAMA_FLASH_ATTENTION is not set, per device, in fast mode. AUTO lets
 # llama.cpp use it where the device supports it (it does on the CPU and on CUDA), as llama-server
-# and Ollama do. benchmarks/kernels.py measures it on/off; the one run so far (a machine at load
-# 15 on 2 cores) was inconclusive, so the CPU keeps llama-server's default until re-measured.
+# and Ollama do. On this project's 2-core CPU it is faster (benchmarks/kernels.py, SmolLM2 C=8:
+# 273 tok/s with it, 232 without, docs/PERFORMANCE.md).
 FLASH_DEFAULT_CPU = FlashAttention.AUTO
 FLASH_DEFAULT_GPU = FlashAttention.AUTO
 
