@@ -49,7 +49,7 @@ def test_inventory_gives_each_gpu_a_pool_and_three_models_per_gpu():
 
 
 def test_model_runs_wholly_on_the_gpu_and_unloading_frees_vram(start_server):
-    server = start_server(OLLAMA_NUM_PARALLEL="4")
+    server = start_server(OLLAMA_NUM_PARALLEL="4", CORRAL_EXACT="1")  # exact: the repeat reuses a prefix
     before = vram_used()
     first = generate(server.url, SMOL, keep_alive="5m")
     assert first["eval_count"] == GREEDY["num_predict"] and first["response"].strip()
@@ -67,7 +67,7 @@ def test_model_runs_wholly_on_the_gpu_and_unloading_frees_vram(start_server):
 
 
 def test_parallel_requests_are_batched_on_the_gpu(start_server):
-    server = start_server(OLLAMA_NUM_PARALLEL="4")
+    server = start_server(OLLAMA_NUM_PARALLEL="4", CORRAL_EXACT="1")  # exact: batch-invariant
     solo = generate(server.url, SMOL)["response"]
     prompts = [PROMPT] + [f"Write one sentence about the number {n}." for n in range(3)]
     records = asyncio.run(run_all(server.url, SMOL, prompts, GREEDY))

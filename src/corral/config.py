@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psutil
 
+from corral.runner.kernels import KvType
+
 DEFAULT_PORT = 11434
 FOREVER = float("inf")
 
@@ -163,6 +165,11 @@ class Settings:
     # CORRAL_DRAFT_MAX: tokens drafted at most per step.
     speculative: bool = False
     draft_max: int = 10
+    # Kernels (runner/kernels.py): CORRAL_EXACT=1 makes every runner batch-invariant (slower);
+    # OLLAMA_FLASH_ATTENTION (None: the device's default); OLLAMA_KV_CACHE_TYPE (f16 | q8_0 | q4_0).
+    exact: bool = False
+    flash_attention: bool | None = None
+    kv_cache_type: KvType = KvType.F16
 
     @property
     def threads(self) -> int:
@@ -199,6 +206,12 @@ class Settings:
                 kw[key] = int(v)
         if (v := get("CUDA")) is not None:
             kw["cuda"] = _bool(v)
+        if (v := get("EXACT")) is not None:
+            kw["exact"] = _bool(v)
+        if (v := get("FLASH_ATTENTION")) is not None:
+            kw["flash_attention"] = _bool(v)
+        if (v := get("KV_CACHE_TYPE")) is not None:
+            kw["kv_cache_type"] = KvType.parse(v)
         if (v := get("MEMORY_LIMIT")) is not None:
             kw["memory_limit"] = parse_size(v)
         if (v := get("MAX_BODY")) is not None:

@@ -55,7 +55,8 @@ class Job:
         extras = load_extras(ctx.store, self.name)
         if extras.parameters:  # a created model's PARAMETERs are defaults under the request's options
             options = Options.model_validate({**extras.parameters, **options.model_dump(exclude_none=True)})
-        self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx, options.num_gpu, options.num_thread)
+        self.spec: ModelSpec = ctx.resolver.resolve(model, options.num_ctx, options.num_gpu, options.num_thread,
+                                                     options.exact)
         self.options = options
         # As Ollama: the manifest's Go template, unless the GGUF's Jinja template can do more
         # (prefer_chat_template); else the GGUF's; else the prompt as it is.

@@ -165,7 +165,7 @@ async def ps(request: Request) -> dict:
             # corral's own fields
             "state": r.state, "slots_busy": r.slots_busy, "slots_total": r.slots_total, "queue": r.queued,
             "size_measured": r.size_measured, "pid": r.pid, "device": r.device, "threads": r.threads,
-            "health": r.health, "restarts": r.restarts,
+            "health": r.health, "restarts": r.restarts, "exact": r.exact, "kv_cache_type": r.kv_type,
         })
     # corral's own: each model's waiting requests in service order, with predicted starts.
     queues = {name: [{"position": q.position, "eta_s": None if q.eta_s is None else round(q.eta_s, 2),

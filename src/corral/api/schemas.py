@@ -119,6 +119,7 @@ class Options(_Body):
     # Load-time options: a runner is built with them; a different value means another runner.
     num_gpu: StrictInt | None = Field(None, ge=-1)  # 0 = CPU; otherwise wholly on a GPU when one fits
     num_thread: StrictInt | None = Field(None, ge=1, le=1024)
+    exact: StrictBool | None = None  # corral's: batch-invariant kernels (None: CORRAL_EXACT)
     num_keep: StrictInt | None = None  # tokens a context shift keeps at the start
     # Prompt-lookup speculative decoding for greedy requests (same output); None: the server's
     # default (CORRAL_SPECULATIVE).

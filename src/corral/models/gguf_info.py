@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -50,9 +51,18 @@ class GGUFInfo:
         n = self.parameter_count
         return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
-    def kv_bytes_per_token(self, bytes_per_element: int = 2) -> int:
-        """K and V for one token across all layers (f16 cache)."""
-        return self.block_count * self.head_count_kv * (self.key_length + self.value_length) * bytes_per_element
+    def kv_bytes_per_token(self, bytes_per_element: float = 2.0) -> int:
+        """K and V for one token across all layers (f16 cache: 2 bytes per value)."""
+        return math.ceil(self.block_count * self.head_count_kv * (self.key_length + self.value_length)
+                         * bytes_per_element)
+
+    @property
+    def supports_flash_attention(self) -> bool:
+        """As Ollama's SupportsFlashAttention: not an embedding model, not gemma2/grok, and
+        keys as long as values."""
+        if f"{self.architecture}.pooling_type" in self.metadata or self.architecture in ("gemma2", "grok"):
+            return False
+        return self.key_length == self.value_length > 0
 
 
 _SCALARS = {GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H",

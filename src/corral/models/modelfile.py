@@ -30,8 +30,10 @@ from corral.models.template import check_template as check_go_or_jinja
 
 _INT_PARAMS = {"num_ctx", "num_predict", "top_k", "seed", "repeat_last_n", "num_batch", "num_gpu", "num_thread",
                "num_keep"}
+_BOOL_PARAMS = {"exact", "speculative"}  # corral's: batch-invariant kernels (runner/kernels.py), drafting
+# strconv.ParseBool's spellings, as Ollama parses a Modelfile's boolean PARAMETERs
+_TRUE, _FALSE = {"1", "t", "T", "TRUE", "true", "True"}, {"0", "f", "F", "FALSE", "false", "False"}
 _FLOAT_PARAMS = {"temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty"}
-_BOOL_PARAMS = {"speculative"}
 
 
 class ModelfileError(ClientError):
@@ -102,14 +104,20 @@ def add_parameter(params: dict[str, Any], key: str, value: Any) -> None:
                 raise ValueError(value)
             params[key] = number
         elif key in _BOOL_PARAMS:
-            text = str(value).strip().lower()
-            if text not in ("true", "false"):
-                raise ValueError(value)
-            params[key] = text == "true"
+            params[key] = _parse_bool(value)
         else:
             raise ModelfileError(f"unknown parameter {key!r}")
     except (TypeError, ValueError) as exc:
         raise ModelfileError(f"invalid value for parameter {key!r}: {value!r}") from exc
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip('"')
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ValueError(value)
 
 
 def check_template(template: str) -> None:

@@ -24,8 +24,9 @@ from corral.models.embedding import Pooling, embedding_pooling
 from corral.runner.batch import DecodeBatch
 from corral.runner.disk_cache import DiskCache
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
-from corral.runner.exactness import pin_exact_kernels
+from corral.runner.exactness import llamafile_built, pin_exact_kernels
 from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
+from corral.runner.kernels import KvType, configure
 from corral.runner.logprobs import Logprobs
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
@@ -57,38 +58,31 @@ class SlotsFull(RuntimeError):
 class Engine:
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
-        pin_exact_kernels()  # before any decode: see exactness.py
+        if cfg.exact:
+            pin_exact_kernels()  # before any decode, for the whole process: see exactness.py
         ll.llama_backend_init()
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = cfg.n_gpu_layers
-        # CPU "repacked" weights (Q4_0, Q4_K, Q8_0 on AVX2) multiply groups of four rows with one
-        # kernel and leftover rows with another, so a token's numbers depend on where it sits in
-        # the batch. Plain per-row dot products keep prefix reuse and batching exact.
-        mparams.use_extra_bufts = False
         self.on_gpu = cfg.n_gpu_layers != 0
-        # No prompt piece shorter than this (see prompt_chunk): the CPU takes other kernels for a
-        # single token; CUDA for up to 8 tokens (mmvq, mmvf) and up to 16 (mmf).
-        self.min_piece = MIN_PIECE_GPU if self.on_gpu else MIN_PIECE_CPU
+        self.exact = cfg.exact
+        # Exact: no prompt piece shorter than this (see prompt_chunk): the CPU takes other kernels
+        # for a single token; CUDA for up to 8 tokens (mmvq, mmvf) and up to 16 (mmf).
+        self.min_piece = (MIN_PIECE_GPU if self.on_gpu else MIN_PIECE_CPU) if cfg.exact else 1
         if self.on_gpu:
             # Wholly on one GPU: the scheduler placed the model there by its footprint.
             mparams.split_mode = ll.LLAMA_SPLIT_MODE_NONE
             mparams.main_gpu = cfg.main_gpu
+        cparams = ll.llama_context_default_params()
+        configure(mparams, cparams, cfg.exact, cfg.flash_attention, KvType(cfg.kv_type), self.on_gpu)
         self.model = ll.llama_model_load_from_file(cfg.model_path.encode(), mparams)
         if not self.model:
             raise LoadError(f"failed to load model {cfg.model_path}")
-        cparams = ll.llama_context_default_params()
         cparams.n_ctx = cfg.n_ctx_slot * cfg.n_slots
         cparams.n_batch = cfg.n_batch
         cparams.n_ubatch = cfg.n_batch
         cparams.n_seq_max = cfg.n_slots
         cparams.n_threads = cfg.n_threads
         cparams.n_threads_batch = cfg.n_threads
-        # One KV stream per slot: a sequence's numbers never depend on its neighbours in the
-        # batch, which keeps greedy output identical alone or batched.
-        cparams.kv_unified = False
-        # Flash attention on the CPU makes a sequence's logits depend on its batch neighbours
-        # (measured on gemma3: up to 1.6 apart); plain attention is exactly batch-invariant.
-        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cparams.no_perf = True
         self.ctx = ll.llama_init_from_model(self.model, cparams)
         if not self.ctx:
@@ -222,7 +216,7 @@ class Engine:
         cache (where every finished sequence is saved) holds a longer one, that state is restored
         into it. The KV is then cut back to the shared prefix. K and V of a token do not depend
         on the batch that computed them, so a reused prefix gives the same numbers as a fresh one
-        (a generated token's only in a build without llamafile: see exactness.py).
+        (a generated token's only in a build without llamafile: see exactness.py, and _release).
         """
         # The lowest free sequence id: llama.cpp decodes a run of consecutive sequence ids as
         # one ubatch, so keeping busy slots packed at low ids means fewer ubatches per step.
@@ -473,6 +467,12 @@ class Engine:
         self.active.remove(slot)
         # A speculative run that ended inside an agreed draft leaves KV past the answer's end.
         ll.llama_memory_seq_rm(self.memory, slot.seq, len(slot.cached), -1)
+        if self.exact and llamafile_built() and len(slot.cached) > len(req.prompt):
+            # A generated token's K/V come from the one-token attention kernel, a prompt's from
+            # tinyBLAS (exactness.py): keep the prompt only, so a follow-up that carries the answer
+            # reads it as a prompt, as a fresh slot would.
+            ll.llama_memory_seq_rm(self.memory, slot.seq, len(req.prompt), -1)
+            del slot.cached[len(req.prompt):]
         if keep_cache and not req.shifted:
             self.prompt_cache.save(slot.seq, slot.cached)
         else:

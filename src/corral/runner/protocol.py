@@ -35,6 +35,10 @@ class LoadConfig:
     cache_dir_bytes: int = 0  # that directory's bound, all models together; 0: off
     speculative: bool = False  # n-gram drafting for plain greedy requests that do not say (CORRAL_SPECULATIVE)
     draft_max: int = 10  # tokens drafted at most per step (CORRAL_DRAFT_MAX)
+    # Kernels (runner/kernels.py): exact = batch-invariant; flash attention None = the device's default.
+    exact: bool = False
+    flash_attention: bool | None = None
+    kv_type: str = "f16"  # a KvType value
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

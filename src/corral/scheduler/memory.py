@@ -1,6 +1,7 @@
 """How much memory a model will take, and how much corral may use.
 
-The estimate follows Ollama's: weights + f16 KV cache for every slot + a compute-buffer surcharge.
+The estimate follows Ollama's: weights + KV cache for every slot (at the cache type's real size:
+f16 2 bytes a value, q8_0 34 bytes per 32, q4_0 18 per 32) + a compute-buffer surcharge.
 It is checked against the runner's real RSS after load and both are shown in /api/ps.
 """
 
@@ -49,8 +50,9 @@ class Estimate:
         return self.weights + self.kv_cache + self.compute + self.prompt_cache + self.embedder + RUNTIME_OVERHEAD
 
 
-def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512, prompt_cache: int = 0) -> Estimate:
-    kv = info.kv_bytes_per_token() * n_ctx_slot * n_slots
+def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512, prompt_cache: int = 0,
+             kv_bytes_per_value: float = 2.0) -> Estimate:
+    kv = info.kv_bytes_per_token(kv_bytes_per_value) * n_ctx_slot * n_slots
     n_vocab = info.vocab_size or 32_000
     # Activations for one n_batch ubatch plus the logits rows kept for sampling.
     compute = info.embedding_length * n_batch * 4 * 8 + n_vocab * 4 * max(n_slots, 1) * 2

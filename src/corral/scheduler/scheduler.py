@@ -365,7 +365,8 @@ class Scheduler:
                          main_gpu=pool.gpu or 0, prompt_cache_bytes=spec.prompt_cache_bytes,
                          max_step_s=self.settings.stall_timeout, cache_dir_bytes=self.settings.cache_dir_bytes,
                          cache_dir=str(self.settings.cache_dir or kv_cache_dir(self.settings.models_dir)),
-                         speculative=self.settings.speculative, draft_max=self.settings.draft_max)
+                         speculative=self.settings.speculative, draft_max=self.settings.draft_max,
+                         exact=spec.exact, flash_attention=spec.flash_attention, kv_type=spec.kv_type.value)
         return self.runner_factory(cfg, self._runner_exited)
 
     async def _load(self, runner: Runner) -> None:

@@ -33,6 +33,8 @@ class RunnerView:
     keep_alive: float  # seconds; FOREVER for ever
     expires_at: float  # wall clock; 0 while busy
     silent_s: float  # seconds with work and no progress
+    exact: bool  # batch-invariant kernels (runner/kernels.py), else fast
+    kv_type: str  # the KV cache's type: f16 | q8_0 | q4_0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,8 @@ def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Map
         queued=sum(1 for w in waiting if w.spec.name == r.spec.name), size=r.estimate.total,
         size_measured=r.handle.rss(), pid=r.handle.pid, device=str(r.pool), on_gpu=r.pool.is_gpu,
         threads=r.threads, restarts=restarts.get(r.spec.name, 0), keep_alive=r.keep_alive,
-        expires_at=r.expires_at, silent_s=r.handle.silent_for()) for r in runners)
+        expires_at=r.expires_at, silent_s=r.handle.silent_for(), exact=r.spec.exact,
+        kv_type=r.spec.kv_type.value) for r in runners)
     models = {}
     for name in sorted({r.spec.name for r in runners} | {w.spec.name for w in waiting} | set(retired)):
         mine = [r for r in runners if r.spec.name == name]

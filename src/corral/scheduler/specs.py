@@ -10,6 +10,7 @@ from corral.config import Settings
 from corral.errors import ClientError
 from corral.models.gguf_info import read_gguf
 from corral.models.store import ModelName, Store
+from corral.runner.kernels import choose
 from corral.scheduler.memory import system_budget
 from corral.scheduler.scheduler import ModelSpec
 
@@ -38,13 +39,14 @@ class SpecResolver:
     store: Store
 
     def resolve(self, name: str, num_ctx: int | None = None, num_gpu: int | None = None,
-                num_thread: int | None = None) -> ModelSpec:
+                num_thread: int | None = None, exact: bool | None = None) -> ModelSpec:
         """ModelNotFound / InvalidName / GGUFFormatError / BadOption on failure.
 
         num_gpu 0 keeps the model on the CPU; any other value lets it go wholly onto a GPU where
         one fits (corral does not split a model between devices). num_thread sets the runner's
         threads. As in Ollama, a request asking for other values than the loaded runner's
-        waits for that runner to be idle and reloads it."""
+        waits for that runner to be idle and reloads it. `exact` (None: CORRAL_EXACT) picks
+        batch-invariant kernels over fast ones, also a load option (runner/kernels.py)."""
         parsed = ModelName.parse(name)
         manifest = self.store.manifest(parsed)
         info = read_gguf(self.store.model_file(parsed))
@@ -57,10 +59,13 @@ class SpecResolver:
             raise BadOption(f"num_ctx must be positive, got {num_ctx}")
         n_ctx = num_ctx or min(self.settings.context_length, info.context_length)
         gpu_layers = -1 if num_gpu != 0 and self.settings.cuda is not False and cuda_available() else 0
+        kernels = choose(self.settings.exact if exact is None else exact, self.settings.flash_attention,
+                         self.settings.kv_cache_type, info.supports_flash_attention)
         # The store's spelling, so that `SmolLM2:135M` and `smollm2:135m` share one runner.
         spec = ModelSpec(name=manifest.name.short, digest=manifest.digest, info=info, n_ctx=n_ctx, n_slots=1,
                          n_gpu_layers=gpu_layers, n_threads=num_thread or self.settings.threads,
-                         prompt_cache_bytes=self.settings.prompt_cache_bytes)
+                         prompt_cache_bytes=self.settings.prompt_cache_bytes, exact=kernels.exact,
+                         flash_attention=kernels.flash_attention, kv_type=kernels.kv_type)
         slots = self.settings.parallel_for(manifest.name.short)
         if slots <= 0:
             # Auto, as Ollama: 4 slots when the model with 4 x num_ctx of KV fits the budget.

@@ -10,6 +10,7 @@ from enum import StrEnum
 from corral.errors import Forbidden, InsufficientStorage, TooManyRequests, Unavailable
 from corral.models.gguf_info import GGUFInfo
 from corral.runner.handle import RunnerHandle
+from corral.runner.kernels import KvType
 from corral.scheduler.memory import CPU, Estimate, Pool, estimate
 from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
 
@@ -48,9 +49,14 @@ class ModelSpec:
     n_gpu_layers: int = 0
     n_threads: int = 0  # 0: the server's default (Settings.threads)
     prompt_cache_bytes: int = 0
+    # Kernels (runner/kernels.py): exact (batch-invariant) or fast, flash attention, KV cache type.
+    exact: bool = False
+    flash_attention: bool | None = None
+    kv_type: KvType = KvType.F16
 
     def estimate(self) -> Estimate:
-        return estimate(self.info, self.n_ctx, self.n_slots, prompt_cache=self.prompt_cache_bytes)
+        return estimate(self.info, self.n_ctx, self.n_slots, prompt_cache=self.prompt_cache_bytes,
+                        kv_bytes_per_value=self.kv_type.bytes_per_value)
 
     def served_by(self, other: ModelSpec) -> bool:
         """Can a runner built for `other` serve this request?
@@ -58,10 +64,12 @@ class ModelSpec:
         A runner with a larger context serves a request asking for less (the engine caps the
         request to its own num_ctx). This is the anti-thrashing rule: two clients alternating
         num_ctx values cause at most one reload, to the larger, never a reload per request.
+        The kernels must match: an exact request is not served by a fast runner, nor the reverse.
         """
         return (self.name == other.name and self.digest == other.digest and self.n_slots == other.n_slots
                 and self.n_gpu_layers == other.n_gpu_layers and self.n_threads == other.n_threads
-                and self.n_ctx <= other.n_ctx)
+                and self.exact == other.exact and self.flash_attention == other.flash_attention
+                and self.kv_type == other.kv_type and self.n_ctx <= other.n_ctx)
 
 
 @dataclass(eq=False)
