@@ -3,6 +3,7 @@ live page and a cluster router). Readers get values, never the scheduler's live 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -53,6 +54,17 @@ class TenantTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueView:
+    """One waiting request (the live view's queue panel)."""
+
+    model: str
+    tenant: str
+    lane: str
+    position: int  # 1-based among its model's waiters, in service order; 0: its slot is being made ready
+    waited_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     runners: tuple[RunnerView, ...]
     models: dict[str, ModelTotals]
@@ -60,11 +72,13 @@ class Snapshot:
     budget: int  # bytes corral may fill with models (system RAM)
     reserved: int  # bytes reserved by loaded models' estimates
     pools: dict[str, int]  # pool name → budget in bytes
+    queue: tuple[QueueView, ...] = ()
 
 
 def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Mapping[str, p.Stats],
                   restarts: Mapping[str, int], health: Callable[[Runner], str], running: Mapping[str, int],
-                  *, budget: int, reserved: int, pools: dict[str, int]) -> Snapshot:
+                  *, budget: int, reserved: int, pools: dict[str, int],
+                  position: Callable[[Waiter], int] = lambda w: 0) -> Snapshot:
     """The scheduler's state as values: `retired` holds the counters of runners that are gone,
     `running` each tenant's requests holding a slot."""
     waiting = list(waiters)
@@ -85,4 +99,8 @@ def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Map
             reused_tokens=total.reused_tokens, cache_restores=total.cache_restores)
     tenants = {name: TenantTotals(running.get(name, 0), sum(1 for w in waiting if w.ticket.tenant.name == name))
                for name in sorted({w.ticket.tenant.name for w in waiting} | set(running))}
-    return Snapshot(runners=views, models=models, tenants=tenants, budget=budget, reserved=reserved, pools=pools)
+    now = time.monotonic()
+    queue = tuple(sorted((QueueView(w.model, w.ticket.tenant.name, w.ticket.lane.value, position(w), now - w.enqueued)
+                          for w in waiting), key=lambda q: (q.model, q.position)))
+    return Snapshot(runners=views, models=models, tenants=tenants, budget=budget, reserved=reserved, pools=pools,
+                    queue=queue)
