@@ -158,6 +158,10 @@ class Bus:
         self.queue_size = queue_size
         self.subscribers: set[Subscription] = set()
         self.history: deque[BusEvent] = deque(maxlen=history)
+        self.tokens = 0  # generated, all requests: viewers difference it into tokens/s
+
+    def trace(self, waiter: Waiter) -> RequestTrace:
+        return RequestTrace(waiter, self)
 
     def publish(self, event: BusEvent) -> None:
         self.history.append(event)
@@ -179,13 +183,14 @@ class Bus:
 class RequestTrace:
     """Follows one request's events to publish how it ended: tokens, latency, TTFT, mean ITL."""
 
-    def __init__(self, waiter: Waiter) -> None:
-        self.waiter = waiter
+    def __init__(self, waiter: Waiter, bus: Bus) -> None:
+        self.waiter, self.bus = waiter, bus
         self.first = self.last = 0.0
         self.end: Done | Failed | None = None
 
     def saw(self, event: Event) -> None:
         if isinstance(event, Text):
+            self.bus.tokens += 1
             self.last = time.monotonic()
             self.first = self.first or self.last
         elif isinstance(event, (Done, Failed)):

@@ -194,7 +194,7 @@ class Scheduler:
 
     async def _serve(self, waiter: Waiter, work: Callable[[Runner], AsyncIterator[Reply]]) -> AsyncIterator[Event]:
         """_run, and the live view's account of how the request ended."""
-        trace, run = bus.RequestTrace(waiter), self._run(waiter, work)
+        trace, run = self.bus.trace(waiter), self._run(waiter, work)
         try:
             async for event in run:
                 trace.saw(event)
