@@ -21,7 +21,7 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-const fact = (label, value) => [label + " ", el("b", {}, value), "  "];
+const fact = (label, value) => [el("span", { class: "fact" }, label + " ", el("b", {}, value)), " "];
 
 // -- panels ---------------------------------------------------------------------------------
 
