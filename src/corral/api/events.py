@@ -78,18 +78,23 @@ def _snapshots(request: Request) -> Snapshots:
 
 async def _stream(sub: Subscription, snapshots: Snapshots) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
+    due = loop.time()
+    getter: asyncio.Future[BusEvent] | None = None
     try:
-        yield frame("snapshot", {**snapshots.latest(), "dropped": sub.dropped})
-        due = loop.time() + SNAPSHOT_EVERY
         while True:
-            try:
-                event = await asyncio.wait_for(sub.get(), max(due - loop.time(), 0))
-            except TimeoutError:
+            if loop.time() >= due:  # also while events flood in
                 yield frame("snapshot", {**snapshots.latest(), "dropped": sub.dropped})
                 due = max(due + SNAPSHOT_EVERY, loop.time())
-                continue
-            yield frame(event.kind, event_data(event))
+            # One get() lives until it has an event: cancelling a get() at a timeout (wait_for)
+            # can lose the event it was just handed.
+            getter = getter or asyncio.ensure_future(sub.get())
+            done, _ = await asyncio.wait({getter}, timeout=max(due - loop.time(), 0))
+            if done:
+                event, getter = getter.result(), None
+                yield frame(event.kind, event_data(event))
     finally:
+        if getter is not None:
+            getter.cancel()
         snapshots.scheduler.bus.unsubscribe(sub)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -21,6 +22,14 @@ from corral.config import Settings
 
 SPARK = " ▁▂▃▄▅▆▇█"
 RECONNECT_S = 2.0
+QUEUE_ROWS = 6  # the rest of the queue is a count: the events must stay on a small screen
+
+
+def table(title: str, *columns: str) -> Table:
+    t = Table(*columns, title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+              expand=True, pad_edge=False)
+    t.columns[0].no_wrap = True
+    return t
 
 
 def sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -66,8 +75,8 @@ class View:
 
     snap: dict[str, Any] = field(default_factory=dict)
     tps: deque[float] = field(default_factory=lambda: deque(maxlen=300))
-    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=8))
-    log: deque[str] = field(default_factory=lambda: deque(maxlen=8))
+    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=6))
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=6))
     status: str = "connecting"
 
     def take(self, kind: str, data: dict[str, Any]) -> None:
@@ -91,29 +100,29 @@ class View:
         for name, pool in snap["pools"].items():
             parts.append(Text(f"{name:>6} {bar(pool['reserved'], pool['budget'])} est {mib(pool['reserved'])}"
                               f" · meas {mib(pool['measured'])} / budget {mib(pool['budget'])}"))
-        models = Table("model", "state", "device", "slots", "busy", "queued", "threads", "est", "meas",
-                       title="models", title_justify="left", expand=True)
+        models = table("models", "model", "state", "device", "slots", "busy", "queued", "threads", "MiB est/meas")
         for r in snap["runners"]:
             slots = "■" * r["slots_busy"] + "□" * (r["slots_total"] - r["slots_busy"])
             models.add_row(r["name"], r["state"], r["device"], slots, f"{r['slots_busy']}/{r['slots_total']}",
-                           str(r["queued"]), str(r["threads"]), mib(r["size"]), mib(r["size_measured"]))
+                           str(r["queued"]), str(r["threads"]),
+                           f"{r['size'] // 2**20}/{r['size_measured'] // 2**20}")
         parts.append(models)
-        queue = Table("#", "model", "tenant", "lane", "waited", "eta", title="queue", title_justify="left",
-                      expand=True)
-        for q in snap["queue"]:
+        queue = table("queue", "#", "model", "tenant", "lane", "waited", "eta")
+        for q in snap["queue"][:QUEUE_ROWS]:
             queue.add_row(str(q["position"]), q["model"], q["tenant"], q["lane"], secs(q["waited_s"]),
                           secs(q.get("eta_s")))
+        if len(snap["queue"]) > QUEUE_ROWS:
+            queue.add_row("…", f"{len(snap['queue']) - QUEUE_ROWS} more", "", "", "", "")
         parts.append(queue)
         tenants = "  ".join(f"{n}: {t['running']} running, {t['waiting']} waiting" for n, t in snap["tenants"].items())
         parts.append(Text(f"tenants  {tenants or '–'}"))
         now = self.tps[-1] if self.tps else 0.0
         parts.append(Text(f"tokens/s {now:7.1f}  {sparkline(list(self.tps))}"))
-        recent = Table("time", "model", "tenant", "status", "tokens", "latency", "TTFT", title="recent requests",
-                       title_justify="left", expand=True)
+        recent = table("recent requests", "time", "model", "tenant", "status", "tokens", "latency", "TTFT")
         for e in self.requests:
             recent.add_row(clock(e["ts"]), e["model"], e["tenant"], str(e["status"]), str(e.get("tokens", "–")),
                            secs(e.get("latency_s")), secs(e.get("ttft_s")))
-        parts += [recent, Text("events", style="italic"), *(Text(line) for line in self.log)]
+        parts += [Text("events", style="bold"), *(Text(line) for line in self.log), Text(""), recent]
         return Group(*parts)
 
 

@@ -186,15 +186,19 @@ class RequestTrace:
     def __init__(self, waiter: Waiter, bus: Bus) -> None:
         self.waiter, self.bus = waiter, bus
         self.first = self.last = 0.0
+        self.texts = 0
         self.end: Done | Failed | None = None
 
     def saw(self, event: Event) -> None:
         if isinstance(event, Text):
             self.bus.tokens += 1
+            self.texts += 1
             self.last = time.monotonic()
             self.first = self.first or self.last
         elif isinstance(event, (Done, Failed)):
             self.end = event
+            if isinstance(event, Done):  # a Text can hold more than one token (held-back UTF-8, stops)
+                self.bus.tokens += max(event.eval_count - self.texts, 0)
 
     def finished(self) -> RequestFinished:
         w, end, now = self.waiter, self.end, time.monotonic()
