@@ -4,7 +4,8 @@ Each scheduler event (scheduler/bus.py) goes out as `event: <kind>` with its fie
 once a second an `event: snapshot`: runners with their memory and slots, the queue, tenants,
 pools, the tokens generated so far and this stream's dropped-event count. A viewer that reads
 slowly drops events (its queue is bounded); it never slows the scheduler. One snapshot a second
-is built and shared by every stream, so viewers cost the scheduler nothing per viewer.
+is built and shared by every stream, so viewers cost the scheduler nothing per viewer. Streams
+end when the server starts to stop, so an open page never holds up a shutdown.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ async def _stream(sub: Subscription, snapshots: Snapshots) -> AsyncIterator[byte
     due = loop.time()
     getter: asyncio.Future[BusEvent] | None = None
     try:
-        while True:
+        while not snapshots.scheduler.bus.closed:  # a stopping server ends its streams
             if loop.time() >= due:  # also while events flood in
                 yield frame("snapshot", {**snapshots.latest(), "dropped": sub.dropped})
                 due = max(due + SNAPSHOT_EVERY, loop.time())

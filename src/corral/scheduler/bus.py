@@ -159,6 +159,7 @@ class Bus:
         self.subscribers: set[Subscription] = set()
         self.history: deque[BusEvent] = deque(maxlen=history)
         self.tokens = 0  # generated, all requests: viewers difference it into tokens/s
+        self.closed = False  # the server is stopping: streams end (within a second), not hold it up
 
     def trace(self, waiter: Waiter) -> RequestTrace:
         return RequestTrace(waiter, self)

@@ -82,6 +82,7 @@ class Scheduler:
     def drain(self) -> None:
         """Refuse new requests (503); admitted ones still run. Shutdown's first step."""
         self._draining = True
+        self.bus.closed = True
 
     def admit(self, spec: ModelSpec, keep_alive: float, ticket: Ticket = DEFAULT_TICKET) -> Waiter:
         """Queue a request now, or raise Busy/TenantBusy/DeadlineUnmeetable/NeverFits at once
