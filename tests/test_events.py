@@ -86,3 +86,17 @@ def test_events_need_the_api_key_and_the_page_does_not(start_server):
     assert page.status_code == 200 and "/api/events" in httpx.get(server.url + "/ui/app.js", timeout=10).text
     assert httpx.get(server.url + "/ui/../api/ps", timeout=10).status_code in (401, 404)
     assert httpx.get(server.url + "/ui/missing.js", timeout=10).status_code == 404
+
+
+def test_a_pull_shows_its_steps(view_server):
+    reader = Reader(view_server.url)
+    r = httpx.post(view_server.url + "/api/pull", json={"model": SMOL, "stream": False}, timeout=120)
+    assert r.status_code == 200 and r.json()["status"] == "success", r.text
+    for _ in range(50):
+        if any(e["status"] == "success" for e in reader.of("pull_progress")):
+            break
+        threading.Event().wait(0.1)
+    reader.close()
+    steps = [e["status"] for e in reader.of("pull_progress")]
+    assert steps[-1] == "success" and len(steps) == len(set(steps)) >= 2, steps  # each step once, not each byte
+    assert all(e["model"] == SMOL for e in reader.of("pull_progress"))

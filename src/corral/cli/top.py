@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -145,7 +144,8 @@ def cmd_top(args: argparse.Namespace, settings: Settings) -> int:
     view = View()
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     timeout = httpx.Timeout(10.0, read=30.0)  # a snapshot comes every second
-    with Live(view.render(), console=Console(), screen=True, auto_refresh=False) as live:
+    console = Console()
+    with console.screen(hide_cursor=True) as screen:
         while True:
             try:
                 with httpx.stream("GET", settings.base_url + "/api/events", headers=headers, timeout=timeout) as r:
@@ -155,10 +155,10 @@ def cmd_top(args: argparse.Namespace, settings: Settings) -> int:
                     view.status = "live"
                     for kind, data in sse(r.iter_lines()):
                         view.take(kind, data)
-                        live.update(view.render(), refresh=True)
+                        screen.update(view.render())
             except httpx.ConnectError:
                 view.status = str(no_server(settings))
             except httpx.HTTPError as exc:
                 view.status = f"reconnecting ({type(exc).__name__})"
-            live.update(view.render(), refresh=True)
+            screen.update(view.render())
             time.sleep(RECONNECT_S)
