@@ -34,12 +34,12 @@ def _file(name: str) -> Response:
     return Response(entry.read_bytes(), media_type=TYPES[suffix], headers={"Cache-Control": "no-cache"})
 
 
-@router.get(PREFIX)
-@router.get(PREFIX + "/")
+@router.get(PREFIX, include_in_schema=False)
+@router.get(PREFIX + "/", include_in_schema=False)
 async def page() -> Response:
     return _file("index.html")
 
 
-@router.get(PREFIX + "/{name}")
+@router.get(PREFIX + "/{name}", include_in_schema=False)
 async def asset(name: str) -> Response:
     return _file(name)
