@@ -382,7 +382,7 @@ class Scheduler:
             if runner in self.runners:
                 self.runners.remove(runner)
             self.bus.publish(bus.ModelCrashed(model=runner.spec.name, device=str(runner.pool), reason="load",
-                                          detail=str(exc)))
+                                              detail=str(exc)))
             self._fail_waiters(runner.spec, exc)
             self._kick()
             return
@@ -395,8 +395,8 @@ class Scheduler:
             runner.state = RunnerState.READY
         runner.threads = self._threads_for(runner.spec)
         runner.loaded.set()
-        self.bus.publish(bus.ModelLoaded(model=runner.spec.name, device=str(runner.pool), load_s=runner.load_duration,
-                                     measured=runner.rss))
+        self.bus.publish(bus.ModelLoaded(model=runner.spec.name, device=str(runner.pool),
+                                         load_s=runner.load_duration, measured=runner.rss))
         self._kick()
         if runner.idle:
             self._arm_expiry(runner)
