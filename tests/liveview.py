@@ -38,7 +38,7 @@ class Load:
             asyncio.run(run_all(url, model, [LONG] * n, options))), daemon=True)
         self.thread.start()
 
-    def wait(self, timeout: float = 240) -> list[dict]:
+    def wait(self, timeout: float = 600) -> list[dict]:  # a shared 2-core machine can be very slow
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "requests did not finish"
         return self.records
