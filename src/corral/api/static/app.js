@@ -4,7 +4,8 @@
 
 const WINDOW_S = 300; // charts show the last five minutes
 const $ = (id) => document.getElementById(id);
-const state = { snap: null, tps: [], lat: [], lastTokens: null, lastTime: null, requests: [], log: [] };
+const RATE_OVER = 5; // snapshots (seconds) the tokens/s figure is averaged over
+const state = { snap: null, tps: [], lat: [], totals: [], requests: [], log: [] };
 
 const mib = (b) => (b / 2 ** 20).toFixed(0) + " MiB";
 const secs = (s) => (s == null ? "–" : s < 1 ? (s * 1000).toFixed(0) + " ms" : s.toFixed(1) + " s");
@@ -137,10 +138,12 @@ function logEvent(e) {
 // -- the stream -----------------------------------------------------------------------------
 
 function onSnapshot(snap) {
-  if (state.lastTokens != null && snap.time > state.lastTime) {
-    state.tps.push([snap.time, Math.max(0, snap.tokens_total - state.lastTokens) / (snap.time - state.lastTime)]);
-  }
-  state.lastTokens = snap.tokens_total; state.lastTime = snap.time; state.snap = snap;
+  // Tokens/s over the last few seconds: a per-second count of tokens that come in bursts jumps.
+  state.totals.push([snap.time, snap.tokens_total]);
+  if (state.totals.length > RATE_OVER) state.totals.shift();
+  const [t0, n0] = state.totals[0];
+  if (snap.time > t0) state.tps.push([snap.time, Math.max(0, snap.tokens_total - n0) / (snap.time - t0)]);
+  state.snap = snap;
   drawMemory(snap); drawModels(snap); drawQueue(snap); drawTenants(snap); drawCharts(snap.time);
   $("clock").textContent = clock(snap.time) + (snap.dropped ? ` · ${snap.dropped} events dropped` : "");
 }
