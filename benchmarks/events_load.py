@@ -86,7 +86,7 @@ def main() -> None:
     proc, url = start(args.models, 8)
     speeds: dict[str, list[float]] = {"no viewer": [], f"{args.subscribers} subscribers": []}
     try:
-        load(url, args.model, 8, 8)  # load and warm up
+        load(url, args.model, args.prompts, args.tokens)  # load, warm up, fill the prompt cache: not counted
         for _ in range(args.rounds):
             for label in speeds:
                 viewers = None
