@@ -30,7 +30,11 @@ SNAPSHOT_EVERY = 1.0  # seconds
 
 
 def frame(kind: str, data: dict) -> bytes:
-    return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return _frame(kind, json.dumps(data, separators=(",", ":")))
+
+
+def _frame(kind: str, data: str) -> bytes:
+    return f"event: {kind}\ndata: {data}\n\n".encode()
 
 
 def event_data(event: BusEvent) -> dict:
@@ -60,14 +64,17 @@ class Snapshots:
     def __init__(self, scheduler: Scheduler, period: float = SNAPSHOT_EVERY) -> None:
         self.scheduler, self.period = scheduler, period
         self._at = -period
-        self._data: dict = {}
+        self._json = "{}"
 
-    def latest(self) -> dict:
+    def frame(self, dropped: int) -> bytes:
+        """The latest snapshot as an SSE frame with this stream's dropped count: serialized once
+        per period, not once per viewer."""
         now = time.monotonic()
         if now - self._at >= self.period * 0.9:
-            self._data = snapshot_data(self.scheduler.snapshot(), self.scheduler.bus.tokens)
+            data = snapshot_data(self.scheduler.snapshot(), self.scheduler.bus.tokens)
+            self._json = json.dumps(data, separators=(",", ":"))
             self._at = now
-        return self._data
+        return _frame("snapshot", f'{self._json[:-1]},"dropped":{dropped}}}')
 
 
 def _snapshots(request: Request) -> Snapshots:
@@ -84,7 +91,7 @@ async def _stream(sub: Subscription, snapshots: Snapshots) -> AsyncIterator[byte
     try:
         while not snapshots.scheduler.bus.closed:  # a stopping server ends its streams
             if loop.time() >= due:  # also while events flood in
-                yield frame("snapshot", {**snapshots.latest(), "dropped": sub.dropped})
+                yield snapshots.frame(sub.dropped)
                 due = max(due + SNAPSHOT_EVERY, loop.time())
             # One get() lives until it has an event: cancelling a get() at a timeout (wait_for)
             # can lose the event it was just handed.
