@@ -29,6 +29,7 @@ class FakeHandle:
 
     loads: list[LoadConfig] = []
     stats = p.Stats(decode_ns=0, busy_ns=0)
+    kill_reason = ""
 
     def __init__(self, cfg: LoadConfig, on_exit) -> None:
         self.cfg, self.on_exit, self.alive, self.pid = cfg, on_exit, False, 1

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
-from corral.api import anthropic, create, metrics, models, ollama, openai, responses
+from corral.api import anthropic, create, events, metrics, models, ollama, openai, responses, ui
 from corral.api.context import AppContext
 from corral.api.keys import Keys
 from corral.api.schemas import body_problem
@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(responses.router)
     app.include_router(anthropic.router)
     app.include_router(metrics.router)
+    app.include_router(events.router)
+    app.include_router(ui.router)
 
     def handle(exc_type: type[E], status: int, message: Callable[[E], str] = str,
                headers: dict | None = None) -> None:

@@ -21,6 +21,7 @@ from corral.models.capabilities import model_capabilities
 from corral.models.gguf_info import GGUFFormatError, GGUFInfo, read_gguf
 from corral.models.modelfile import load_extras
 from corral.models.store import DEFAULT_HOST, ModelName, ModelNotFound, StorageFull, Store
+from corral.scheduler.bus import Bus, PullProgress
 
 router = APIRouter(prefix="/api")
 
@@ -127,7 +128,7 @@ async def pull(body: ModelRequest, request: Request) -> Response:
         raise registry.RegistryUnreachable(
             f"cannot reach registry {registry.endpoint(name, body.insecure, mirrors).describe()}: no manifest "
             f"within {registry.PREPARE_DEADLINE_S:.0f} s") from None
-    return await _transfer(body.stream, work)
+    return await _transfer(body.stream, _published(work, body.target, request.app.state.corral.scheduler.bus))
 
 
 @router.post("/push")
@@ -142,11 +143,32 @@ async def push(body: ModelRequest, request: Request) -> Response:
     return await _transfer(body.stream, lambda report: registry.push(store, name, body.insecure, report, mirrors))
 
 
+Work = Callable[[Callable[[str, int, int, str], None]], None]
+
+
+def _published(work: Work, model: str, bus: Bus) -> Work:
+    """The pull, telling the live view (scheduler/bus.py) each step it starts, not every byte."""
+    loop = asyncio.get_running_loop()
+
+    def run(report: Callable[[str, int, int, str], None]) -> None:
+        last = ""
+
+        def tell(status: str, done: int, total: int, digest: str) -> None:
+            nonlocal last
+            if status != last:
+                last = status
+                loop.call_soon_threadsafe(bus.publish, PullProgress(model=model, status=status, completed=done,
+                                                                    total=total))
+            report(status, done, total, digest)
+        work(tell)
+    return run
+
+
 # Failures with their own status when the reply is one object (a stream has sent 200 already).
 _TYPED = (StorageFull, registry.RegistryUnreachable)
 
 
-async def _transfer(stream: bool, work: Callable[[Callable[[str, int, int, str], None]], None]) -> Response:
+async def _transfer(stream: bool, work: Work) -> Response:
     """Run a blocking pull/push in a thread; its progress becomes NDJSON (or the last object).
     A streaming client that goes away stops the work at its next progress report (a pull keeps
     its partial files, and the next pull resumes them)."""

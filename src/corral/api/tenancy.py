@@ -4,7 +4,8 @@ request's own scheduling headers, read before any route runs.
 The result, a `Caller`, is put in a context variable for the request's task: `Job` reads it
 when it admits the request, so no route has to thread it through. Requests need
 `Authorization: Bearer <key>` or `x-api-key: <key>` (the anthropic SDK's header); GET / stays
-open as a health check and CORS preflights pass, so browsers can ask.
+open as a health check, and the page at /ui too (no data: its event stream needs the key); CORS
+preflights pass, so browsers can ask.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.api.keys import Keys
 from corral.api.security import ErrorFactory
+from corral.api.ui import is_ui_path
 from corral.errors import ClientError
 from corral.scheduler.tenants import ANONYMOUS, Lane, Tenant
 
@@ -73,7 +75,7 @@ class Tenancy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or (
-                scope["path"] == "/" and scope["method"] in ("GET", "HEAD")):
+                (scope["path"] == "/" or is_ui_path(scope["path"])) and scope["method"] in ("GET", "HEAD")):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers", []))
         tenant: Tenant | None = ANONYMOUS

@@ -1,4 +1,4 @@
-"""`corral serve | run | pull | push | create | list | ps | show | rm | cp | stop | bench`: the
+"""`corral serve | run | pull | push | create | list | ps | top | show | rm | cp | stop | bench`: the
 arguments, the dispatch, and the one rule for failures: `Error: ...` on stderr, exit 1, no traceback."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import httpx
 from corral.bench import command as bench_command
 from corral.cli import run, verbs
 from corral.cli.client import CliError, no_server
+from corral.cli.top import cmd_top
 from corral.config import Settings
 from corral.errors import CorralError
 from corral.models.catalog import DEFAULT_MODEL
@@ -65,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="serving benchmark against an Ollama- or OpenAI-API endpoint")
     bench_command.add_arguments(p, Settings.from_env().base_url, DEFAULT_MODEL)
     p.set_defaults(func=lambda args, settings: bench_command.main(args))
+    sub.add_parser("top", help="watch the scheduler live: models, slots, queue, tokens/s, events "
+                              "(Ctrl-C quits)").set_defaults(func=cmd_top)
     p = sub.add_parser("stop", help="stop a running model")
     p.add_argument("model")
     p.set_defaults(func=verbs.cmd_stop)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from corral.config import FOREVER, Settings
@@ -25,6 +25,8 @@ from corral.models.store import kv_cache_dir
 from corral.runner import protocol as p
 from corral.runner.handle import Reply, RunnerError, RunnerHandle
 from corral.runner.protocol import GenerationOptions, LoadConfig
+from corral.scheduler import bus
+from corral.scheduler.bus import UnloadReason, about
 from corral.scheduler.deadlines import Expired, cut_short, queue_expired, within
 from corral.scheduler.deadlines import refusal as deadline_refusal
 from corral.scheduler.eta import Predictor, plan
@@ -75,6 +77,7 @@ class Scheduler:
         self.restarts: dict[str, int] = {}  # model name → runners killed for a stall or lost to a crash
         self.retired: dict[str, p.Stats] = {}  # model name → counters of its runners that are gone
         self.metrics = Metrics(self.snapshot)
+        self.bus = bus.Bus()  # the live view's events (api/events.py serves them)
 
     # -- admission ----------------------------------------------------------------------------
     def check_fits(self, spec: ModelSpec) -> None:
@@ -89,6 +92,7 @@ class Scheduler:
     def drain(self) -> None:
         """Refuse new requests (503); admitted ones still run. Shutdown's first step."""
         self._draining = True
+        self.bus.closed = True
 
     def admit(self, spec: ModelSpec, keep_alive: float, ticket: Ticket = DEFAULT_TICKET) -> Waiter:
         """Queue a request now, or raise Busy/TenantBusy/DeadlineUnmeetable/NeverFits at once
@@ -106,9 +110,12 @@ class Scheduler:
                 self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)
                 or self._late(waiter))):
             self.metrics.refused(tenant.name, refusal.status)
+            self.bus.publish(bus.RequestRefused(**about(waiter), status=refusal.status, message=str(refusal)))
             raise refusal
         self.waiters.append(waiter)
         self._notify_positions(spec.name)  # it may go ahead of others (a lane, a fair share)
+        waits = self.queued(spec.name) > 0  # else the slot (or the load) is its at once
+        self.bus.publish(bus.RequestAdmitted(**about(waiter), position=self.position(waiter) if waits else 0))
         if self._watchdog is None:
             self._watchdog = asyncio.ensure_future(watch(
                 self.runners, self.settings.stall_timeout, lambda r, why: self._spawn(r.handle.kill(why)),
@@ -185,6 +192,17 @@ class Scheduler:
         return self._serve(waiter, lambda runner: runner.handle.embed(inputs, truncate, waiter.spec.n_ctx))
 
     async def _serve(self, waiter: Waiter, work: Callable[[Runner], AsyncIterator[Reply]]) -> AsyncIterator[Event]:
+        """_run, and the live view's account of how the request ended."""
+        trace, run = self.bus.trace(waiter), self._run(waiter, work)
+        try:
+            async for event in run:
+                trace.saw(event)
+                yield event
+        finally:
+            await run.aclose()  # its own cleanup first (slot, queue), then the report
+            self.bus.publish(trace.finished())
+
+    async def _run(self, waiter: Waiter, work: Callable[[Runner], AsyncIterator[Reply]]) -> AsyncGenerator[Event]:
         """Run an admitted request: Queued events while it waits, then its Text/Embedding events
         and a Done, or a Failed.
 
@@ -290,6 +308,7 @@ class Scheduler:
                 self.metrics.tenant_started.labels(head.ticket.tenant.name, head.ticket.lane.value).inc()
                 self.running[head] = runner
                 head.future.set_result(runner)
+                self.bus.publish(bus.RequestStarted(**about(head), queue_s=head.started - head.enqueued))
                 moved.add(name)
         for name in moved:
             self._notify_positions(name)
@@ -316,7 +335,7 @@ class Scheduler:
             # A runner of this model with other load options: reload once it is idle.
             for r in same_model:
                 if r.idle:
-                    self._unload(r)
+                    self._unload(r, UnloadReason.RELOAD, "to load it with other options")
             return
         try:
             self.check_fits(spec)
@@ -335,13 +354,14 @@ class Scheduler:
                     runner = Runner(spec, self._new_handle(spec, pool), need, pool=pool,
                                     keep_alive=keep_alive)
                     self.runners.append(runner)
+                    self.bus.publish(bus.ModelLoading(model=spec.name, device=str(pool), estimate=need.total))
                     self._spawn(self._load(runner))
                     return
             if waiter is None or not group:
                 continue
             evict, retry = self.eviction.victims(self.runners, waiter, wanted, group)
             for r in evict:
-                self._unload(r)
+                self._unload(r, UnloadReason.EVICTED, f"to make room for {spec.name} on {r.pool}")
             if evict or retry is not None:
                 break  # room frees when those runners have exited (_kick runs again then), or later
         if retry is not None:
@@ -376,6 +396,8 @@ class Scheduler:
         except (RunnerError, OSError) as exc:
             if runner in self.runners:
                 self.runners.remove(runner)
+            self.bus.publish(bus.ModelCrashed(model=runner.spec.name, device=str(runner.pool), reason="load",
+                                              detail=str(exc)))
             self._fail_waiters(runner.spec, exc)
             self._kick()
             return
@@ -389,6 +411,8 @@ class Scheduler:
             runner.state = RunnerState.READY
         runner.threads = self._threads_for(runner.spec)
         runner.loaded.set()
+        self.bus.publish(bus.ModelLoaded(model=runner.spec.name, device=str(runner.pool),
+                                         load_s=runner.load_duration, measured=runner.rss))
         self._kick()
         if runner.idle:
             self._arm_expiry(runner)
@@ -414,19 +438,21 @@ class Scheduler:
         if any(w.spec.served_by(runner.spec) for w in self.waiters):
             return
         if runner.keep_alive <= 0:
-            self._unload(runner)
+            self._unload(runner, UnloadReason.REQUESTED)
         else:
             runner.timer = asyncio.get_running_loop().call_later(runner.keep_alive, self._expire, runner)
 
     def _expire(self, runner: Runner) -> None:
         runner.timer = None
         if runner.idle and runner in self.runners:
-            self._unload(runner)
+            self._unload(runner, UnloadReason.EXPIRED, f"keep_alive {runner.keep_alive:g}s ran out")
 
-    def _unload(self, runner: Runner) -> None:
+    def _unload(self, runner: Runner, reason: UnloadReason, detail: str = "") -> None:
         if runner.state == RunnerState.UNLOADING:
             return
         runner.state = RunnerState.UNLOADING
+        self.bus.publish(bus.ModelUnloaded(model=runner.spec.name, device=str(runner.pool), reason=reason,
+                                           detail=detail))
         runner.cancel_timer()
 
         async def stop() -> None:
@@ -444,14 +470,17 @@ class Scheduler:
                 continue
             runner.keep_alive = 0
             if runner.idle:
-                self._unload(runner)
+                self._unload(runner, UnloadReason.REQUESTED)
         return found
 
     def _runner_exited(self, handle: RunnerHandle) -> None:
         for runner in [r for r in self.runners if r.handle is handle]:
             if runner.state != RunnerState.UNLOADING:  # it died under us: a crash, or the watchdog's kill
                 self.restarts[runner.spec.name] = self.restarts.get(runner.spec.name, 0) + 1
-                self.metrics.runner_restarts.labels(runner.spec.name, "stall" if runner.stalled else "crash").inc()
+                why = "stall" if runner.stalled else "crash"
+                self.metrics.runner_restarts.labels(runner.spec.name, why).inc()
+                self.bus.publish(bus.ModelCrashed(model=runner.spec.name, device=str(runner.pool), reason=why,
+                                              detail=runner.handle.kill_reason))
             self._drop(runner)
             # A stalled runner is restarted at once, so the model is back before the next request
             # needs it; requests still queued for it are served by this new runner.

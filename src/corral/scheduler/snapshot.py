@@ -72,6 +72,18 @@ class TenantTotals:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueView:
+    """One waiting request (the live view's queue panel)."""
+
+    model: str
+    tenant: str
+    lane: str
+    position: int  # 1-based among its model's waiters, in service order
+    waited_s: float
+    eta_s: float | None  # predicted start (eta.py)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     runners: tuple[RunnerView, ...]
     models: dict[str, ModelTotals]
@@ -79,6 +91,7 @@ class Snapshot:
     budget: int  # bytes corral may fill with models (system RAM)
     reserved: int  # bytes reserved by loaded models' estimates
     pools: dict[str, int]  # pool name → budget in bytes
+    queue: tuple[QueueView, ...] = ()
 
 
 def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Mapping[str, p.Stats],
@@ -115,4 +128,7 @@ def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Map
                         for i, w in enumerate(queue, 1)))
     tenants = {name: TenantTotals(running.get(name, 0), sum(1 for w in waiting if w.ticket.tenant.name == name))
                for name in sorted({w.ticket.tenant.name for w in waiting} | set(running))}
-    return Snapshot(runners=views, models=models, tenants=tenants, budget=budget, reserved=reserved, pools=pools)
+    flat = tuple(QueueView(name, q.tenant, q.lane, q.position, q.waited_s, q.eta_s)
+                 for name, totals in models.items() for q in totals.queue)
+    return Snapshot(runners=views, models=models, tenants=tenants, budget=budget, reserved=reserved, pools=pools,
+                    queue=flat)
