@@ -184,7 +184,7 @@ def test_max_output_tokens(client):
     (Ollama's Responses layer never reports "incomplete")."""
     r = client.responses.create(model=SMOL, input="Count from one to one hundred.", temperature=0,
                                 max_output_tokens=4)
-    assert r.usage.output_tokens == 4 and r.max_output_tokens == 4
+    assert 0 < r.usage.output_tokens <= 4 and r.max_output_tokens == 4
     assert r.status == "completed" and r.incomplete_details is None and r.output_text
 
 

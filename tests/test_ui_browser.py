@@ -50,7 +50,7 @@ def test_page_shows_loading_slots_queue_refusal_and_eviction(view_server, page):
     page.wait_for_selector('#requests tr[data-status="200"]', timeout=WAIT_MS)
 
     # Six requests on two slots and a queue of two: two run, two wait, two are refused (503).
-    load = Load(view_server.url, SMOL, 6, num_predict=24)
+    load = Load(view_server.url, SMOL, 6, num_predict=128)  # long enough for a snapshot (1 s) to see the queue
     page.wait_for_selector(f'#log li[data-kind="model_loading"][data-model="{SMOL}"]', timeout=WAIT_MS)
     page.wait_for_selector(f'#log li[data-kind="model_loaded"][data-model="{SMOL}"]', timeout=WAIT_MS)
     page.wait_for_selector(f'.runner[data-model="{SMOL}"][data-busy="2"]', timeout=WAIT_MS)

@@ -52,13 +52,14 @@ def kv_files(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def cold(start_server):
-    """A server that keeps nothing on disk: what a cold reload gives."""
-    return start_server(OLLAMA_NUM_PARALLEL="1", CORRAL_CACHE_DIR_BYTES="0")
+    """A server that keeps nothing on disk: what a cold reload gives (exact: the same answer as a
+    warm one is an exact-mode promise)."""
+    return start_server(OLLAMA_NUM_PARALLEL="1", CORRAL_CACHE_DIR_BYTES="0", CORRAL_EXACT="1")
 
 
 def test_warm_reload_skips_the_system_prompt(start_server, cold, tmp_path):
     folder = tmp_path / "kv"
-    server = start_server(OLLAMA_NUM_PARALLEL="1", CORRAL_CACHE_DIR=str(folder))
+    server = start_server(OLLAMA_NUM_PARALLEL="1", CORRAL_CACHE_DIR=str(folder), CORRAL_EXACT="1")
     first = chat(server.url, SMOL, "What is two plus two?")  # keep_alive 0: unloaded right after
     unloaded(server.url, folder)
     assert counter(server.url, "corral_prompt_cache_disk_restores") == 0
