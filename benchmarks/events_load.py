@@ -16,35 +16,20 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from serving import start_corral
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 
 def start(models: Path, slots: int) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models),
-           "OLLAMA_CONTEXT_LENGTH": "2048", "OLLAMA_NUM_PARALLEL": str(slots)}
-    with open(Path(tempfile.mkdtemp()) / "serve.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
+    return start_corral(SRC, models, slots)
 
 
 async def subscribe(url: str, n: int) -> None:

@@ -12,16 +12,12 @@ people's tests) moves them alike; the median of the rounds is reported. Not part
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import httpx
+from serving import start_corral
 
 VARIANTS: dict[str, dict] = {
     "plain": {},
@@ -32,21 +28,7 @@ VARIANTS: dict[str, dict] = {
 
 
 def start(src: Path, models: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(src), "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models),
-           "OLLAMA_CONTEXT_LENGTH": "2048", "OLLAMA_NUM_PARALLEL": "1"}
-    with open(Path(tempfile.mkdtemp()) / "serve.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
+    return start_corral(src, models, 1)
 
 
 def tokens_per_s(url: str, model: str, tokens: int, extra: dict) -> float:
