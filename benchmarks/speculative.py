@@ -102,11 +102,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--draft-max", type=int, default=10)
+    ap.add_argument("--exact", action="store_true", help="exact (batch-invariant) kernels; default: fast")
     ap.add_argument("--agreement", type=int, default=0, help="compare answers on N prompts, no timing")
     args = ap.parse_args()
     path = Store(args.models).model_file(ModelName.parse(args.model))
     engine = Engine(LoadConfig(str(path), n_slots=1, n_ctx_slot=2048, n_threads=args.threads,
-                               draft_max=args.draft_max))
+                               draft_max=args.draft_max, exact=args.exact))
     if args.agreement:
         agreement(engine, args.agreement, args.tokens)
         engine.close()
