@@ -94,26 +94,30 @@ def parse_mirrors(value: str) -> dict[str, str]:
     return mirrors
 
 
+_TRUE = ("1", "true", "yes", "on")  # how an env variable says yes / no
+_FALSE = ("0", "false", "no", "off")
+
+
 def parse_speculative(value: str) -> bool:
     """CORRAL_SPECULATIVE: "ngram" (prompt-lookup drafting; also 1/true/on) or off (0/false/off)."""
     text = value.strip().lower()
-    if text in ("ngram", "1", "true", "yes", "on"):
+    if text == "ngram" or text in _TRUE:
         return True
-    if text in ("0", "false", "no", "off", "none"):
+    if text == "none" or text in _FALSE:
         return False
     raise ValueError(f"CORRAL_SPECULATIVE={value!r}: expected ngram or off")
 
 
 def _bool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    return value.strip().lower() in _TRUE
 
 
 def _local_from(value: str) -> tuple[Path, ...] | None:
     """CORRAL_ALLOW_LOCAL_FROM: 1/true = anywhere (the root), 0/false = off, else directories."""
     text = value.strip()
-    if text.lower() in ("0", "false", "no", "off"):
+    if text.lower() in _FALSE:
         return None
-    if text.lower() in ("1", "true", "yes", "on"):
+    if text.lower() in _TRUE:
         return (Path("/"),)
     return tuple(Path(d).expanduser().resolve() for d in text.split(os.pathsep) if d.strip())
 
