@@ -16,6 +16,7 @@ from corral.api.app import create_app
 from corral.cluster import asgi_call
 from corral.cluster.asgi_call import batched, call_app
 from corral.cluster.messages import Body, Head, Part, ProxyRequest
+from corral.cluster.ranking import ModelLoad, NodeStats, rank
 from corral.config import Settings, parse_mirrors
 
 JSON = ((b"content-type", b"application/json"),)
@@ -256,6 +257,15 @@ def test_corrals_app_streams_decides_errors_and_frees_slots_in_process(model_sto
             head, body = await collect(call_app(app, ProxyRequest("GET", "/api/ps", b"", (), b"")))
             assert isinstance(head, Head) and head.status == 200
             assert [m["name"] for m in json.loads(body.data)["models"]] == [SMOL]  # type: ignore[union-attr]
+            # ... and the routing stats read from its real snapshot and store rank it first for the model.
+            ctx = app.state.corral
+            stats = NodeStats.of("here", ctx.scheduler.snapshot(), [m.name.short for m in ctx.store.list()])
+            assert stats.loaded == {SMOL: ModelLoad(2, 0, 0)} and {SMOL, "gemma3:270m"} <= stats.stored
+            assert 0 < stats.free_memory < ctx.scheduler.snapshot().budget
+            assert NodeStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+            elsewhere = NodeStats("elsewhere", {}, stats.stored, 2**40, 0, 0)
+            assert rank("SmolLM2:135M", [elsewhere, stats]) == [["here"], ["elsewhere"]]
+            assert rank("gemma3:270m", [elsewhere, stats]) == [["elsewhere", "here"]]  # the most free memory
 
             # A consumer that leaves after the first token frees the slot: a count that would
             # go on for thousands of tokens.
