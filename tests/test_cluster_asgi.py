@@ -278,6 +278,16 @@ def test_corrals_app_streams_decides_errors_and_frees_slots_in_process(model_sto
             await stream.aclose()
             assert await until_idle(app), app.state.corral.scheduler.snapshot()
 
+            # The node's path, batches over the call: the caller leaving after the first token frees it too.
+            groups = batched(call_app(app, post("/api/generate", {
+                "model": SMOL, "prompt": "1, 2, 3, 4, 5, 6,", "raw": True, "options": {**greedy, "num_predict": 4000}})))
+            async for group in groups:
+                if any(isinstance(p, Body) and b'"response"' in p.data for p in group):
+                    break
+            assert busy(app) == 1
+            await groups.aclose()
+            assert await until_idle(app), app.state.corral.scheduler.snapshot()
+
             # A non-streaming request whose caller is cancelled (Ray cancels the call) frees it too.
             async def wait_whole() -> list[Part]:
                 return await collect(call_app(app, post("/api/generate", {
