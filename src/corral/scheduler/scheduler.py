@@ -36,6 +36,7 @@ from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
 from corral.scheduler.queueing import FairQueue
+from corral.scheduler.reserve import Reserve
 from corral.scheduler.snapshot import Snapshot, take_snapshot
 from corral.scheduler.state import Busy, ModelNotAllowed, ModelSpec, NeverFits, Runner, RunnerState, Waiter
 from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
@@ -66,6 +67,7 @@ class Scheduler:
         self.running: dict[Waiter, Runner] = {}  # requests holding a slot, and where
         self.eviction = Eviction(settings, self.placement, self.predictor)
         self.order = ServiceOrder(self.policy)
+        self.reserve = Reserve(settings.interactive_reserve)  # the interactive lane's slot
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._draining = False
@@ -99,7 +101,9 @@ class Scheduler:
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
         self.eviction.demand.note(spec.name, waiter.enqueued)
         self.policy.arrive(waiter, self.waiters)
-        if (would_queue(spec, self.waiters, self.runners) or self.policy.at_limit(waiter)) and (refusal := (
+        self.reserve.saw(waiter)
+        held = self.reserve.held_for(waiter, waiter.enqueued)
+        if (would_queue(spec, self.waiters, self.runners, held) or self.policy.at_limit(waiter)) and (refusal := (
                 self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)
                 or self._late(waiter))):
             self.metrics.refused(tenant.name, refusal.status)
@@ -125,14 +129,17 @@ class Scheduler:
 
     def etas(self, queue: Sequence[Waiter]) -> dict[Waiter, float]:
         """Predicted seconds until each of one model's waiters (in service order) starts (eta.py)."""
-        return plan(queue, self.runners, self.running, self.predictor, time.monotonic())
+        now = time.monotonic()
+        held = self.reserve.held(queue[0].spec, now) if queue else 0
+        return plan(queue, self.runners, self.running, self.predictor, now, held)
 
     def queue_of(self, model: str) -> list[Waiter]:
         """The requests waiting for a model, in service order."""
         return self.order.of(model, self.waiters)
 
     def queued(self, name: str | None = None) -> int:
-        return queued(self.waiters, self.runners, name)
+        now = time.monotonic()
+        return queued(self.waiters, self.runners, name, lambda spec: self.reserve.held(spec, now))
 
     def position(self, waiter: Waiter) -> int:
         """1-based place among the requests waiting for the same model, in service order; 0
@@ -287,7 +294,7 @@ class Scheduler:
                 runner = self._runner_for(head.spec)
                 if runner in draining:
                     break
-                if not (runner and runner.has_free_slot):
+                if not (runner and runner.has_free_slot and self.reserve.admits(head, runner, time.monotonic())):
                     if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
                                                   for r in self.runners):
                         self._place(head)
@@ -321,7 +328,8 @@ class Scheduler:
         return take_snapshot(self.runners, self.waiters, self.retired, self.restarts, self.health,
                              self.policy.running_by_tenant, self.queue_of, self.etas,
                              budget=self.budget, reserved=self.reserved(),
-                             pools={str(pool): budget for pool, budget in self.pools.items()})
+                             pools={str(pool): budget for pool, budget in self.pools.items()},
+                             held=lambda spec: self.reserve.held(spec, time.monotonic()))
 
     def reserved(self, pool: Pool | None = None) -> int:
         return Pools.reserved(self.runners, pool)
