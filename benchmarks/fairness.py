@@ -4,15 +4,18 @@
     python benchmarks/fairness.py --model-file m.gguf    # any GGUF (created in a temporary store)
 
 Starts its own corral servers on loopback. A flood tenant runs 16 closed-loop clients; an
-interactive tenant sends one request every 2 s. Three phases, `--seconds` each:
+interactive tenant sends one request every 2 s. Four phases, `--seconds` each:
 
 - idle: the interactive tenant alone (its TTFT with nobody else);
 - off:  no keys file: one tenant, one lane, FIFO (the flood's queue is in front of it);
 - on:   a keys file: the flood's key defaults to the batch lane, the interactive one to the
-        interactive lane (and fair shares between the two tenants).
+        interactive lane (and fair shares between the two tenants); batch requests leave one slot
+        free for the interactive lane (scheduler/reserve.py);
+- on, no reserve: the same with CORRAL_INTERACTIVE_RESERVE=0 (lanes order the queue only).
 
-Reports the interactive tenant's TTFT p50/p99 per phase, and the ETA error: for every queue line a
-stream got (flood and interactive, phases off and on), |predicted start - actual start|, where the
+Reports the interactive tenant's TTFT p50/p99 per phase, the flood's answered requests per phase
+(what the reserved slot costs it), and the ETA error: for every queue line a
+stream got (flood and interactive, each flood phase), |predicted start - actual start|, where the
 predicted start is the line's arrival + eta_s and the actual start is the first token's arrival
 minus the prompt evaluation time (Ollama's prompt_eval_duration). Writes benchmarks/results/fairness.json.
 """
@@ -217,25 +220,34 @@ def main() -> None:
     results: dict = {"model": model, "seconds_per_phase": args.seconds, "slots": int(args.slots),
                      "flood_clients": 16, "user_every_s": 2.0, "flood_num_predict": FLOOD_TOKENS,
                      "user_num_predict": USER_TOKENS}
-    on = Server(models, {**env, "CORRAL_KEYS_FILE": str(keys)}, log)
+    with_keys = {**env, "CORRAL_KEYS_FILE": str(keys)}
+    on = Server(models, with_keys, log)
     try:
         on.warm(model, USER_KEY)
         idle = asyncio.run(phase(on.url, model, args.seconds, flood=False, keys=True))
         lanes = asyncio.run(phase(on.url, model, args.seconds, flood=True, keys=True))
     finally:
         on.stop()
+    no_reserve = Server(models, {**with_keys, "CORRAL_INTERACTIVE_RESERVE": "0"}, log)
+    try:
+        no_reserve.warm(model, USER_KEY)
+        unreserved = asyncio.run(phase(no_reserve.url, model, args.seconds, flood=True, keys=True))
+    finally:
+        no_reserve.stop()
     off_server = Server(models, env, log)
     try:
         off_server.warm(model, None)
         off = asyncio.run(phase(off_server.url, model, args.seconds, flood=True, keys=False))
     finally:
         off_server.stop()
-    results["interactive_ttft"] = {"idle": ttft_stats(idle), "lanes_on": ttft_stats(lanes),
-                                   "lanes_off": ttft_stats(off)}
-    results["flood_requests"] = {"lanes_on": len(lanes["flood"]), "lanes_off": len(off["flood"])}
+    runs = {"lanes_on": lanes, "lanes_on_no_reserve": unreserved, "lanes_off": off}
+    results["interactive_ttft"] = {"idle": ttft_stats(idle), **{name: ttft_stats(run) for name, run in runs.items()}}
+    # The flood's throughput: requests answered in the phase (the reserved slot's cost).
+    results["flood_requests"] = {name: sum(s.first is not None and s.error is None for s in run["flood"])
+                                 for name, run in runs.items()}
     # The flood's ETAs (batch lane) are the current queue's: interactive requests that arrive
     # later go ahead of them, so theirs are also shown apart.
-    for name, run in (("lanes_on", lanes), ("lanes_off", off)):
+    for name, run in runs.items():
         for who, samples in (("all", run["user"] + run["flood"]), ("interactive", run["user"]),
                              ("flood", run["flood"])):
             errs = eta_errors(samples)
