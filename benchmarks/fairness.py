@@ -13,7 +13,8 @@ interactive tenant sends one request every 2 s. Four phases, `--seconds` each:
         free for the interactive lane (scheduler/reserve.py);
 - on, no reserve: the same with CORRAL_INTERACTIVE_RESERVE=0 (lanes order the queue only).
 
-Reports the interactive tenant's TTFT p50/p99 per phase, the flood's answered requests per phase
+Reports the interactive tenant's TTFT p50/p99 per phase (and its wait for a slot, the
+scheduler's part of it: the final line's load_duration), the flood's answered requests per phase
 (what the reserved slot costs it), and the ETA error: for every queue line a
 stream got (flood and interactive, each flood phase), |predicted start - actual start|, where the
 predicted start is the line's arrival + eta_s and the actual start is the first token's arrival
@@ -50,6 +51,7 @@ class Sample:
     sent: float
     first: float | None = None
     prompt_s: float = 0.0
+    wait_s: float | None = None  # admission to a slot (Ollama's load_duration: lookup, queue, load)
     etas: list[tuple[float, float]] = field(default_factory=list)  # (line arrival, eta_s)
     error: str | None = None
 
@@ -77,6 +79,7 @@ async def request(client: httpx.AsyncClient, model: str, prompt: str, n: int, ke
                         sample.etas.append((now, obj["eta_s"]))
                 elif obj.get("done"):
                     sample.prompt_s = obj.get("prompt_eval_duration", 0) / 1e9
+                    sample.wait_s = obj.get("load_duration", 0) / 1e9
                 elif obj.get("response") and sample.first is None:
                     sample.first = now
     except httpx.HTTPError as exc:
@@ -170,8 +173,11 @@ def pct(values: list[float], q: float) -> float | None:
 def ttft_stats(run: dict[str, list[Sample]]) -> dict:
     samples = run["user"] + run.get("user_unfinished", [])
     ttfts = [s.ttft for s in samples if s.ttft is not None]
+    # The scheduler's part of the TTFT, apart from the engine's (which a busy machine slows).
+    waits = [s.wait_s for s in samples if s.wait_s is not None]
     return {"n": len(ttfts), "errors": sorted({s.error for s in samples if s.error is not None}),
-            "p50_s": pct(ttfts, 0.5), "p99_s": pct(ttfts, 0.99)}
+            "p50_s": pct(ttfts, 0.5), "p99_s": pct(ttfts, 0.99),
+            "slot_wait_p50_s": pct(waits, 0.5), "slot_wait_p99_s": pct(waits, 0.99)}
 
 
 def eta_errors(samples: list[Sample]) -> list[float]:
