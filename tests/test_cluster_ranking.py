@@ -104,7 +104,7 @@ def test_bad_stats_are_a_value_error(field, value):
 
 def runner(name: str, state: str, busy: int, total: int) -> RunnerView:
     return RunnerView(name=name, digest="sha256:" + "0" * 64, info=None, state=state, health="ok",  # type: ignore[arg-type]
-                      context_length=2048, slots_busy=busy, slots_total=total, queued=0, size=GiB,
+                      context_length=2048, slots_busy=busy, slots_total=total, slots_reserved=0, queued=0, size=GiB,
                       size_measured=GiB, pid=1, device="cpu", on_gpu=False, threads=2, restarts=0,
                       keep_alive=300, expires_at=0, silent_s=0, exact=False, kv_type="f16")
 
