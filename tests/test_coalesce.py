@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from corral.config import Settings
 from corral.runner.coalesce import Coalescer
 from corral.runner.protocol import Done, Failed, FinishReason, Stats, Token, TokenLogprob, Up, decode_up, encode
 
@@ -62,3 +65,12 @@ def test_logprobs_are_merged_in_order_and_survive_the_wire() -> None:
     out = c.take([Token("r1", "bc", [lp("b"), lp("c")])], 0.030)
     assert out == [Token("r1", "bc", [lp("\xe2"), lp("b"), lp("c")])]
     assert decode_up(encode(out[0])) == out[0]
+
+
+def test_the_interval_is_read_once_and_bounded() -> None:
+    assert Settings.from_env({}).stream_interval == 0.0
+    assert Settings.from_env({"CORRAL_STREAM_INTERVAL": "20ms"}).stream_interval == pytest.approx(0.02)
+    assert Settings.from_env({"CORRAL_STREAM_INTERVAL": "0.05"}).stream_interval == pytest.approx(0.05)
+    for bad in ("-1", "2s", "soon"):
+        with pytest.raises(ValueError):
+            Settings.from_env({"CORRAL_STREAM_INTERVAL": bad})
