@@ -14,6 +14,7 @@ switches of the server process and of the runner (its child), so it reports
 - CPU ms per token of the server and of the runner, and of this client (much steadier on a shared
   machine, so variants are compared by these),
 - voluntary context switches per token (the server's: its wake-ups; one per token is the floor),
+  the server's figures net of what it spends idle in as long (its timers, measured for 3 s first),
 - the load average (`os.getloadavg`) while it ran.
 
 `SCHED=batch|idle|nice:N` in a variant's list sets the server's threads' scheduling policy or nice
@@ -47,6 +48,7 @@ from corral.bench.report import summarize
 from corral.models.store import ModelName, Store
 
 TEST_MODELS = Path.home() / ".cache" / "corral" / "test-models"
+IDLE_S = 3.0  # how long the idle server's own CPU rate is measured
 
 
 @dataclass
@@ -99,6 +101,13 @@ def measure(variant: Variant, model_file: Path, args: argparse.Namespace) -> dic
             if variant.sched:
                 set_sched(server, variant.sched)
             me = psutil.Process()
+            # The server's own timers (uvicorn's tick, the watchdog) cost CPU and wake-ups per
+            # second, not per token: measured idle first and taken off, or a slow run on a busy
+            # machine would look like a costly token path.
+            idle0, t0 = cpu(server), time.monotonic()
+            time.sleep(IDLE_S)
+            idle1, t1 = cpu(server), time.monotonic()
+            idle_rate = [(a - b) / (t1 - t0) for a, b in zip(idle1, idle0)]
             before = [cpu(server), *(cpu(r) for r in runners), cpu(me)]
             load0 = os.getloadavg()[0]
             run = asyncio.run(run_load(spec))
@@ -109,7 +118,8 @@ def measure(variant: Variant, model_file: Path, args: argparse.Namespace) -> dic
             proc.wait(30)
     summary = summarize(run)
     tokens = max(summary["output_tokens"], 1)
-    delta = [tuple(a - b for a, b in zip(x, y)) for x, y in zip(after, before)]
+    delta = [[a - b for a, b in zip(x, y)] for x, y in zip(after, before)]
+    delta[0] = [max(d - rate * run.wall, 0.0) for d, rate in zip(delta[0], idle_rate)]
     runner = [sum(d[i] for d in delta[1:-1]) for i in range(4)]
     return {"variant": variant.name, "tokens": tokens, "errors": summary["errors"],
             "tok_s": summary["output_tokens_per_s"], "ttft_p50_ms": summary["ttft_s"]["p50"] * 1e3,
