@@ -12,7 +12,8 @@ switches of the server process and of the runner (its child), so it reports
 
 - tok/s, TTFT p50 and TPOT p50 (these move with whatever else runs on the machine),
 - CPU ms per token of the server and of the runner, and of this client (much steadier on a shared
-  machine, so variants are compared by these),
+  machine, so variants are compared by these), and the runner's threads' time runnable but
+  waiting for a CPU per token (what preemptions cost it),
 - voluntary context switches per token (the server's: its wake-ups; one per token is the floor),
   the server's figures net of what it spends idle in as long (its timers, measured for 3 s first),
 - the load average (`os.getloadavg`) while it ran.
@@ -80,9 +81,18 @@ def set_sched(proc: psutil.Process, how: str) -> None:
 
 
 def cpu(proc: psutil.Process) -> tuple[float, int, int, float]:
-    """CPU seconds (user + system), voluntary and involuntary context switches, system seconds."""
-    t, s = proc.cpu_times(), proc.num_ctx_switches()
-    return t.user + t.system, s.voluntary, s.involuntary, t.system
+    """Seconds on a CPU, voluntary and involuntary context switches, seconds runnable but waiting
+    for a CPU. The times are the scheduler's own (/proc/PID/task/*/schedstat, in ns, all threads):
+    psutil's cpu_times count in 10 ms ticks, too coarse for a few hundred tokens."""
+    on_cpu = waiting = 0
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        try:
+            run, wait, _ = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+        on_cpu, waiting = on_cpu + int(run), waiting + int(wait)
+    s = proc.num_ctx_switches()
+    return on_cpu / 1e9, s.voluntary, s.involuntary, waiting / 1e9
 
 
 def measure(variant: Variant, model_file: Path, args: argparse.Namespace) -> dict:
@@ -125,7 +135,7 @@ def measure(variant: Variant, model_file: Path, args: argparse.Namespace) -> dic
             "tok_s": summary["output_tokens_per_s"], "ttft_p50_ms": summary["ttft_s"]["p50"] * 1e3,
             "tpot_p50_ms": summary["tpot_s"]["p50"] * 1e3,
             "server_cpu_ms_per_tok": delta[0][0] / tokens * 1e3,
-            "server_sys_ms_per_tok": delta[0][3] / tokens * 1e3,
+            "runner_wait_ms_per_tok": runner[3] / tokens * 1e3,
             "runner_cpu_ms_per_tok": runner[0] / tokens * 1e3,
             "client_cpu_ms_per_tok": delta[-1][0] / tokens * 1e3,
             "server_wakeups_per_tok": delta[0][1] / tokens, "server_preempted_per_tok": delta[0][2] / tokens,
@@ -133,14 +143,14 @@ def measure(variant: Variant, model_file: Path, args: argparse.Namespace) -> dic
             "load": round((load0 + load1) / 2, 2)}
 
 
-COLUMNS = ["tok_s", "ttft_p50_ms", "tpot_p50_ms", "server_cpu_ms_per_tok", "server_sys_ms_per_tok",
-           "runner_cpu_ms_per_tok",
+COLUMNS = ["tok_s", "ttft_p50_ms", "tpot_p50_ms", "server_cpu_ms_per_tok", "runner_cpu_ms_per_tok",
+           "runner_wait_ms_per_tok",
            "client_cpu_ms_per_tok", "server_wakeups_per_tok", "server_preempted_per_tok",
            "runner_wakeups_per_tok", "runner_preempted_per_tok", "load"]
 
 
 def show(rows: list[dict], title: str) -> None:
-    short = ["tok/s", "TTFT", "TPOT", "srv ms/t", "(sys)", "run ms/t", "cli ms/t", "srv vcs/t", "srv ics/t",
+    short = ["tok/s", "TTFT", "TPOT", "srv ms/t", "run ms/t", "run wait", "cli ms/t", "srv vcs/t", "srv ics/t",
              "run vcs/t", "run ics/t", "load"]
     print(f"\n{title}\n{'variant':<16}" + "".join(f"{c:>10}" for c in short))
     for r in rows:
