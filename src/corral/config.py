@@ -172,6 +172,9 @@ class Settings:
     # CORRAL_DRAFT_MAX: tokens drafted at most per step.
     speculative: bool = False
     draft_max: int = 10
+    # CORRAL_STREAM_INTERVAL: a request's text goes from its runner to the server at most once per
+    # this many seconds (its first text at once); 0: every step (runner/coalesce.py).
+    stream_interval: float = 0.0
     # Kernels (runner/kernels.py): CORRAL_EXACT=1 makes every runner batch-invariant (slower);
     # OLLAMA_FLASH_ATTENTION (None: the device's default); OLLAMA_KV_CACHE_TYPE (f16 | q8_0 | q4_0).
     exact: bool = False
@@ -262,6 +265,10 @@ class Settings:
             kw["draft_max"] = int(v)
             if not 1 <= kw["draft_max"] <= 64:
                 raise ValueError(f"CORRAL_DRAFT_MAX={v}: expected 1 to 64")
+        if (v := get("STREAM_INTERVAL")) is not None:
+            kw["stream_interval"] = parse_duration(v, 0.0)
+            if not 0 <= kw["stream_interval"] <= 1:
+                raise ValueError(f"CORRAL_STREAM_INTERVAL={v}: expected 0 to 1s (e.g. 20ms)")
         # CORRAL_NUM_PARALLEL_<model> sets slots for one model (Ollama issue #4894);
         # the model part is the name with ':' '.' '-' written as '_', case-insensitive.
         prefix = "CORRAL_NUM_PARALLEL_"

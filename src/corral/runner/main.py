@@ -19,6 +19,7 @@ from typing import Any
 
 from corral.errors import ClientError
 from corral.runner import protocol as p
+from corral.runner.coalesce import Coalescer
 
 BEAT_S = 1.0
 
@@ -132,6 +133,7 @@ def main() -> int:
     inbox: queue.Queue = queue.Queue()
     threading.Thread(target=_read_stdin, args=(inbox, engine, send), daemon=True).start()
     step = [time.monotonic()]  # when the current loop iteration started
+    coalescer = Coalescer(cfg.stream_interval_s)
     threading.Thread(target=_beat, args=(engine, step, send, cfg.max_step_s), daemon=True).start()
     while True:
         events: list[p.Up] = []
@@ -158,7 +160,7 @@ def main() -> int:
         if any(isinstance(e, p.Done) for e in events):
             events.append(stats())
         t0 = time.perf_counter_ns()
-        send(events)
+        send(coalescer.take(events, step[0]))
         busy_ns += time.perf_counter_ns() - t0
 
 

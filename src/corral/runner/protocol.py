@@ -35,6 +35,7 @@ class LoadConfig:
     cache_dir_bytes: int = 0  # that directory's bound, all models together; 0: off
     speculative: bool = False  # n-gram drafting for plain greedy requests that do not say (CORRAL_SPECULATIVE)
     draft_max: int = 10  # tokens drafted at most per step (CORRAL_DRAFT_MAX)
+    stream_interval_s: float = 0.0  # a request's text is sent at most once per this (runner/coalesce.py)
     # Kernels (runner/kernels.py): exact = batch-invariant; flash attention None = the device's default.
     exact: bool = False
     flash_attention: bool | None = None

@@ -125,12 +125,13 @@ class RequestTiming:
 
     def __init__(self, metrics: Metrics, model: str, enqueued: float) -> None:
         self.m, self.model, self.enqueued, self.last = metrics, model, enqueued, 0.0
+        self.itl = metrics.itl.labels(model)  # looked up once: saw() runs for every streamed piece
 
     def saw(self, event: Event) -> None:
         now = time.monotonic()
         if isinstance(event, Text):
             if self.last:
-                self.m.itl.labels(self.model).observe(now - self.last)
+                self.itl.observe(now - self.last)
             else:
                 self.m.ttft.labels(self.model).observe(now - self.enqueued)
             self.last = now
