@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ollama
@@ -69,7 +70,7 @@ def _node_name(node_id: str) -> str:
 def cluster(model_store: Path, tmp_path_factory) -> Iterator[RayCorral]:
     from ray.cluster_utils import Cluster
 
-    small = {"node_ip_address": "127.0.0.1", "object_store_memory": 80 * 2**20, "num_cpus": 1}
+    small: dict[str, Any] = {"node_ip_address": "127.0.0.1", "object_store_memory": 80 * 2**20, "num_cpus": 1}
     c = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
     nodes = []
     proc = None
@@ -202,7 +203,7 @@ def test_two_models_too_big_for_one_node_stream_on_different_nodes(cluster: RayC
     gemma_node = _served_by(cluster.url, GEMMA, "Once")
     assert gemma_node not in _where(cluster.url, SMOL)
 
-    async def both() -> list[dict]:
+    async def both() -> tuple[dict, dict]:
         return await asyncio.gather(_stream(cluster.url, SMOL, "Tell a long story about a fox.", 128),
                                     _stream(cluster.url, GEMMA, "Once upon a time", 128))
 
