@@ -270,40 +270,62 @@ def _running(url: str, node: str) -> int:
     return int(total)
 
 
-def test_a_killed_node_ends_its_stream_with_an_error_and_comes_back(cluster: RayCorral) -> None:
-    async def stream_and_kill() -> tuple[dict, float, list[int]]:
-        out: dict = {"error": None, "done": False, "tokens": 0}
-        killed_at = 0.0
-        runners: list[int] = []
-        async with httpx.AsyncClient(base_url=cluster.url, timeout=120) as client:
-            async with client.stream("POST", "/api/generate", json={
-                    "model": SMOL, "prompt": "Tell a very long story.", "options": {"num_predict": 3000}}) as r:
-                assert r.status_code == 200
-                async for line in r.aiter_lines():
-                    obj = json.loads(line)
-                    if "error" in obj:
-                        out["error"] = obj["error"]
-                    elif obj.get("done"):
-                        out["done"] = True
-                    elif obj.get("response"):
-                        out["tokens"] += 1
-                        if out["tokens"] == 3:
-                            info = _replica(r.headers["x-corral-node"])
-                            runners = [p.pid for p in psutil.Process(info["Pid"]).children(recursive=True)]
-                            ray.kill(ray.get_actor(info["Name"], namespace="serve"), no_restart=True)
-                            killed_at = time.monotonic()
-        return out, time.monotonic() - killed_at, runners
+async def _lines(url: str, model: str, prompt: str, num_predict: int, seen: asyncio.Queue) -> dict:
+    """A streamed generate that reports each parsed line (with its node) to `seen` as it arrives."""
+    out: dict = {"error": None, "done": False, "text": "", "end": None}
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        async with client.stream("POST", "/api/generate", json={
+                "model": model, "prompt": prompt, "options": {"num_predict": num_predict}}) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                obj = json.loads(line)
+                await seen.put((r.headers["x-corral-node"], obj))
+                if "error" in obj:
+                    out["error"] = obj["error"]
+                elif obj.get("done"):
+                    out["done"] = True
+                else:
+                    out["text"] += obj.get("response", "")
+    out["end"] = time.monotonic()
+    return out
 
-    out, ended_after, runners = asyncio.run(stream_and_kill())
-    assert out["error"] and not out["done"], out
+
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewhere(cluster: RayCorral) -> None:
+    """A streams on a node (1 slot), B waits in that node's queue; the node's replica is killed:
+    A's stream ends with an error line within 10 s, B is sent to the other node and completes, the
+    node's runner processes die with it, and Serve brings the replica back."""
+    async def scenario() -> tuple[dict, dict, float, list[int]]:
+        seen_a: asyncio.Queue = asyncio.Queue()
+        seen_b: asyncio.Queue = asyncio.Queue()
+        task_a = asyncio.create_task(_lines(cluster.url, SMOL, "Tell a very long story.", 3000, seen_a))
+        tokens = 0
+        while tokens < 3:
+            node, obj = await asyncio.wait_for(seen_a.get(), 60)
+            tokens += bool(obj.get("response"))
+        task_b = asyncio.create_task(_lines(cluster.url, SMOL, "Say hi.", 8, seen_b))
+        node_b, obj = await asyncio.wait_for(seen_b.get(), 30)
+        assert node_b == node and "queue_position" in obj, (node, node_b, obj)  # B waits behind A
+        info = _replica(node)
+        runners = [p.pid for p in psutil.Process(info["Pid"]).children(recursive=True)]
+        ray.kill(ray.get_actor(info["Name"], namespace="serve"), no_restart=True)
+        killed_at = time.monotonic()
+        a, b = await asyncio.wait_for(asyncio.gather(task_a, task_b), 60)
+        return a, b, a["end"] - killed_at, runners
+
+    a, b, ended_after, runners = asyncio.run(scenario())
+    assert a["error"] and not a["done"], a
     assert ended_after < 10
+    assert b["done"] and b["text"] and b["error"] is None, b
     assert runners, "the node had a runner process"
     gone = time.monotonic() + 10
-    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in runners) \
-            and time.monotonic() < gone:
+    while _alive(runners) and time.monotonic() < gone:
         time.sleep(0.2)
-    assert not [pid for pid in runners if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    # The next request succeeds at once (another node), and Serve brings the replica back.
+    assert not _alive(runners)
+    # The next request succeeds at once (on the other node), and Serve brings the replica back.
     assert _served_by(cluster.url, SMOL)
     back = time.monotonic() + 90
     while _live_nodes(cluster.url) != set(cluster.nodes) and time.monotonic() < back:
