@@ -331,3 +331,17 @@ def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewher
     while _live_nodes(cluster.url) != set(cluster.nodes) and time.monotonic() < back:
         time.sleep(1)
     assert _live_nodes(cluster.url) == set(cluster.nodes)
+
+
+def test_store_changes_reach_every_node(cluster: RayCorral) -> None:
+    """copy and delete through the ingress apply on every node; a failure is the reply."""
+    client = ollama.Client(host=cluster.url)
+    client.copy(SMOL, "copied:latest")
+    tags = {m["name"]: m for m in httpx.get(cluster.url + "/api/tags", timeout=10).json()["models"]}
+    assert set(tags["copied:latest"]["nodes"]) == set(cluster.nodes)
+    client.delete("copied:latest")
+    assert "copied:latest" not in {m["name"] for m in httpx.get(cluster.url + "/api/tags", timeout=10).json()["models"]}
+    # A model no node has: each node says 404, and so does the ingress.
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.delete("absent:latest")
+    assert caught.value.status_code == 404
