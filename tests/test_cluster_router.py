@@ -1,6 +1,6 @@
-"""The affinity router's choice (cluster/router.py `choose`) over fake replicas: rank's tiers
+"""The Ray side's pure parts: the affinity router's choice (cluster/router.py `choose`) over fake replicas: rank's tiers
 mapped to replicas, exclusions, a target node, replicas with no stats yet, and never an empty
-choice while replicas exist (Serve would retry an empty one for ever)."""
+choice while replicas exist (Serve would retry an empty one for ever); the RayService builder."""
 
 from __future__ import annotations
 
@@ -87,3 +87,17 @@ def test_no_model_is_one_tier_least_loaded_first() -> None:
 
 def test_no_replicas_no_choice() -> None:
     assert choose([], "smollm2:135m") == []
+
+
+def test_the_rayservice_application_builds() -> None:
+    """corral.cluster.app:build (KubeRay's import_path) binds the ingress to N node replicas."""
+    from ray.serve import Application
+
+    from corral.cluster.app import build
+
+    application = build({"nodes": "3"})
+    assert isinstance(application, Application)
+    bound = application._bound_deployment
+    assert bound.name == "corral-ingress"
+    nodes = bound.init_args[0]
+    assert nodes._bound_deployment.name == "corral-node" and nodes._bound_deployment.num_replicas == 3
