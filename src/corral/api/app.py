@@ -39,6 +39,11 @@ def _error(status: int, message: str, headers: dict | None = None, path: str = "
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def error_response(status: int, message: str, path: str, headers: dict | None = None) -> JSONResponse:
+    """The error reply a path's API family expects, for callers outside the app (the cluster's ingress and nodes)."""
+    return _error(status, message, headers, path)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():

@@ -16,7 +16,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from corral.api.jobs import Job, collect
 from corral.api.logprobs import CompletionLogprobs, chat_logprobs
-from corral.api.schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest, Options
+from corral.api.openai_schemas import ChatCompletionRequest, CompletionRequest, OpenAIEmbeddingsRequest
+from corral.api.schemas import Options
 from corral.api.vectors import shaped
 from corral.errors import ClientError
 from corral.models.store import ModelName

@@ -1,1 +1,1 @@
-"""corral on Ray Serve (issue 17): one node per machine, routed by where a model is warm."""
+"""corral across machines: the pieces of cluster mode (messages, the in-process ASGI call, routing, merging)."""

@@ -1,71 +1,132 @@
-"""TEMPORARY stand-in for branch `parts`' ranking.py (dropped at the merge)."""
+"""Where a request should go: each node's load as the router sees it, and the ranking by model
+affinity (issue 17). Pure: the Ray router feeds it the stats nodes report and tries the tiers
+in order, a node of a later tier only when every node before it refused (busy)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from corral.models.names import InvalidName, ModelName
 from corral.scheduler.snapshot import Snapshot
 
 
-def _key(name: str) -> str:
-    name = name.lower()
-    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+def model_key(name: str) -> str:
+    """One spelling per model, as Ollama matches names: case ignored, the default host and
+    namespace left out, a missing tag is `latest` ("SmolLM2" == "library/smollm2:latest").
+    A name that does not parse keeps its own lower-cased text (no node has it)."""
+    try:
+        return ModelName.parse(name).short.lower()
+    except InvalidName:
+        return name.strip().lower()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelLoad:
+    """One loaded model on one node: its free slots (on runners loading or ready), the requests
+    holding its slots and those waiting for it."""
+
     free_slots: int
     running: int
     queued: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeStats:
+    """What a node reports for routing (keys of `loaded` and names in `stored` are model_key()s)."""
+
     node: str
-    loaded: Mapping[str, ModelLoad] = field(default_factory=dict)
-    stored: frozenset[str] = frozenset()
-    free_memory: int = 0
-    running: int = 0
-    queued: int = 0
-    draining: bool = False
-
-    def to_dict(self) -> dict:
-        return {"node": self.node, "free_memory": self.free_memory, "running": self.running,
-                "queued": self.queued, "draining": self.draining, "stored": sorted(self.stored),
-                "loaded": {k: [v.free_slots, v.running, v.queued] for k, v in self.loaded.items()}}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> NodeStats:
-        return cls(d["node"], {k: ModelLoad(*v) for k, v in d.get("loaded", {}).items()},
-                   frozenset(d.get("stored", ())), d.get("free_memory", 0), d.get("running", 0),
-                   d.get("queued", 0), d.get("draining", False))
+    loaded: Mapping[str, ModelLoad]
+    stored: frozenset[str]
+    free_memory: int  # bytes of its model budget not reserved by loaded models
+    running: int  # requests holding a slot, all models
+    queued: int  # requests waiting, all models
+    draining: bool = False  # leaving: new requests only when nothing else can take them
 
     @classmethod
     def of(cls, node: str, snapshot: Snapshot, stored_names: Iterable[str], draining: bool = False) -> NodeStats:
-        loaded: dict[str, ModelLoad] = {}
-        for r in snapshot.runners:
-            k = _key(r.name)
-            old = loaded.get(k, ModelLoad(0, 0, 0))
-            loaded[k] = ModelLoad(old.free_slots + r.slots_total - r.slots_busy, old.running + r.slots_busy,
-                                  max(old.queued, r.queued))
-        running = sum(m.running for m in snapshot.models.values())
-        queued = sum(m.waiting for m in snapshot.models.values())
-        return cls(node, loaded, frozenset(_key(n) for n in stored_names),
-                   max(snapshot.budget - snapshot.reserved, 0), running, queued, draining)
+        """From the node's scheduler snapshot and the names its store lists. A model being
+        unloaded is no longer loaded; one loading counts its slots as free (a request sent there
+        waits for that load instead of starting another elsewhere)."""
+        free: dict[str, int] = {}
+        for runner in snapshot.runners:
+            if runner.state != "unloading":
+                key = model_key(runner.name)
+                free[key] = free.get(key, 0) + max(runner.slots_total - runner.slots_busy, 0)
+        totals = {model_key(name): t for name, t in snapshot.models.items()}
+        loaded = {key: ModelLoad(slots, totals[key].running if key in totals else 0,
+                                 totals[key].waiting if key in totals else 0) for key, slots in free.items()}
+        return cls(node=node, loaded=loaded, stored=frozenset(model_key(n) for n in stored_names),
+                   free_memory=max(snapshot.budget - snapshot.reserved, 0),
+                   running=sum(t.running for t in snapshot.models.values()),
+                   queued=sum(t.waiting for t in snapshot.models.values()), draining=draining)
+
+    @property
+    def load(self) -> int:
+        return self.running + self.queued
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (what Ray's record_routing_stats must return)."""
+        return {"node": self.node, "free_memory": self.free_memory, "running": self.running, "queued": self.queued,
+                "draining": self.draining, "stored": sorted(self.stored),
+                "loaded": {k: {"free_slots": v.free_slots, "running": v.running, "queued": v.queued}
+                           for k, v in sorted(self.loaded.items())}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeStats:
+        """The inverse of to_dict(); raises ValueError for anything else (a node of another version)."""
+        try:
+            loaded = {str(k): ModelLoad(_count(v["free_slots"]), _count(v["running"]), _count(v["queued"]))
+                      for k, v in dict(data["loaded"]).items()}
+            stored = data["stored"]
+            if isinstance(stored, str | bytes):
+                raise ValueError("stored must be a list of names")
+            return cls(node=str(data["node"]), loaded=loaded, stored=frozenset(str(s) for s in stored),
+                       free_memory=_count(data["free_memory"]), running=_count(data["running"]),
+                       queued=_count(data["queued"]), draining=bool(data.get("draining", False)))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a node's routing stats: {exc!r}") from exc
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a count, got {value!r}")
+    return value
 
 
 def rank(model: str | None, nodes: Sequence[NodeStats], exclude: Collection[str] = ()) -> list[list[str]]:
-    live = [n for n in nodes if n.node not in exclude]
-    load = lambda n: n.running + n.queued
+    """Tiers of node names to try in order: the model loaded with a free slot; loaded but busy;
+    in the node's store (most free memory first); the rest. Within a tier the least loaded
+    first (running + queued, then the name, so equal nodes rank the same on every ingress),
+    except that among busy nodes the one with the fewest requests waiting for this model comes
+    first (a model's waiters never wait behind another model's, scheduler.py).
+    Draining nodes come last, ranked the same way among themselves; excluded ones (nodes that
+    already refused this request, or are gone) never. No model: one tier, least loaded first.
+    Empty tiers are left out."""
+    candidates = [n for n in nodes if n.node not in exclude]
+    staying = [n for n in candidates if not n.draining]
+    leaving = [n for n in candidates if n.draining]
+    return _tiers(model, staying) + _tiers(model, leaving)
+
+
+def _tiers(model: str | None, nodes: Sequence[NodeStats]) -> list[list[str]]:
     if model is None:
-        return [[n.node for n in sorted(live, key=load)]] if live else []
-    k = _key(model)
-    tiers: list[list[NodeStats]] = [[], [], [], [], []]
-    for n in live:
-        m = n.loaded.get(k)
-        t = 4 if n.draining else 0 if m and m.free_slots > 0 else 1 if m else 2 if k in n.stored else 3
-        tiers[t].append(n)
-    tiers[2].sort(key=lambda n: (-n.free_memory, load(n)))
-    out = [[n.node for n in (t if i == 2 else sorted(t, key=load))] for i, t in enumerate(tiers)]
-    return [t for t in out if t]
+        groups = [list(nodes)]
+        orders: list[Callable[[NodeStats], tuple]] = [_least_loaded]
+    else:
+        key = model_key(model)
+        warm_free = [n for n in nodes if key in n.loaded and n.loaded[key].free_slots > 0]
+        warm_busy = [n for n in nodes if key in n.loaded and n.loaded[key].free_slots <= 0]
+        cold = [n for n in nodes if key not in n.loaded]
+        groups = [warm_free, warm_busy, [n for n in cold if key in n.stored], [n for n in cold if key not in n.stored]]
+        orders = [_least_loaded, lambda n: (n.loaded[key].queued, *_least_loaded(n)), _most_memory, _least_loaded]
+    return [[n.node for n in sorted(group, key=order)] for group, order in zip(groups, orders, strict=True) if group]
+
+
+def _least_loaded(node: NodeStats) -> tuple[int, str]:
+    return node.load, node.node
+
+
+def _most_memory(node: NodeStats) -> tuple[int, int, str]:
+    return -node.free_memory, node.load, node.node

@@ -35,13 +35,13 @@ def choose(replicas: Sequence[R], model: str | None, exclude: Collection[str] = 
     unknown: list[R] = []  # replicas that have not reported stats yet (just started)
     stats: list[NodeStats] = []
     for replica in replicas:
-        raw = replica.routing_stats
-        if raw and "node" in raw:
-            node = NodeStats.from_dict(raw)
-            by_node[node.node] = replica
-            stats.append(node)
-        else:
+        try:
+            node = NodeStats.from_dict(replica.routing_stats)
+        except ValueError:  # no stats yet, or a node of another version
             unknown.append(replica)
+            continue
+        by_node[node.node] = replica
+        stats.append(node)
     if target is not None:
         return [[by_node[target]]] if target in by_node else [list(replicas)] if replicas else []
     tiers = [[by_node[name] for name in tier] for tier in rank(model, stats, exclude)]
