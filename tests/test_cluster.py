@@ -341,6 +341,12 @@ def test_store_changes_reach_every_node(cluster: RayCorral) -> None:
     assert set(tags["copied:latest"]["nodes"]) == set(cluster.nodes)
     client.delete("copied:latest")
     assert "copied:latest" not in {m["name"] for m in httpx.get(cluster.url + "/api/tags", timeout=10).json()["models"]}
+    # create streams one node's progress; every node has the model afterwards.
+    progress = list(client.create(model="terse", from_=SMOL, system="Answer in one word.", stream=True))
+    assert progress[-1].status == "success"
+    tags = {m["name"]: m for m in httpx.get(cluster.url + "/api/tags", timeout=10).json()["models"]}
+    assert set(tags["terse:latest"]["nodes"]) == set(cluster.nodes)
+    client.delete("terse")
     # A model no node has: each node says 404, and so does the ingress.
     with pytest.raises(ollama.ResponseError) as caught:
         client.delete("absent:latest")

@@ -171,9 +171,12 @@ class Forwarder:
 
     async def collect(self, request: ProxyRequest, node: str) -> Collected:
         """One node's whole reply (targeted: fan-outs)."""
-        opened = await self.call(request, target=node)
-        chunks = [b"".join([chunk async for chunk in self._raw(opened)])]
-        body = chunks[0]
+        return await self.read(await self.call(request, target=node))
+
+    async def read(self, opened: Opened) -> Collected:
+        """The rest of a reply, whole; `failed` says why when it is an error (a status, or an
+        error line ending a streamed reply)."""
+        body = b"".join([chunk async for chunk in self.chunks(opened)])
         failed = None
         if opened.head.status >= 300:
             failed = _message(body) or f"status {opened.head.status}"
@@ -181,9 +184,10 @@ class Forwarder:
             last = body.rstrip().rsplit(b"\n", 1)[-1]
             if last.startswith(b"{") and b'"error"' in last:
                 failed = _message(last)
-        return Collected(node, opened.head.status, opened.head.headers, body, failed)
+        return Collected(opened.node, opened.head.status, opened.head.headers, body, failed)
 
-    async def _raw(self, opened: Opened) -> AsyncIterator[bytes]:
+    async def chunks(self, opened: Opened) -> AsyncIterator[bytes]:
+        """A reply's body bytes as they come, no resend (a targeted reply belongs to its node)."""
         try:
             for part in opened.parts:
                 if isinstance(part, Body):

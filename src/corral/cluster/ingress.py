@@ -9,7 +9,6 @@ afterwards: one node's progress streams, and the reply is an error if any node f
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from corral import __version__
 from corral.api.app import add_error_handlers, add_guards
 from corral.api.keys import Keys
-from corral.cluster.forward import Collected, Forwarder, NoNodes, error_line
+from corral.cluster.forward import Collected, Forwarder, NoNodes, Opened, error_line
 from corral.cluster.merge import merge_metrics, merge_openai_models, merge_ps, merge_tags, merge_versions
 from corral.cluster.messages import ProxyRequest
 from corral.config import Settings
@@ -103,26 +102,41 @@ class Ingress:
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def everywhere(self, req: ProxyRequest) -> Response:
-        """A store change on every node. Each node's whole reply is read (pull progress included),
-        then the first failure is the answer, or else the first node's reply: the client sees one
-        node's progress, and an error if any node failed."""
-        replies = await self.replies(req)
-        if not replies:
-            raise NoNodes("no corral node answered")
-        for reply in replies:
-            if reply.status >= 300:
-                return _collected(reply)
-        failed = next((r for r in replies if r.failed), None)
-        first = replies[0]
-        if failed is None:
-            return _collected(first)
-        content_type = dict((k.lower(), v) for k, v in first.headers).get(b"content-type", b"")
-        line = error_line(content_type, f"node {failed.node}: {failed.failed}")
-        if first.failed:
-            return _collected(first)
-        if b"json" in content_type and b"ndjson" not in content_type:
-            return JSONResponse(json.loads(line), status_code=500)
-        return _response(first.status, first.headers, _once(first.body + line))
+        """A store change on every live node. A node's refusal (an error status) is the answer
+        (the others are stopped); else the first node's reply streams (pull progress) while the
+        others run, and a failure on any of them ends the stream with an error line."""
+        nodes = await self.forwarder.live_nodes()
+        if not nodes:
+            raise NoNodes("no corral node is available in the cluster")
+        results = await asyncio.gather(*(self.forwarder.call(req, target=n) for n in nodes), return_exceptions=True)
+        opened = [r for r in results if isinstance(r, Opened)]
+        lost = [n for n, r in zip(nodes, results) if not isinstance(r, Opened)]
+        refused = next((o for o in opened if o.head.status >= 300), None)
+        if lost or refused is not None:
+            for o in opened:
+                if o is not refused:
+                    o.cancel()
+            if refused is None:
+                raise NoNodes(f"node {lost[0]} did not answer; the change may be partial")
+            return _collected(await self.forwarder.read(refused))
+        first, others = opened[0], [asyncio.create_task(self.forwarder.read(o)) for o in opened[1:]]
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in self.forwarder.chunks(first):
+                    yield chunk
+                failed = next((r for r in await asyncio.gather(*others) if r.failed), None)
+                if failed is not None:
+                    yield error_line(first.content_type, f"node {failed.node}: {failed.failed}")
+            finally:
+                for task in others:
+                    task.cancel()
+
+        if b"ndjson" in first.content_type:
+            return _response(first.head.status, first.head.headers, body())
+        reply = await self.forwarder.read(first)  # one JSON reply (stream: false): all must succeed
+        failed = next((r for r in [reply, *await asyncio.gather(*others)] if r.failed), None)
+        return _collected(failed or reply)
 
 
 def ingress_app(settings: Settings, ingress: Callable[[], Ingress]) -> FastAPI:
