@@ -137,15 +137,10 @@ class Forwarder:
         try:
             while True:
                 try:
-                    for part in opened.parts:
-                        if isinstance(part, Body) and part.data:
-                            output = output or not is_progress(part.data)
-                            yield part.data
-                    async for batch in opened.rest:
-                        for part in batch:
-                            if isinstance(part, Body) and part.data:
-                                output = output or not is_progress(part.data)
-                                yield part.data
+                    async for data in self.chunks(opened):
+                        if data:
+                            output = output or not is_progress(data)
+                            yield data
                     return
                 except RayError as exc:
                     message = f"corral node {opened.node} failed: {type(exc).__name__}"
