@@ -8,6 +8,13 @@ slots, 2048 context per slot, all cores; the ingress, Ray's processes and the no
 as they would on a node that is also the head. Greedy streaming OpenAI chat, one warm-up each. Reports
 TPOT p50 and output tokens/s per concurrency and the cluster's overhead (cluster / embedded - 1).
 Not part of CI.
+
+Every server runs in a session of its own: with the kernel's autogroup scheduling (Linux's default
+on desktops and these VMs) CPU time is shared per session, and Ray starts its processes in new
+sessions, so an embedded server left in the caller's session (with the load generator) got a far
+smaller share on a busy machine and looked 2-10x slower than the cluster. Ray also sets
+OMP_NUM_THREADS=1 in its workers when it is unset (the node's runners inherit it); the embedded
+server is given the same value, so only the hop differs.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from corral.bench.command import add_arguments, run_sweep
 
 MODEL = "smollm2:135m"
 STORE = Path(os.environ.get("CORRAL_TEST_MODELS", Path.home() / ".cache" / "corral" / "test-models"))
-NODE_ENV = {"OLLAMA_MODELS": str(STORE), "OLLAMA_NUM_PARALLEL": "8", "OLLAMA_CONTEXT_LENGTH": "2048",
+NODE_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "OLLAMA_MODELS": str(STORE), "OLLAMA_NUM_PARALLEL": "8", "OLLAMA_CONTEXT_LENGTH": "2048",
             "OLLAMA_KEEP_ALIVE": "10m", "CORRAL_REGISTRY_MIRRORS": "registry.ollama.ai=http://127.0.0.1:9"}
 
 
@@ -75,7 +82,7 @@ def stop(proc: subprocess.Popen) -> None:
 def embedded(loads: str, max_tokens: int, prompts: int, log: Path) -> list[dict]:
     port = free_port()
     env = {**os.environ, **NODE_ENV, "OLLAMA_HOST": f"127.0.0.1:{port}", "CORRAL_CACHE_DIR": tempfile.mkdtemp()}
-    proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=env, start_new_session=True,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc)
@@ -95,7 +102,7 @@ def cluster(loads: str, max_tokens: int, prompts: int, log: Path) -> list[dict]:
                    env_vars={**NODE_ENV, "CORRAL_CACHE_DIR": tempfile.mkdtemp()})
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve", "--cluster", c.address],
-                                env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"},
+                                env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"}, start_new_session=True,
                                 stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         wait_ready(f"http://127.0.0.1:{port}", proc)
         return sweep(f"http://127.0.0.1:{port}", loads, max_tokens, prompts)
