@@ -4,15 +4,19 @@
     python benchmarks/fairness.py --model-file m.gguf    # any GGUF (created in a temporary store)
 
 Starts its own corral servers on loopback. A flood tenant runs 16 closed-loop clients; an
-interactive tenant sends one request every 2 s. Three phases, `--seconds` each:
+interactive tenant sends one request every 2 s. Four phases, `--seconds` each:
 
 - idle: the interactive tenant alone (its TTFT with nobody else);
 - off:  no keys file: one tenant, one lane, FIFO (the flood's queue is in front of it);
 - on:   a keys file: the flood's key defaults to the batch lane, the interactive one to the
-        interactive lane (and fair shares between the two tenants).
+        interactive lane (and fair shares between the two tenants); batch requests leave one slot
+        free for the interactive lane (scheduler/reserve.py);
+- on, no reserve: the same with CORRAL_INTERACTIVE_RESERVE=0 (lanes order the queue only).
 
-Reports the interactive tenant's TTFT p50/p99 per phase, and the ETA error: for every queue line a
-stream got (flood and interactive, phases off and on), |predicted start - actual start|, where the
+Reports the interactive tenant's TTFT p50/p99 per phase (and its wait for a slot, the
+scheduler's part of it: the final line's load_duration), the flood's answered requests per phase
+(what the reserved slot costs it), and the ETA error: for every queue line a
+stream got (flood and interactive, each flood phase), |predicted start - actual start|, where the
 predicted start is the line's arrival + eta_s and the actual start is the first token's arrival
 minus the prompt evaluation time (Ollama's prompt_eval_duration). Writes benchmarks/results/fairness.json.
 """
@@ -47,6 +51,7 @@ class Sample:
     sent: float
     first: float | None = None
     prompt_s: float = 0.0
+    wait_s: float | None = None  # admission to a slot (Ollama's load_duration: lookup, queue, load)
     etas: list[tuple[float, float]] = field(default_factory=list)  # (line arrival, eta_s)
     error: str | None = None
 
@@ -74,6 +79,7 @@ async def request(client: httpx.AsyncClient, model: str, prompt: str, n: int, ke
                         sample.etas.append((now, obj["eta_s"]))
                 elif obj.get("done"):
                     sample.prompt_s = obj.get("prompt_eval_duration", 0) / 1e9
+                    sample.wait_s = obj.get("load_duration", 0) / 1e9
                 elif obj.get("response") and sample.first is None:
                     sample.first = now
     except httpx.HTTPError as exc:
@@ -167,8 +173,11 @@ def pct(values: list[float], q: float) -> float | None:
 def ttft_stats(run: dict[str, list[Sample]]) -> dict:
     samples = run["user"] + run.get("user_unfinished", [])
     ttfts = [s.ttft for s in samples if s.ttft is not None]
+    # The scheduler's part of the TTFT, apart from the engine's (which a busy machine slows).
+    waits = [s.wait_s for s in samples if s.wait_s is not None]
     return {"n": len(ttfts), "errors": sorted({s.error for s in samples if s.error is not None}),
-            "p50_s": pct(ttfts, 0.5), "p99_s": pct(ttfts, 0.99)}
+            "p50_s": pct(ttfts, 0.5), "p99_s": pct(ttfts, 0.99),
+            "slot_wait_p50_s": pct(waits, 0.5), "slot_wait_p99_s": pct(waits, 0.99)}
 
 
 def eta_errors(samples: list[Sample]) -> list[float]:
@@ -217,25 +226,34 @@ def main() -> None:
     results: dict = {"model": model, "seconds_per_phase": args.seconds, "slots": int(args.slots),
                      "flood_clients": 16, "user_every_s": 2.0, "flood_num_predict": FLOOD_TOKENS,
                      "user_num_predict": USER_TOKENS}
-    on = Server(models, {**env, "CORRAL_KEYS_FILE": str(keys)}, log)
+    with_keys = {**env, "CORRAL_KEYS_FILE": str(keys)}
+    on = Server(models, with_keys, log)
     try:
         on.warm(model, USER_KEY)
         idle = asyncio.run(phase(on.url, model, args.seconds, flood=False, keys=True))
         lanes = asyncio.run(phase(on.url, model, args.seconds, flood=True, keys=True))
     finally:
         on.stop()
+    no_reserve = Server(models, {**with_keys, "CORRAL_INTERACTIVE_RESERVE": "0"}, log)
+    try:
+        no_reserve.warm(model, USER_KEY)
+        unreserved = asyncio.run(phase(no_reserve.url, model, args.seconds, flood=True, keys=True))
+    finally:
+        no_reserve.stop()
     off_server = Server(models, env, log)
     try:
         off_server.warm(model, None)
         off = asyncio.run(phase(off_server.url, model, args.seconds, flood=True, keys=False))
     finally:
         off_server.stop()
-    results["interactive_ttft"] = {"idle": ttft_stats(idle), "lanes_on": ttft_stats(lanes),
-                                   "lanes_off": ttft_stats(off)}
-    results["flood_requests"] = {"lanes_on": len(lanes["flood"]), "lanes_off": len(off["flood"])}
+    runs = {"lanes_on": lanes, "lanes_on_no_reserve": unreserved, "lanes_off": off}
+    results["interactive_ttft"] = {"idle": ttft_stats(idle), **{name: ttft_stats(run) for name, run in runs.items()}}
+    # The flood's throughput: requests answered in the phase (the reserved slot's cost).
+    results["flood_requests"] = {name: sum(s.first is not None and s.error is None for s in run["flood"])
+                                 for name, run in runs.items()}
     # The flood's ETAs (batch lane) are the current queue's: interactive requests that arrive
     # later go ahead of them, so theirs are also shown apart.
-    for name, run in (("lanes_on", lanes), ("lanes_off", off)):
+    for name, run in runs.items():
         for who, samples in (("all", run["user"] + run["flood"]), ("interactive", run["user"]),
                              ("flood", run["flood"])):
             errs = eta_errors(samples)

@@ -165,6 +165,9 @@ class Settings:
     # CORRAL_SWAP_WINDOW: how long a request waits for a loaded model's work to be served before
     # that model gives way to its own (no thrash); 0: auto (from the measured load time).
     swap_window: float = 0.0
+    # CORRAL_INTERACTIVE_RESERVE: while an interactive request came this recently, batch requests
+    # leave one slot of each runner free for the interactive lane (scheduler/reserve.py); 0: off.
+    interactive_reserve: float = 600.0
     # CORRAL_SPECULATIVE=ngram: greedy requests that do not say otherwise draft by prompt lookup;
     # CORRAL_DRAFT_MAX: tokens drafted at most per step.
     speculative: bool = False
@@ -251,6 +254,8 @@ class Settings:
                 kw[key] = tuple(m.strip() for m in v.split(",") if m.strip())
         if (v := get("SWAP_WINDOW")) is not None:
             kw["swap_window"] = parse_duration(v, 0.0)
+        if (v := get("INTERACTIVE_RESERVE")) is not None:
+            kw["interactive_reserve"] = parse_duration(v, 600.0)
         if (v := get("SPECULATIVE")) is not None:
             kw["speculative"] = parse_speculative(v)
         if (v := get("DRAFT_MAX")) is not None:

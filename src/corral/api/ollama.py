@@ -163,7 +163,8 @@ async def ps(request: Request) -> dict:
             "digest": r.digest.removeprefix("sha256:"), "details": details(r.info),
             "expires_at": _expires_at(r), "context_length": r.context_length,
             # corral's own fields
-            "state": r.state, "slots_busy": r.slots_busy, "slots_total": r.slots_total, "queue": r.queued,
+            "state": r.state, "slots_busy": r.slots_busy, "slots_total": r.slots_total,
+            "slots_reserved": r.slots_reserved, "queue": r.queued,
             "size_measured": r.size_measured, "pid": r.pid, "device": r.device, "threads": r.threads,
             "health": r.health, "restarts": r.restarts, "exact": r.exact, "kv_cache_type": r.kv_type,
         })

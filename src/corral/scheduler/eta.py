@@ -10,8 +10,9 @@ queues in /api/ps, and the deadline check at admission (deadlines.py). Per model
 A model's slots are simulated: each busy slot frees when its request's expected remaining time
 is over; the requests ahead in service order (lanes and fair shares decide it, queueing.py) each
 take the earliest free slot for their expected duration; a request starts at the next free slot,
-after a load when no runner serves it. A request's expected length is capped by its num_predict
-and its context, and otherwise is the mean of recent lengths *longer than what it has already
+after a load when no runner serves it; a batch request waits for one slot more while the
+interactive lane holds its reserved slot (reserve.py). A request's expected length is capped by
+its num_predict and its context, and otherwise is the mean of recent lengths *longer than what it has already
 generated*: a request that has run long is likely to run longer, where the plain mean would call
 it about to end.
 """
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from corral.scheduler.state import ModelSpec, Runner, RunnerState, Waiter
+from corral.scheduler.tenants import Lane
 
 SMOOTHING = 0.25  # weight of the newest request in the running means of step and lead
 LENGTHS_KEPT = 64  # recent request lengths per model
@@ -115,9 +117,10 @@ def free_times(spec: ModelSpec, runners: Sequence[Runner], running: Mapping[Wait
 
 
 def plan(queue: Sequence[Waiter], runners: Sequence[Runner], running: Mapping[Waiter, Runner],
-         predictor: Predictor, now: float) -> dict[Waiter, float]:
+         predictor: Predictor, now: float, held: int = 0) -> dict[Waiter, float]:
     """Predicted seconds until each waiter of one model's `queue` (in service order) starts; empty
-    while nothing has measured the model's step time."""
+    while nothing has measured the model's step time. While `held` slots are reserved for the
+    interactive lane (reserve.py), a batch request starts only when `held` + 1 slots are free."""
     if not queue:
         return {}
     model = queue[0].model
@@ -128,7 +131,11 @@ def plan(queue: Sequence[Waiter], runners: Sequence[Runner], running: Mapping[Wa
     heapq.heapify(slots)
     starts = {}
     for waiter in queue:
-        start = heapq.heappop(slots) if slots else 0.0
+        need = 1 + (held if waiter.ticket.lane is Lane.BATCH else 0)
+        free = [heapq.heappop(slots) for _ in range(min(need, len(slots)))]
+        start = free[-1] if free else 0.0
         starts[waiter] = start
+        for _ in free[1:]:  # the slots it left free are free from its start on
+            heapq.heappush(slots, start)
         heapq.heappush(slots, start + predictor.duration(waiter, step))
     return starts

@@ -1,12 +1,13 @@
-"""Admission, placement, eviction and keep-alive: which request runs where, and when.
+"""Admission and placement: which request runs where, and when.
 
 One queue of waiting requests for all models, bounded by max_queue (batch requests by less, so
 interactive ones still get in), and per tenant by its max_queued (429). A waiter is placed on a
 loaded runner of its model with a free slot; if there is none, the scheduler loads one when it
-fits the memory budget and the loaded-model cap, evicting idle runners when it must (eviction.py:
-pins, cost, the swap window). Waiters for one model never hold up waiters for
-another (no head-of-line blocking across models); within a model, the queue policy (queueing.py:
-lanes, then tenants' fair shares, then arrival) picks who goes next.
+fits the memory budget and the loaded-model cap, evicting idle runners when it must (fleet.py
+loads, expires and unloads runners; eviction.py: pins, cost, the swap window). Waiters for one
+model never hold up waiters for another (no head-of-line blocking across models); within a
+model, the queue policy (queueing.py: lanes, then tenants' fair shares, then arrival) picks who
+goes next.
 
 Plain asyncio: FastAPI wraps this, Ray Serve could too.
 """
@@ -19,23 +20,23 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from corral.config import FOREVER, Settings
+from corral.config import Settings
 from corral.errors import CorralError
-from corral.models.store import kv_cache_dir
-from corral.runner import protocol as p
 from corral.runner.handle import Reply, RunnerError, RunnerHandle
-from corral.runner.protocol import GenerationOptions, LoadConfig
+from corral.runner.protocol import GenerationOptions
 from corral.scheduler import bus
-from corral.scheduler.bus import UnloadReason, about
+from corral.scheduler.bus import about
 from corral.scheduler.deadlines import Expired, cut_short, queue_expired, within
 from corral.scheduler.deadlines import refusal as deadline_refusal
 from corral.scheduler.eta import Predictor, plan
 from corral.scheduler.events import Done, Event, Failed, Queued, Text, from_reply
-from corral.scheduler.eviction import Alarm, Eviction
+from corral.scheduler.eviction import Eviction
+from corral.scheduler.fleet import Fleet, Roster, RunnerFactory
 from corral.scheduler.memory import CPU, Gpu, Pool, gpu_inventory, system_budget
 from corral.scheduler.metrics import Metrics
 from corral.scheduler.placement import Pools
 from corral.scheduler.queueing import FairQueue
+from corral.scheduler.reserve import Reserve
 from corral.scheduler.snapshot import Snapshot, take_snapshot
 from corral.scheduler.state import Busy, ModelNotAllowed, ModelSpec, NeverFits, Runner, RunnerState, Waiter
 from corral.scheduler.tenants import DEFAULT_TICKET, Ticket
@@ -43,10 +44,9 @@ from corral.scheduler.threads import rebalance
 from corral.scheduler.waiting import ServiceOrder, queued, would_queue
 from corral.scheduler.watchdog import health, watch
 
-__all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "Scheduler", "Waiter"]
+__all__ = ["Busy", "ModelSpec", "NeverFits", "PromptFit", "Runner", "RunnerFactory", "Scheduler", "Waiter"]
 
 
-RunnerFactory = Callable[[LoadConfig, Callable[[RunnerHandle], None]], RunnerHandle]
 # A prompt found once the request has a runner: given "does this text fit the context?", the text.
 PromptFit = Callable[[Callable[[str], Awaitable[bool]]], Awaitable[str]]
 
@@ -56,38 +56,33 @@ class Scheduler:
                  runner_factory: RunnerFactory = RunnerHandle) -> None:
         """`gpus` and `runner_factory` are for tests: a simulated device inventory, a fake runner."""
         self.settings = settings
-        self.runner_factory = runner_factory
         self.budget = system_budget(settings.memory_limit)
         gpus = gpu_inventory() if gpus is None and settings.cuda is not False else (gpus or [])
         self.pools: dict[Pool, int] = {CPU: self.budget, **{Pool(g.index): g.budget for g in gpus}}
         self.max_loaded = settings.max_loaded_models or 3 * max(len(gpus), 1)
         self.placement = Pools(self.pools, self.max_loaded)
-        self.runners: list[Runner] = []
         self.waiters: deque[Waiter] = deque()  # in arrival order; self.policy orders service
         self.policy = FairQueue()
         self.predictor = Predictor()
         self.running: dict[Waiter, Runner] = {}  # requests holding a slot, and where
         self.eviction = Eviction(settings, self.placement, self.predictor)
-        self._rekick = Alarm(self._kick)  # a swap window's end
         self.order = ServiceOrder(self.policy)
+        self.reserve = Reserve(settings.interactive_reserve)  # the interactive lane's slot
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
         self._draining = False
         self._watchdog: asyncio.Task | None = None
-        self.restarts: dict[str, int] = {}  # model name → runners killed for a stall or lost to a crash
-        self.retired: dict[str, p.Stats] = {}  # model name → counters of its runners that are gone
+        roster = Roster()  # the fleet's runners (shared, never rebound), as /api/ps and the tests read them
+        self.runners, self.restarts, self.retired = roster.runners, roster.restarts, roster.retired
         self.metrics = Metrics(self.snapshot)
         self.bus = bus.Bus()  # the live view's events (api/events.py serves them)
+        self.fleet = Fleet(settings, self.pools, self.placement, self.eviction, self.predictor, self.metrics,
+                           self.bus, runner_factory, roster, self.waiters, self._kick, self._spawn,
+                           lambda: not (self._closed or self._draining))
 
     # -- admission ----------------------------------------------------------------------------
     def check_fits(self, spec: ModelSpec) -> None:
-        need = spec.estimate().total
-        largest = max(self.pools[p] for p in self.placement.for_spec(spec))
-        if need > largest:
-            raise NeverFits(f"model '{spec.name}' needs an estimated {need / 2**20:.0f} MiB, more than "
-                            f"corral's whole memory budget of {largest / 2**20:.0f} MiB")
-        if conflict := self.eviction.pin_conflict(spec, self.runners):
-            raise conflict
+        self.fleet.check_fits(spec)
 
     def drain(self) -> None:
         """Refuse new requests (503); admitted ones still run. Shutdown's first step."""
@@ -106,7 +101,9 @@ class Scheduler:
         waiter = Waiter(spec, keep_alive, asyncio.get_running_loop().create_future(), ticket=ticket)
         self.eviction.demand.note(spec.name, waiter.enqueued)
         self.policy.arrive(waiter, self.waiters)
-        if (would_queue(spec, self.waiters, self.runners) or self.policy.at_limit(waiter)) and (refusal := (
+        self.reserve.saw(waiter)
+        held = self.reserve.held_for(waiter, waiter.enqueued)
+        if (would_queue(spec, self.waiters, self.runners, held) or self.policy.at_limit(waiter)) and (refusal := (
                 self.policy.refusal(ticket, self.waiters, self.queued(), self.settings.max_queue)
                 or self._late(waiter))):
             self.metrics.refused(tenant.name, refusal.status)
@@ -132,14 +129,17 @@ class Scheduler:
 
     def etas(self, queue: Sequence[Waiter]) -> dict[Waiter, float]:
         """Predicted seconds until each of one model's waiters (in service order) starts (eta.py)."""
-        return plan(queue, self.runners, self.running, self.predictor, time.monotonic())
+        now = time.monotonic()
+        held = self.reserve.held(queue[0].spec, now) if queue else 0
+        return plan(queue, self.runners, self.running, self.predictor, now, held)
 
     def queue_of(self, model: str) -> list[Waiter]:
         """The requests waiting for a model, in service order."""
         return self.order.of(model, self.waiters)
 
     def queued(self, name: str | None = None) -> int:
-        return queued(self.waiters, self.runners, name)
+        now = time.monotonic()
+        return queued(self.waiters, self.runners, name, lambda spec: self.reserve.held(spec, now))
 
     def position(self, waiter: Waiter) -> int:
         """1-based place among the requests waiting for the same model, in service order; 0
@@ -173,7 +173,7 @@ class Scheduler:
         runner.last_used = time.monotonic()
         runner.keep_alive = keep_alive
         if runner.busy == 0:
-            self._arm_expiry(runner)
+            self.fleet.arm_expiry(runner)
         self._kick()
 
     def generate(self, waiter: Waiter, prompt: str | PromptFit, options: GenerationOptions,
@@ -284,7 +284,7 @@ class Scheduler:
         moved = set()
         draining, due = self.eviction.draining(self.runners, self.waiters)  # they give way to a waiting model
         if due is not None:
-            self._rekick.within(due)
+            self.fleet.rekick.within(due)
         # Models in the order of their most urgent, oldest waiter (who gets memory first).
         models = sorted({w.model for w in self.waiters}, key=lambda m: min(
             (w.ticket.lane.rank, w.enqueued) for w in self.waiters if w.model == m))
@@ -294,7 +294,7 @@ class Scheduler:
                 runner = self._runner_for(head.spec)
                 if runner in draining:
                     break
-                if not (runner and runner.has_free_slot):
+                if not (runner and runner.has_free_slot and self.reserve.admits(head, runner, time.monotonic())):
                     if runner is None and not any(r.spec.name == name and r.state == RunnerState.LOADING
                                                   for r in self.runners):
                         self._place(head)
@@ -312,11 +312,7 @@ class Scheduler:
                 moved.add(name)
         for name in moved:
             self._notify_positions(name)
-        rebalance(self.runners, self.settings.threads, self._threads_for)
-
-    def _threads_for(self, spec: ModelSpec) -> int:
-        """The threads a runner of this spec is started with (0 in a spec: the server's default)."""
-        return spec.n_threads or self.settings.threads
+        rebalance(self.runners, self.settings.threads, self.fleet.threads_for)
 
     def _runner_for(self, spec: ModelSpec) -> Runner | None:
         candidates = [r for r in self.runners if r.serves(spec)]
@@ -325,182 +321,30 @@ class Scheduler:
         return candidates[0] if candidates else None
 
     def _place(self, waiter: Waiter) -> None:
-        self._start(waiter.spec, waiter.keep_alive, waiter)
-
-    def _start(self, spec: ModelSpec, keep_alive: float, waiter: Waiter | None = None) -> None:
-        """Load a runner for `spec` where it fits, evicting idle runners for `waiter` if that makes
-        room and eviction.py allows it now."""
-        same_model = [r for r in self.runners if r.spec.name == spec.name and r.state != RunnerState.UNLOADING]
-        if same_model:
-            # A runner of this model with other load options: reload once it is idle.
-            for r in same_model:
-                if r.idle:
-                    self._unload(r, UnloadReason.RELOAD, "to load it with other options")
-            return
-        try:
-            self.check_fits(spec)
-        except NeverFits as exc:
-            self._fail_waiters(spec, exc)
-            return
-        need = spec.estimate()
-        # A model goes wholly into one pool, no partial offload: free VRAM on some GPU, else VRAM
-        # freed by evicting idle GPU models, else system RAM (free, then freed by eviction).
-        gpus = [p for p in self.placement.for_spec(spec) if p != CPU]
-        wanted = {w.spec.name for w in self.waiters}
-        retry: float | None = None
-        for group in (gpus, [CPU]):
-            for pool in group:
-                if self.placement.fits(self.runners, pool, need.total):
-                    runner = Runner(spec, self._new_handle(spec, pool), need, pool=pool,
-                                    keep_alive=keep_alive)
-                    self.runners.append(runner)
-                    self.bus.publish(bus.ModelLoading(model=spec.name, device=str(pool), estimate=need.total))
-                    self._spawn(self._load(runner))
-                    return
-            if waiter is None or not group:
-                continue
-            evict, retry = self.eviction.victims(self.runners, waiter, wanted, group)
-            for r in evict:
-                self._unload(r, UnloadReason.EVICTED, f"to make room for {spec.name} on {r.pool}")
-            if evict or retry is not None:
-                break  # room frees when those runners have exited (_kick runs again then), or later
-        if retry is not None:
-            self._rekick.within(retry)
-        # Otherwise it waits (counted in the queue) until a busy runner goes idle.
+        self.fleet.start(waiter.spec, waiter.keep_alive, waiter)
 
     def snapshot(self) -> Snapshot:
         """A frozen view of runners, queues, memory and counters (see snapshot.py)."""
         return take_snapshot(self.runners, self.waiters, self.retired, self.restarts, self.health,
                              self.policy.running_by_tenant, self.queue_of, self.etas,
                              budget=self.budget, reserved=self.reserved(),
-                             pools={str(pool): budget for pool, budget in self.pools.items()})
+                             pools={str(pool): budget for pool, budget in self.pools.items()},
+                             held=lambda spec: self.reserve.held(spec, time.monotonic()))
 
     def reserved(self, pool: Pool | None = None) -> int:
         return Pools.reserved(self.runners, pool)
-
-    def _new_handle(self, spec: ModelSpec, pool: Pool) -> RunnerHandle:
-        on_gpu = pool.is_gpu
-        cfg = LoadConfig(model_path=str(spec.info.path), n_slots=spec.n_slots, n_ctx_slot=spec.n_ctx,
-                         n_threads=self._threads_for(spec), n_gpu_layers=spec.n_gpu_layers if on_gpu else 0,
-                         main_gpu=pool.gpu or 0, prompt_cache_bytes=spec.prompt_cache_bytes,
-                         max_step_s=self.settings.stall_timeout, cache_dir_bytes=self.settings.cache_dir_bytes,
-                         cache_dir=str(self.settings.cache_dir or kv_cache_dir(self.settings.models_dir)),
-                         speculative=self.settings.speculative, draft_max=self.settings.draft_max,
-                         exact=spec.exact, flash_attention=spec.flash_attention, kv_type=spec.kv_type.value)
-        return self.runner_factory(cfg, self._runner_exited)
-
-    async def _load(self, runner: Runner) -> None:
-        started = time.monotonic()
-        try:
-            await runner.handle.start(self.settings.load_timeout)
-        except (RunnerError, OSError) as exc:
-            if runner in self.runners:
-                self.runners.remove(runner)
-            self.bus.publish(bus.ModelCrashed(model=runner.spec.name, device=str(runner.pool), reason="load",
-                                              detail=str(exc)))
-            self._fail_waiters(runner.spec, exc)
-            self._kick()
-            return
-        runner.ready_at = time.monotonic()
-        runner.load_duration = runner.ready_at - started
-        self.predictor.loaded(runner.spec.name, runner.load_duration)
-        self.metrics.loads.labels(runner.spec.name).inc()
-        runner.rss = runner.handle.rss()
-        runner.last_used = time.monotonic()
-        if runner.state == RunnerState.LOADING:
-            runner.state = RunnerState.READY
-        runner.threads = self._threads_for(runner.spec)
-        runner.loaded.set()
-        self.bus.publish(bus.ModelLoaded(model=runner.spec.name, device=str(runner.pool),
-                                         load_s=runner.load_duration, measured=runner.rss))
-        self._kick()
-        if runner.idle:
-            self._arm_expiry(runner)
-
-    def _fail_waiters(self, spec: ModelSpec, exc: Exception) -> None:
-        for w in [w for w in self.waiters if w.spec.served_by(spec)]:
-            self.waiters.remove(w)
-            if not w.future.done():
-                w.future.set_exception(RunnerError(str(exc)) if not isinstance(exc, NeverFits) else exc)
 
     def _notify_positions(self, name: str) -> None:
         for w in self.waiters:
             if w.spec.name == name:
                 w.position_changed.set()
 
-    # -- keep-alive and unloading -------------------------------------------------------------
-    def _arm_expiry(self, runner: Runner) -> None:
-        runner.cancel_timer()
-        if runner.keep_alive == FOREVER or self.eviction.pinned(runner.spec.name):
-            runner.expires_at = FOREVER
-            return
-        runner.expires_at = time.time() + runner.keep_alive
-        if any(w.spec.served_by(runner.spec) for w in self.waiters):
-            return
-        if runner.keep_alive <= 0:
-            self._unload(runner, UnloadReason.REQUESTED)
-        else:
-            runner.timer = asyncio.get_running_loop().call_later(runner.keep_alive, self._expire, runner)
-
-    def _expire(self, runner: Runner) -> None:
-        runner.timer = None
-        if runner.idle and runner in self.runners:
-            self._unload(runner, UnloadReason.EXPIRED, f"keep_alive {runner.keep_alive:g}s ran out")
-
-    def _unload(self, runner: Runner, reason: UnloadReason, detail: str = "") -> None:
-        if runner.state == RunnerState.UNLOADING:
-            return
-        runner.state = RunnerState.UNLOADING
-        self.bus.publish(bus.ModelUnloaded(model=runner.spec.name, device=str(runner.pool), reason=reason,
-                                           detail=detail))
-        runner.cancel_timer()
-
-        async def stop() -> None:
-            await runner.handle.stop()
-            self._drop(runner)
-
-        self._spawn(stop())
-
     def unload(self, name: str) -> bool:
         """Unload a model now if idle, else as soon as it goes idle (keep_alive 0)."""
-        found = False
-        for runner in [r for r in self.runners if r.spec.name == name]:
-            found = True
-            if self.eviction.pinned(name):
-                continue
-            runner.keep_alive = 0
-            if runner.idle:
-                self._unload(runner, UnloadReason.REQUESTED)
-        return found
-
-    def _runner_exited(self, handle: RunnerHandle) -> None:
-        for runner in [r for r in self.runners if r.handle is handle]:
-            if runner.state != RunnerState.UNLOADING:  # it died under us: a crash, or the watchdog's kill
-                self.restarts[runner.spec.name] = self.restarts.get(runner.spec.name, 0) + 1
-                why = "stall" if runner.stalled else "crash"
-                self.metrics.runner_restarts.labels(runner.spec.name, why).inc()
-                self.bus.publish(bus.ModelCrashed(model=runner.spec.name, device=str(runner.pool), reason=why,
-                                              detail=runner.handle.kill_reason))
-            self._drop(runner)
-            # A stalled runner is restarted at once, so the model is back before the next request
-            # needs it; requests still queued for it are served by this new runner.
-            if (runner.stalled and not self._closed and not self._draining
-                    and not any(r.spec.name == runner.spec.name for r in self.runners)):
-                self._start(runner.spec, runner.keep_alive)
-                self._kick()
+        return self.fleet.unload(name)
 
     def health(self, runner: Runner) -> str:
         return health(runner, self.settings.stall_timeout)
-
-    def _drop(self, runner: Runner) -> None:
-        if runner in self.runners:
-            self.runners.remove(runner)
-            # Runner-wide time counters stay monotonic per model when a runner goes.
-            gone = self.retired.get(runner.spec.name, p.Stats(0, 0))
-            stats = runner.handle.stats
-            self.retired[runner.spec.name] = gone + stats
-            runner.cancel_timer()
-            self._kick()
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.ensure_future(coro)
@@ -515,6 +359,5 @@ class Scheduler:
             if not w.future.done():
                 w.future.set_exception(RunnerError("server is shutting down"))
         self.waiters.clear()
-        await asyncio.gather(*(r.handle.stop() for r in list(self.runners)), return_exceptions=True)
-        self.runners.clear()
+        await self.fleet.stop_all()
 

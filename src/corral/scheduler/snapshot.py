@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from corral.models.gguf_info import GGUFInfo
 from corral.runner import protocol as p
-from corral.scheduler.state import Runner, Waiter
+from corral.scheduler.state import ModelSpec, Runner, Waiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class RunnerView:
     context_length: int  # per slot
     slots_busy: int
     slots_total: int
+    slots_reserved: int  # of slots_total, kept free for the interactive lane now (reserve.py)
     queued: int  # requests waiting for this model
     size: int  # estimated bytes
     size_measured: int  # the process's resident bytes
@@ -98,15 +99,17 @@ def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Map
                   restarts: Mapping[str, int], health: Callable[[Runner], str], running: Mapping[str, int],
                   queues: Callable[[str], Sequence[Waiter]],
                   etas: Callable[[Sequence[Waiter]], Mapping[Waiter, float]],
-                  *, budget: int, reserved: int, pools: dict[str, int]) -> Snapshot:
+                  *, budget: int, reserved: int, pools: dict[str, int],
+                  held: Callable[[ModelSpec], int] = lambda spec: 0) -> Snapshot:
     """The scheduler's state as values: `retired` holds the counters of runners that are gone,
     `running` each tenant's requests holding a slot, `queues` a model's waiters in service order
-    and `etas` their predicted starts."""
+    and `etas` their predicted starts; `held` the slots a model's runners keep for the interactive lane."""
     waiting = list(waiters)
     now = time.monotonic()
     views = tuple(RunnerView(
         name=r.spec.name, digest=r.spec.digest, info=r.spec.info, state=r.state.value, health=health(r),
         context_length=r.spec.n_ctx, slots_busy=r.busy, slots_total=r.spec.n_slots,
+        slots_reserved=held(r.spec),
         queued=sum(1 for w in waiting if w.spec.name == r.spec.name), size=r.estimate.total,
         size_measured=r.handle.rss(), pid=r.handle.pid, device=str(r.pool), on_gpu=r.pool.is_gpu,
         threads=r.threads, restarts=restarts.get(r.spec.name, 0), keep_alive=r.keep_alive,
