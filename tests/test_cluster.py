@@ -295,25 +295,31 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewhere(cluster: RayCorral) -> None:
-    """A streams on a node (1 slot), B waits in that node's queue; the node's replica is killed:
-    A's stream ends with an error line within 10 s, B is sent to the other node and completes, the
-    node's runner processes die with it, and Serve brings the replica back."""
+    """Each node streams one request (1 slot each), B waits in one node's queue; that node's replica
+    is killed: its stream ends with an error line within 10 s, B is sent to the other node and
+    completes there, the node's runner processes die with it, and Serve brings the replica back."""
+    async def first_token(seen: asyncio.Queue) -> str:
+        while True:
+            node, obj = await asyncio.wait_for(seen.get(), 60)
+            if obj.get("response"):
+                return node
+
     async def scenario() -> tuple[dict, dict, float, list[int]]:
-        seen_a: asyncio.Queue = asyncio.Queue()
-        seen_b: asyncio.Queue = asyncio.Queue()
-        task_a = asyncio.create_task(_lines(cluster.url, SMOL, "Tell a very long story.", 3000, seen_a))
-        tokens = 0
-        while tokens < 3:
-            node, obj = await asyncio.wait_for(seen_a.get(), 60)
-            tokens += bool(obj.get("response"))
-        task_b = asyncio.create_task(_lines(cluster.url, SMOL, "Say hi.", 8, seen_b))
-        node_b, obj = await asyncio.wait_for(seen_b.get(), 30)
-        assert node_b == node and "queue_position" in obj, (node, node_b, obj)  # B waits behind A
-        info = _replica(node)
+        queues: list[asyncio.Queue] = [asyncio.Queue(), asyncio.Queue(), asyncio.Queue()]
+        long_a = asyncio.create_task(_lines(cluster.url, SMOL, "Tell a very long story.", 150, queues[0]))
+        node_a = await first_token(queues[0])
+        long_c = asyncio.create_task(_lines(cluster.url, SMOL, "Tell another long story.", 150, queues[1]))
+        node_c = await first_token(queues[1])
+        assert {node_a, node_c} == set(cluster.nodes)  # both slots busy, one on each node
+        task_b = asyncio.create_task(_lines(cluster.url, SMOL, "Say hi.", 8, queues[2]))
+        node_b, obj = await asyncio.wait_for(queues[2].get(), 30)
+        assert "queue_position" in obj, obj  # B waits behind that node's stream
+        info = _replica(node_b)
         runners = [p.pid for p in psutil.Process(info["Pid"]).children(recursive=True)]
         ray.kill(ray.get_actor(info["Name"], namespace="serve"), no_restart=True)
         killed_at = time.monotonic()
-        a, b = await asyncio.wait_for(asyncio.gather(task_a, task_b), 60)
+        killed = long_a if node_b == node_a else long_c
+        a, b, _ = await asyncio.wait_for(asyncio.gather(killed, task_b, long_a if killed is long_c else long_c), 120)
         return a, b, a["end"] - killed_at, runners
 
     a, b, ended_after, runners = asyncio.run(scenario())
