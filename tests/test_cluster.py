@@ -296,8 +296,9 @@ def _alive(pids: list[int]) -> list[int]:
 
 def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewhere(cluster: RayCorral) -> None:
     """Each node streams one request (1 slot each), B waits in one node's queue; that node's replica
-    is killed: its stream ends with an error line within 10 s, B is sent to the other node and
-    completes there, the node's runner processes die with it, and Serve brings the replica back."""
+    is killed: its stream ends with an error line within 10 s, B is sent to the other node (whose
+    client then leaves) and completes there, the node's runners die with it, and Serve brings the
+    replica back."""
     async def first_token(seen: asyncio.Queue) -> str:
         while True:
             node, obj = await asyncio.wait_for(seen.get(), 60)
@@ -306,9 +307,10 @@ def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewher
 
     async def scenario() -> tuple[dict, dict, float, list[int]]:
         queues: list[asyncio.Queue] = [asyncio.Queue(), asyncio.Queue(), asyncio.Queue()]
-        long_a = asyncio.create_task(_lines(cluster.url, SMOL, "Tell a very long story.", 150, queues[0]))
+        long_a = asyncio.create_task(_lines(cluster.url, SMOL, "Tell a very long story.", 2000, queues[0]))
         node_a = await first_token(queues[0])
-        long_c = asyncio.create_task(_lines(cluster.url, SMOL, "Tell another long story.", 150, queues[1]))
+        await asyncio.sleep(2.5)  # routing stats are refreshed once a second: let them show A's slot busy
+        long_c = asyncio.create_task(_lines(cluster.url, SMOL, "Tell another long story.", 2000, queues[1]))
         node_c = await first_token(queues[1])
         assert {node_a, node_c} == set(cluster.nodes)  # both slots busy, one on each node
         task_b = asyncio.create_task(_lines(cluster.url, SMOL, "Say hi.", 8, queues[2]))
@@ -318,8 +320,10 @@ def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewher
         runners = [p.pid for p in psutil.Process(info["Pid"]).children(recursive=True)]
         ray.kill(ray.get_actor(info["Name"], namespace="serve"), no_restart=True)
         killed_at = time.monotonic()
-        killed = long_a if node_b == node_a else long_c
-        a, b, _ = await asyncio.wait_for(asyncio.gather(killed, task_b, long_a if killed is long_c else long_c), 120)
+        killed, survivor = (long_a, long_c) if node_b == node_a else (long_c, long_a)
+        a = await asyncio.wait_for(killed, 30)
+        survivor.cancel()  # its client leaves: the other node's slot frees for B
+        b = await asyncio.wait_for(task_b, 60)
         return a, b, a["end"] - killed_at, runners
 
     a, b, ended_after, runners = asyncio.run(scenario())

@@ -101,3 +101,14 @@ def test_the_rayservice_application_builds() -> None:
     assert bound.name == "corral-ingress"
     nodes = bound.init_args[0]
     assert nodes._bound_deployment.name == "corral-node" and nodes._bound_deployment.num_replicas == 3
+
+
+def test_a_model_just_sent_somewhere_sticks_there_until_the_stats_show_it_loaded() -> None:
+    # Stale stats: no node shows the model loaded yet; the node it was just sent to goes first.
+    cold = [STORED_ROOMY, STORED_TIGHT]
+    assert names(choose(cold, "smollm2:135m", recent="tight"))[0] == ["tight"]
+    assert flat(names(choose(cold, "smollm2:135m", recent="tight"))) == ["tight", "roomy"]
+    # Not once a node reports it loaded, not when excluded, not when gone.
+    assert names(choose([WARM, STORED_TIGHT], "smollm2:135m", recent="tight"))[0] == ["warm"]
+    assert flat(names(choose(cold, "smollm2:135m", exclude=("tight",), recent="tight"))) == ["roomy"]
+    assert flat(names(choose(cold, "smollm2:135m", recent="gone"))) == ["roomy", "tight"]
