@@ -124,6 +124,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(ui.router)
 
+    add_error_handlers(app)
+    add_guards(app, settings, keys)
+    return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON with its status, in the shape of the API family its path belongs to."""
     def handle(exc_type: type[E], status: int, message: Callable[[E], str] = str,
                headers: dict | None = None) -> None:
         async def handler(request: Request, exc: E) -> JSONResponse:
@@ -146,12 +153,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(500, f"internal error: {type(exc).__name__}: {exc}", None, request.url.path)
     app.add_exception_handler(Exception, internal)
 
+
+def add_guards(app: FastAPI, settings: Settings, keys: Keys | None = None) -> None:
+    """corral's request guards (also the cluster ingress's): Origin/Host, CORS, API keys, body
+    deadline, body cap."""
     # Last added runs first. The Origin/Host rule goes before everything; CORS next, so
     # preflights and every later error carry CORS headers.
     app.add_middleware(RequestGuard, limit=settings.max_body_bytes)
     app.add_middleware(BodyTimeout, timeout=settings.body_timeout, error=_error)
-    app.add_middleware(Tenancy, keys=keys, error=_error)
+    if keys is not None:
+        app.add_middleware(Tenancy, keys=keys, error=_error)
     add_cors(app, settings.origins)
     app.add_middleware(OriginHostGuard, origins=settings.origins, check_host=is_loopback(settings.host),
                        error=_error)
-    return app

@@ -13,11 +13,13 @@ import asyncio
 import json
 import logging
 import resource
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import h11
 import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from corral.api.app import create_app
@@ -114,20 +116,28 @@ def _raise_fd_limit(wanted: int) -> None:
 
 
 class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, scheduler: Scheduler) -> None:
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], None]) -> None:
         super().__init__(config)
-        self.scheduler = scheduler
+        self.drain = drain
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.scheduler.drain()
+        self.drain()
         super().handle_exit(sig, frame)
+
+
+def run(app: ASGIApp, settings: Settings, drain: Callable[[], None]) -> None:
+    """Serve `app` (corral's, or the cluster ingress's) until SIGTERM/SIGINT, which calls `drain`
+    first. The asyncio loop is named: uvicorn would pick uvloop where it is installed (Ray
+    brings it), and corral's runners and signals are tested on asyncio's."""
+    _raise_fd_limit(settings.max_connections + 1024)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", loop="asyncio",
+                            http=guarded_protocol(settings.header_timeout, settings.max_connections),
+                            timeout_keep_alive=KEEP_ALIVE_S,
+                            timeout_graceful_shutdown=int(settings.shutdown_timeout))
+    _DrainingServer(config, drain).run()
 
 
 def serve(settings: Settings) -> None:
     app = create_app(settings)
-    _raise_fd_limit(settings.max_connections + 1024)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            http=guarded_protocol(settings.header_timeout, settings.max_connections),
-                            timeout_keep_alive=KEEP_ALIVE_S,
-                            timeout_graceful_shutdown=int(settings.shutdown_timeout))
-    _DrainingServer(config, app.state.corral.scheduler).run()
+    scheduler: Scheduler = app.state.corral.scheduler
+    run(app, settings, scheduler.drain)

@@ -28,7 +28,11 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="corral", description="A local LLM server that speaks Ollama's API.")
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="start the server").set_defaults(func=verbs.cmd_serve)
+    p = sub.add_parser("serve", help="start the server")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="serve through a Ray cluster (its address, or auto): one corral node per machine "
+                        "with the corral_node resource (docs/CLUSTER.md)")
+    p.set_defaults(func=verbs.cmd_serve)
     p = sub.add_parser("run", help="run a model: one prompt, or an interactive chat")
     run.add_arguments(p, DEFAULT_MODEL)
     p.set_defaults(func=run.cmd_run)

@@ -29,6 +29,14 @@ console = Console(stderr=True, highlight=False)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "cluster", None):
+        try:  # Ray is optional (corral[ray]): imported only here
+            from corral.cluster.driver import serve_cluster
+        except ImportError as exc:
+            raise CliError(f"--cluster needs Ray: pip install 'corral[ray]' ({exc})") from None
+        console.print(f"corral listening on {settings.base_url} (Ray cluster {args.cluster})")
+        serve_cluster(settings, args.cluster)
+        return 0
     from corral.api.serve import serve
 
     console.print(f"corral listening on {settings.base_url} (models in {settings.models_dir})")

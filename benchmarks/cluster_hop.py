@@ -1,0 +1,142 @@
+"""The per-token cost of the Ray hop: `corral bench` against an embedded `corral serve` and against
+`corral serve --cluster` on a one-node local Ray cluster, same machine, same settings (issue 17).
+
+    python benchmarks/cluster_hop.py [--sweep 1,8] [--max-tokens 64] [--num-prompts 16] [--rounds 1] [--json F]
+
+The servers run one after the other (never at once), each with the test store's smollm2:135m, 8
+slots, 2048 context per slot, all cores; the ingress, Ray's processes and the node share the machine,
+as they would on a node that is also the head. Greedy streaming OpenAI chat, one warm-up each. Reports
+TPOT p50 and output tokens/s per concurrency and the cluster's overhead (cluster / embedded - 1).
+Not part of CI.
+
+Every server runs in a session of its own: with the kernel's autogroup scheduling (Linux's default
+on desktops and these VMs) CPU time is shared per session, and Ray starts its processes in new
+sessions, so an embedded server left in the caller's session (with the load generator) got a far
+smaller share on a busy machine and looked 2-10x slower than the cluster. Ray also sets
+OMP_NUM_THREADS=1 in its workers when it is unset (the node's runners inherit it); the embedded
+server is given the same value, so only the hop differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# Read by Ray when it is imported: usage stats off, every address on loopback.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import httpx
+
+from corral.bench.command import add_arguments, run_sweep
+
+MODEL = "smollm2:135m"
+STORE = Path(os.environ.get("CORRAL_TEST_MODELS", Path.home() / ".cache" / "corral" / "test-models"))
+NODE_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "OLLAMA_MODELS": str(STORE), "OLLAMA_NUM_PARALLEL": "8", "OLLAMA_CONTEXT_LENGTH": "2048",
+            "OLLAMA_KEEP_ALIVE": "10m", "CORRAL_REGISTRY_MIRRORS": "registry.ollama.ai=http://127.0.0.1:9"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/api/tags", timeout=2).json().get("models"):
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def sweep(url: str, loads: str, max_tokens: int, prompts: int) -> list[dict]:
+    p = argparse.ArgumentParser()
+    add_arguments(p, url, MODEL)
+    return run_sweep(p.parse_args(["--sweep", loads, "--max-tokens", str(max_tokens), "--num-prompts", str(prompts)]))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def embedded(loads: str, max_tokens: int, prompts: int, log: Path) -> list[dict]:
+    port = free_port()
+    env = {**os.environ, **NODE_ENV, "OLLAMA_HOST": f"127.0.0.1:{port}", "CORRAL_CACHE_DIR": tempfile.mkdtemp()}
+    proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=env, start_new_session=True,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        return sweep(f"http://127.0.0.1:{port}", loads, max_tokens, prompts)
+    finally:
+        stop(proc)
+
+
+def cluster(loads: str, max_tokens: int, prompts: int, log: Path) -> list[dict]:
+    from ray.cluster_utils import Cluster
+
+    small: dict[str, Any] = {"node_ip_address": "127.0.0.1", "object_store_memory": 100 * 2**20}
+    c = Cluster(initialize_head=True, head_node_args={**small, "num_cpus": 1, "include_dashboard": False})
+    proc = None
+    try:
+        c.add_node(**small, num_cpus=1, resources={"corral_node": 1},
+                   env_vars={**NODE_ENV, "CORRAL_CACHE_DIR": tempfile.mkdtemp()})
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve", "--cluster", c.address],
+                                env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"}, start_new_session=True,
+                                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+        return sweep(f"http://127.0.0.1:{port}", loads, max_tokens, prompts)
+    finally:
+        if proc is not None:
+            stop(proc)
+        c.shutdown()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", default="1,8")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--num-prompts", type=int, default=16, help="requests per concurrency level")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="cluster-hop-"))
+    rounds = []
+    for i in range(args.rounds):
+        rounds.append({"embedded": embedded(args.sweep, args.max_tokens, args.num_prompts, logs / f"embedded-{i}.log"),
+                       "cluster": cluster(args.sweep, args.max_tokens, args.num_prompts, logs / f"cluster-{i}.log")})
+    print(f"{'C':>3} {'embedded TPOT ms':>17} {'cluster TPOT ms':>16} {'overhead':>9} "
+          f"{'embedded tok/s':>15} {'cluster tok/s':>14}")
+    for r in rounds:
+        for e, c in zip(r["embedded"], r["cluster"]):
+            te, tc = e["tpot_s"]["p50"] * 1e3, c["tpot_s"]["p50"] * 1e3
+            print(f"{e['concurrency']:>3} {te:>17.2f} {tc:>16.2f} {(tc / te - 1) * 100:>8.1f}% "
+                  f"{e['output_tokens_per_s']:>15.1f} {c['output_tokens_per_s']:>14.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(rounds, indent=2))
+    print(f"logs in {logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

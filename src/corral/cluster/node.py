@@ -1,0 +1,125 @@
+"""A corral node: one Ray Serve replica per machine, hosting a whole corral in-process.
+
+The replica runs corral's own app (store, scheduler, runners, memory budget, keep-alive) with the
+Settings of its machine's environment, exactly as `corral serve` would, and answers raw HTTP
+requests forwarded by the ingress (cluster/ingress.py) as batches of response parts. Its routing
+stats (what it has loaded, stored, free) feed the affinity router (cluster/router.py) and the
+directory (cluster/directory.py) the ingress fans out with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Collection
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve.config import RequestRouterConfig
+
+from corral.api.app import create_app
+from corral.cluster import directory
+from corral.cluster.asgi_call import batched, call_app
+from corral.cluster.messages import Body, Head, Part, ProxyRequest
+from corral.cluster.ranking import NodeStats
+from corral.config import Settings
+
+log = logging.getLogger("corral.cluster.node")
+
+NODE_HEADER = b"x-corral-node"  # which node answered: the ingress excludes it on a retry
+NODE_RESOURCE = "corral_node"  # one per machine: `ray start --resources='{"corral_node": 1}'`
+DEPLOYMENT = "corral-node"
+# corral admits or refuses every request itself (bounded queue, 503): Ray must not queue or cap.
+UNBOUNDED = 1_000_000
+
+
+def node_name() -> str:
+    """The host and the Ray node: several nodes on one host (the tests) stay apart, and a replica
+    that Serve replaces on the same machine keeps its name."""
+    return f"{socket.gethostname()}-{ray.get_runtime_context().get_node_id()[:8]}"
+
+
+def refusal(status: int, message: str, node: str) -> list[Part]:
+    """A reply decided by the node wrapper itself (not corral's app), in corral's JSON shape."""
+    body = json.dumps({"error": message}).encode()
+    return [Head(status, ((b"content-type", b"application/json"), (NODE_HEADER, node.encode()))),
+            Body(body, False)]
+
+
+class CorralNode:
+    """The node deployment's class (deployment() below wraps it for Serve)."""
+
+    # Serve awaits an async constructor: the app's lifespan starts before the first request.
+    async def __init__(self, settings: Settings | None = None) -> None:  # type: ignore[misc]
+        self.settings = settings or Settings.from_env()
+        self.name = node_name()
+        self.app = create_app(self.settings)
+        self.scheduler = self.app.state.corral.scheduler
+        self.store = self.app.state.corral.store
+        self.draining = False
+        # The app's lifespan (preload, and at the end the runners' shutdown) spans the replica's life.
+        self._lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        log.info("corral node %s: store %s", self.name, self.settings.models_dir)
+
+    async def handle(self, request: ProxyRequest, model: str | None = None, exclude: Collection[str] = (),
+                     target: str | None = None) -> AsyncIterator[list[Part]]:
+        """One forwarded request: its response as batches of parts (one Ray message per runner step).
+
+        model/exclude/target are read by the router before the call; `target` is checked again
+        here, because a router with no replica for the target sends the request anywhere
+        rather than wait for ever."""
+        if target is not None and target != self.name:
+            yield refusal(503, f"node {target} is not available", self.name)
+            return
+        first = True
+        async for parts in batched(call_app(self.app, request)):
+            if first and parts and isinstance(parts[0], Head):
+                head = parts[0]
+                parts = [Head(head.status, (*head.headers, (NODE_HEADER, self.name.encode()))), *parts[1:]]
+            first = False
+            yield parts
+
+    def stats(self) -> NodeStats:
+        names = [str(m.name) for m in self.store.list()]
+        return NodeStats.of(self.name, self.scheduler.snapshot(), names, draining=self.draining)
+
+    async def record_routing_stats(self) -> dict[str, Any]:
+        """Called by Serve about once a second; the same stats go to the directory."""
+        stats = self.stats().to_dict()
+        directory.report(stats)
+        return stats
+
+    async def __del__(self) -> None:
+        """Serve stops the replica: refuse new work (503, so the ingress tries another node),
+        let admitted requests finish (CORRAL_SHUTDOWN_TIMEOUT), then stop the runners."""
+        self.draining = True
+        self.scheduler.drain()
+        deadline = time.monotonic() + self.settings.shutdown_timeout
+        while time.monotonic() < deadline:
+            snap = self.scheduler.snapshot()
+            if not any(m.running or m.waiting for m in snap.models.values()):
+                break
+            await asyncio.sleep(0.2)
+        directory.forget(self.name)
+        await self._lifespan.__aexit__(None, None, None)
+
+
+def deployment(num_replicas: int, shutdown_timeout: float = 30.0) -> serve.Deployment:
+    """The node deployment: one replica per machine that offers the `corral_node` resource."""
+    # Ray's RequestRouterConfig is a pydantic model its stubs do not describe to mypy.
+    router = RequestRouterConfig(request_router_class="corral.cluster.router:AffinityRouter",  # type: ignore[arg-type]
+                                 request_routing_stats_period_s=1,  # type: ignore[arg-type]
+                                 request_routing_stats_timeout_s=5)  # type: ignore[arg-type]
+    return serve.deployment(
+        name=DEPLOYMENT, num_replicas=num_replicas,
+        ray_actor_options={"num_cpus": 0, "resources": {NODE_RESOURCE: 1}},
+        max_ongoing_requests=UNBOUNDED,
+        request_router_config=router,
+        graceful_shutdown_timeout_s=shutdown_timeout + 5, health_check_period_s=2,
+    )(CorralNode)
