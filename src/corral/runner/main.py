@@ -123,7 +123,7 @@ def main() -> int:
         return 1
 
     def stats() -> p.Stats:
-        return p.Stats(engine.decode_ns, busy_ns, engine.reused_tokens, engine.cache_restores,
+        return p.Stats(engine.decode_ns, busy_ns, engine.slots.reused_tokens, engine.slots.cache_restores,
                        engine.evaluated_tokens, engine.disk_restores, engine.drafted_tokens, engine.accepted_tokens)
 
     busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
