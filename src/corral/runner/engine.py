@@ -16,13 +16,12 @@ import time
 
 import llama_cpp as ll
 
-from corral.errors import ClientError
 from corral.models.embedding import Pooling, embedding_pooling
 from corral.runner.batch import DecodeBatch, LogitsRows
 from corral.runner.disk_cache import DiskCache
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
 from corral.runner.exactness import pin_exact_kernels
-from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
+from corral.runner.fit import Inputs, Specials, cut
 from corral.runner.kernels import KvType, configure
 from corral.runner.logprobs import Logprobs
 from corral.runner.pieces import Kind, Piece, advance, next_piece, prompt_pieces
@@ -95,12 +94,14 @@ class Engine:
         self.n_threads = cfg.n_threads
         words = Vocab(self.vocab)
         self.tokenize, self.piece, self.add_bos, self.bos = words.tokenize, words.piece, words.add_bos, words.bos
-        self.specials = Specials(self.bos, ll.llama_vocab_eos(self.vocab), self.add_bos,
-                                 bool(ll.llama_vocab_get_add_eos(self.vocab)))
+        specials = Specials(self.bos, ll.llama_vocab_eos(self.vocab), self.add_bos,
+                            bool(ll.llama_vocab_get_add_eos(self.vocab)))
         # Embeddings: the GGUF's pooling, inputs up to the context, at most the trained one (as Ollama).
         pooling, self.embed_causal = model_pooling(self.model)
         self.embed_pooling = embedding_pooling(pooling)
         self.n_ctx_embed = min(self.n_ctx_slot, ll.llama_model_n_ctx_train(self.model) or self.n_ctx_slot)
+        self.inputs = Inputs(self.tokenize, self.n_vocab, self.n_ctx_slot, self.n_ctx_embed, specials,
+                             embeds=self.embed_pooling != Pooling.RANK)
         self._rows = LogitsRows(self.ctx, self.n_vocab)  # a batch entry's logits
         self._buffers = DecodeBatch.make(cfg.n_batch)
         b = self._buffers  # the batch's buffers by name: benchmarks/exactness.py fills them by hand
@@ -132,37 +133,8 @@ class Engine:
     def busy(self) -> bool:
         return bool(self.active) or bool(self.embedder and self.embedder.jobs)
 
-    def request_limit(self, num_ctx: int) -> int:
-        """A request's context: its num_ctx, at most the slot's."""
-        return min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
-
-    def prompt_tokens(self, text: str, num_ctx: int, context: list[int] | None = None) -> list[int]:
-        """A prompt's tokens, cut to its context (thread-safe: the stdin reader calls it);
-        after `context` (token ids an earlier answer returned, which start with their own BOS)."""
-        limit = self.request_limit(num_ctx)
-        if not context:
-            return prompt_tokens(self.tokenize, text, limit)
-        bad = next((t for t in context if not 0 <= t < self.n_vocab), None)
-        if bad is not None:  # an id outside the vocabulary would abort llama.cpp
-            raise ClientError(f"context: token id {bad} is not in the model's vocabulary (0 to {self.n_vocab - 1})")
-        return cut(list(context) + self.tokenize(text, False), limit)
-
-    def prompt_fits(self, text: str, num_ctx: int) -> bool:
-        """Whether a prompt's tokens fit its context whole (thread-safe)."""
-        limit = self.request_limit(num_ctx)
-        _, longer = input_tokens(self.tokenize, text, limit - 1)
-        return not longer
-
-    def embed_tokens(self, inputs: list[str], truncate: bool, num_ctx: int = 0) -> list[list[int]]:
-        """Embedding inputs' tokens, each cut to the request's context as Ollama cuts them
-        (fit.embedding_input; thread-safe)."""
-        if self.embed_pooling == Pooling.RANK:
-            raise ClientError("this model does not support embeddings")
-        limit = min(self.request_limit(num_ctx), self.n_ctx_embed)
-        return [embedding_input(self.tokenize, text, limit, truncate, self.specials) for text in inputs]
-
     def embed(self, request_id: str, tokenized: list[list[int]]) -> list[Up]:
-        """Queue tokenized inputs (embed_tokens()) for embedding."""
+        """Queue tokenized inputs (inputs.embed_tokens()) for embedding."""
         if self.embedder is None:
             self.embedder = Embedder(self.model, self.n_ctx_embed, self.cfg.n_threads, self.embed_pooling,
                                      self.embed_causal)
@@ -172,13 +144,13 @@ class Engine:
 
     def submit(self, request_id: str, tokens: list[int], opts: GenerationOptions, num_ctx: int = 0,
                want_context: bool = False) -> list[Up]:
-        """Start a request on a free slot; `tokens` is its prompt (prompt_tokens()). With
+        """Start a request on a free slot; `tokens` is its prompt (inputs.prompt_tokens()). With
         `want_context` its Done carries the prompt's and the answer's tokens."""
         if not self.slots.free:
             raise SlotsFull("no free slot")
         # First: a bad format fails before a slot is taken.
         sampler = make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)
-        limit = self.request_limit(num_ctx)
+        limit = self.inputs.limit(num_ctx)
         if not tokens:
             tokens = [self.bos] if self.bos >= 0 else []
         tokens = cut(tokens, limit)
