@@ -1,10 +1,11 @@
 """Continuous batching over llama.cpp's C API: P slots (KV sequences), each holding at most one
 Request (slot.py).
 
-Each step decodes chunks of waiting prompts, each chunk in a llama_decode of its own (while others
-generate, only as many prompt tokens as fit PREFILL_STEP_NS), then one token of every generating
-slot in a single seq-ordered llama_decode, and samples each (argmax for plain greedy, else the
-request's sampler chain); see step() for why the batches are cut this way. A request joins at the
+Each step decodes one token of every generating slot (with a draft to verify, for a speculative
+request) and chunks of waiting prompts (while others generate, only as many prompt tokens as fit
+PREFILL_STEP_NS), and samples each slot that produced logits (argmax for plain greedy, else the
+request's sampler chain): in fast mode in one llama_decode, in exact mode each prompt chunk and
+each verification in a call of its own (see _step_exact for why). A request joins at the
 next step after it arrives and its slot is free the moment it ends; the slot keeps its KV for
 prefix reuse. One Engine owns one llama_context; only the tokenizer may be used from another
 thread (the runner's stdin reader).
@@ -24,12 +25,12 @@ from corral.runner.exactness import pin_exact_kernels
 from corral.runner.fit import Inputs, Specials, cut
 from corral.runner.kernels import KvType, configure
 from corral.runner.logprobs import Logprobs
-from corral.runner.pieces import Kind, Piece, advance, next_piece, prompt_pieces
+from corral.runner.pieces import Kind, Piece, advance, next_piece, prompt_pieces, rewind
 from corral.runner.prompt_cache import PromptCache
 from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
 from corral.runner.sampling import is_plain_greedy, make_sampler
 from corral.runner.slot import Request, Slot
-from corral.runner.slots import SlotPool
+from corral.runner.slots import SlotPool, SlotsFull
 from corral.runner.speculative import DraftConfig, NgramDrafter, accepted
 from corral.runner.textstream import TextStream
 from corral.runner.vocab import Vocab
@@ -47,10 +48,6 @@ PREFILL_STEP_NS = 100_000_000
 PREFILL_MIN_TOKENS = 32
 PREFILL_SAMPLE_MIN = 16  # decodes with fewer prompt tokens say little about the speed
 OPEN_ENDED_CONTEXTS = 10
-
-
-class SlotsFull(RuntimeError):
-    pass
 
 
 class Engine:
@@ -183,57 +180,77 @@ class Engine:
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self) -> list[Up]:
-        """One step: prompt chunks (FIFO), then a token for every generating slot in one decode.
+        """One step: a token of every generating slot and chunks of waiting prompts (FIFO; while
+        others generate, only as many prompt tokens as fit PREFILL_STEP_NS); fast mode in one
+        llama_decode, exact mode in several (_step_exact)."""
+        t0 = time.perf_counter_ns()
+        events: list[Up] = self._embed_step() if self.embedder and self.embedder.jobs else []
+        events += self._step_exact(t0) if self.exact else self._step_fast(t0)
+        self.step_ns += time.perf_counter_ns() - t0
+        return events
+
+    def _prompts(self, n_generating: int, t0: int) -> list[Piece]:
+        """This step's prompt chunks, beside n_generating tokens of generating slots."""
+        room = self.n_batch - n_generating
+        if n_generating:
+            # Streams are generating: prefill only what fits the step's time budget at the
+            # measured speed (a small first chunk measures it), so a long prompt arriving delays
+            # each of their tokens by about PREFILL_STEP_NS, not seconds.
+            fit = int(PREFILL_STEP_NS / self.prefill_ns_per_token) if self.prefill_ns_per_token else 0
+            room = min(room, max(PREFILL_MIN_TOKENS, min(fit, self.n_batch)))
+        pieces = prompt_pieces(self.active, room, self.min_piece)
+        for piece in pieces:
+            piece.req.t_prompt = piece.req.t_prompt or t0
+        return pieces
+
+    def _step_fast(self, t0: int) -> list[Up]:
+        """Every slot's piece in one seq-ordered llama_decode (as llama-server): the prompts cost
+        no decode of their own, and a prompt that ends here is sampled beside the streams.
+
+        With one KV stream per sequence llama.cpp cuts the call into ubatches, each a run of
+        consecutive sequence ids with the same number of tokens each: the first holds one token
+        of every slot, the rest of the longer pieces (prompt chunks, drafts) follow, prompts of
+        neighbouring slots together. A one-request step is the decode exact mode makes."""
+        generating = [slot for slot in self.active if not slot.request.prefilling]
+        room = self.n_batch - len(generating)  # what drafts may take (first come, first served)
+        pieces: list[Piece] = []
+        for slot in generating:
+            pieces.append(piece := next_piece(slot, room))
+            room -= len(piece.tokens) - 1
+        pieces += self._prompts(sum(len(piece.tokens) for piece in pieces), t0)
+        return self._run(sorted(pieces, key=lambda p: p.slot.seq)) if pieces else []
+
+    def _step_exact(self, t0: int) -> list[Up]:
+        """Prompt chunks, each in a llama_decode of its own, then a token of every generating
+        slot in one seq-ordered call; a draft is verified in a call of its own.
 
         How llama.cpp splits a batch decides the numbers: with one KV stream per sequence a
         ubatch holds a run of consecutive sequence ids with the same number of tokens each, and
         a one-token chunk of a prompt is computed by other kernels than a longer one. So
-        generating tokens go in one seq-ordered call, each prompt chunk in a call of its own,
-        and no prompt is ever cut into a one-token piece. Then a request's output is the same
-        alone, batched, or resumed from a cached prefix.
+        generating tokens go in one seq-ordered call, each prompt chunk and each 1+K-token
+        verification in a call of its own, and no prompt is ever cut into a one-token piece.
+        Then a request's output is the same alone, batched, or resumed from a cached prefix.
         """
-        t0 = time.perf_counter_ns()
-        events: list[Up] = self._embed_step() if self.embedder and self.embedder.jobs else []
-        n_generating = sum(1 for s in self.active if not s.request.prefilling)
-        room = self.n_batch - n_generating
-        if n_generating:
-            # Streams are generating: prefill only what fits the step's time budget, so a long
-            # prompt arriving delays each of their tokens by about PREFILL_STEP_NS, not seconds.
-            room = min(room, self._prefill_room())
-        for piece in prompt_pieces(self.active, room, self.min_piece):
-            if piece.slot.req is not piece.req:
-                continue  # failed in an earlier decode of this step
-            if not piece.req.t_prompt:
-                piece.req.t_prompt = t0
-            events += self._run([piece])
+        events: list[Up] = []
+        for piece in self._prompts(sum(1 for s in self.active if not s.request.prefilling), t0):
+            events += self._run([piece])  # a failure fails its own slot only
         # After the prompts, so a slot whose prompt just finished generates in this same call:
         # a slot still prefilling would leave a hole in the run of sequence ids, and llama.cpp
-        # would split the call into two ubatches. A draft is verified in a call of its own (a
-        # 1+K-token sequence beside one-token ones would split the shared call too).
+        # would split the call into two ubatches.
         generating = sorted((s for s in self.active if not s.request.prefilling), key=lambda s: s.seq)
-        pieces = [next_piece(slot, self.n_batch) for slot in generating]
+        pieces = [next_piece(slot, self.n_batch - 1) for slot in generating]
         for piece in pieces:
             if piece.kind == Kind.VERIFY:
                 events += self._run([piece])
         if nexts := [piece for piece in pieces if piece.kind == Kind.NEXT]:
             events += self._run(nexts)
-        self.step_ns += time.perf_counter_ns() - t0
         return events
-
-    def _prefill_room(self) -> int:
-        """Prompt tokens that fit PREFILL_STEP_NS at the measured prompt speed (never < min)."""
-        if not self.prefill_ns_per_token:
-            return PREFILL_MIN_TOKENS  # not measured yet: a small first chunk measures it
-        fit = int(PREFILL_STEP_NS / self.prefill_ns_per_token)
-        return max(PREFILL_MIN_TOKENS, min(fit, self.n_batch))
 
     def _run(self, pieces: list[Piece]) -> list[Up]:
         """Decode the pieces in one llama_decode, then sample (or verify) the ones with logits."""
         n = self._buffers.lay(pieces)
         for piece in pieces:
             advance(piece)
-        n_prompt = sum(len(p.tokens) for p in pieces if p.kind == Kind.PROMPT)
-        self.evaluated_tokens += n_prompt
         td = time.perf_counter_ns()
         rc = ll.llama_decode(self.ctx, self.batch)
         if self.on_gpu:
@@ -242,10 +259,18 @@ class Engine:
             ll.llama_synchronize(self.ctx)
         t_decoded = time.perf_counter_ns()
         self.decode_ns += t_decoded - td
+        if rc != 0 and len(pieces) > 1:
+            # One slot's piece can fail a shared call: every slot back to where it was, and each
+            # piece again alone, so only those that fail alone fail.
+            for piece in pieces:
+                rewind(piece, self.memory)
+            return [e for piece in pieces for e in self._run([piece])]
         if rc != 0:
-            # 1: no KV room, 2: aborted, <0: error. These sequences are in an unknown state, so
-            # fail them rather than guess; the other slots go on.
-            return [e for piece in pieces for e in self._fail(piece.slot, f"llama_decode failed (code {rc})")]
+            # 1: no KV room, 2: aborted, <0: error. The sequence is in an unknown state, so fail
+            # it rather than guess; the other slots go on.
+            return self._fail(pieces[0].slot, f"llama_decode failed (code {rc})")
+        n_prompt = sum(len(p.tokens) for p in pieces if p.kind == Kind.PROMPT)
+        self.evaluated_tokens += n_prompt
         events: list[Up] = []
         for piece in pieces:  # one piece a slot: an ending one leaves the others' slots alone
             if piece.kind == Kind.VERIFY:
@@ -254,6 +279,7 @@ class Engine:
                 events += self._sample(piece.slot, piece.last, t_decoded)
         if n_prompt >= PREFILL_SAMPLE_MIN:
             # Smoothed cost of a token in a decode that holds prompt tokens (sampling included).
+            # In fast mode the streams' tokens share the call, so the budget bounds the whole step.
             per_token = (time.perf_counter_ns() - td) / n
             self.prefill_ns_per_token += (per_token - self.prefill_ns_per_token) * 0.3
         return events

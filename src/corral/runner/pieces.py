@@ -1,8 +1,7 @@
 """What each slot puts into a llama_decode: a prompt chunk, its next token, or its next token and a
 draft to verify; which of them a step takes, and the slot bookkeeping once they are in the KV.
 
-Plain Python over slots; batch.py lays pieces out in the llama_batch, engine.py decodes them and
-reads their logits.
+batch.py lays pieces out in the llama_batch, engine.py decodes them and reads their logits.
 """
 
 from __future__ import annotations
@@ -10,6 +9,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import llama_cpp as ll
 
 from corral.runner.slot import Request, Slot, prompt_chunk
 
@@ -30,6 +31,7 @@ class Piece:
     tokens: list[int]
     ends: bool = True  # a PROMPT chunk: it ends the prompt, so its last token is sampled
     at: int = 0  # batch index of the first token, once laid out
+    pos: int = 0  # the slot's next position before the piece (advance)
 
     @property
     def last(self) -> int:
@@ -52,13 +54,14 @@ def prompt_pieces(active: Iterable[Slot], room: int, min_piece: int) -> list[Pie
     return pieces
 
 
-def next_piece(slot: Slot, n_batch: int) -> Piece:
-    """A generating slot's next token, with a draft to verify after it if its request drafts:
-    never past num_predict or the context's end, so an accepted run needs no shift inside it."""
+def next_piece(slot: Slot, room: int) -> Piece:
+    """A generating slot's next token, with a draft (at most `room` tokens) to verify after it if
+    its request drafts: never past num_predict or the context's end, so an accepted run needs no
+    shift inside it."""
     req = slot.request
     draft: list[int] = []
     if req.drafter is not None:
-        room = min(req.ctx_limit - slot.n_past - 2, n_batch - 1)
+        room = min(req.ctx_limit - slot.n_past - 2, room)
         if req.num_predict > 0:
             room = min(room, req.num_predict - req.n_generated - 1)
         draft = req.drafter.draft(room)
@@ -69,6 +72,7 @@ def advance(piece: Piece) -> None:
     """The slot's bookkeeping once its piece is in the batch. A verified draft's tokens are not
     counted: only those the model agrees with are, after the decode (engine._accept)."""
     slot, req = piece.slot, piece.req
+    piece.pos = slot.n_past
     if piece.kind == Kind.PROMPT:
         slot.n_past += len(piece.tokens)
         req.n_prompt += len(piece.tokens)
@@ -76,3 +80,13 @@ def advance(piece: Piece) -> None:
     else:
         slot.n_past += 1
         slot.cached.append(piece.tokens[0])
+
+
+def rewind(piece: Piece, memory: ll.llama_memory_t) -> None:
+    """Undo advance() and whatever a failed decode left of the piece in the KV."""
+    slot = piece.slot
+    ll.llama_memory_seq_rm(memory, slot.seq, piece.pos, -1)
+    del slot.cached[piece.pos:]
+    slot.n_past = piece.pos
+    if piece.kind == Kind.PROMPT:
+        piece.req.n_prompt -= len(piece.tokens)

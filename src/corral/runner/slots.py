@@ -13,6 +13,10 @@ from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.slot import Slot
 
 
+class SlotsFull(RuntimeError):
+    pass
+
+
 class SlotPool:
     def __init__(self, memory: ll.llama_memory_t, n_slots: int, prompt_cache: PromptCache, min_piece: int,
                  exact: bool) -> None:
