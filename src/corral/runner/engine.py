@@ -210,7 +210,8 @@ class Engine:
         With one KV stream per sequence llama.cpp cuts the call into ubatches, each a run of
         consecutive sequence ids with the same number of tokens each: the first holds one token
         of every slot, the rest of the longer pieces (prompt chunks, drafts) follow, prompts of
-        neighbouring slots together. A one-request step is the decode exact mode makes."""
+        neighbouring slots together. Alone, a request's step is one piece: the decodes of the
+        per-piece path (_step_exact), so the same answer."""
         generating = [slot for slot in self.active if not slot.request.prefilling]
         room = self.n_batch - len(generating)  # what drafts may take (first come, first served)
         pieces: list[Piece] = []
