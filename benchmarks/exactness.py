@@ -59,7 +59,7 @@ def prefill(engine: Engine, tokens: list[int], seq: int, start: int = 0) -> np.n
     engine._logits[n - 1] = 1
     engine.batch.n_tokens = n
     assert ll.llama_decode(engine.ctx, engine.batch) == 0
-    return engine._row(n - 1).copy()
+    return engine._rows(n - 1).copy()
 
 
 def probe(args: argparse.Namespace) -> None:
@@ -72,7 +72,7 @@ def probe(args: argparse.Namespace) -> None:
     def step(k: int) -> np.ndarray:
         """Slot 0's logits for its next token decoded beside slots 1..k; the cells are removed after."""
         decode(engine, [(last[s], len(prompts[s]), s) for s in range(k + 1)])
-        row = engine._row(0).copy()
+        row = engine._rows(0).copy()
         for s in range(k + 1):
             ll.llama_memory_seq_rm(engine.memory, s, len(prompts[s]), -1)
         return row
@@ -91,7 +91,7 @@ def probe(args: argparse.Namespace) -> None:
     toks, pos = [last[0]], len(prompts[0])
     for _ in range(8):
         decode(engine, [(toks[-1], pos, 0)])
-        toks.append(int(engine._row(0).argmax()))
+        toks.append(int(engine._rows(0).argmax()))
         pos += 1
     piece = toks[-2:]
     prefix = prompts[0] + toks[:-2]
@@ -142,7 +142,7 @@ def greedy(args: argparse.Namespace) -> None:
     (reused,), _ = run_requests(engine, [follow], args.tokens)
     fresh_engine = load(args)
     (fresh,), _ = run_requests(fresh_engine, [follow], args.tokens)
-    print(f"  prefix reuse ({engine.reused_tokens} tokens reused) vs fresh: {first_diff(fresh, reused)}")
+    print(f"  prefix reuse ({engine.slots.reused_tokens} tokens reused) vs fresh: {first_diff(fresh, reused)}")
     engine.close()
     fresh_engine.close()
 

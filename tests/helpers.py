@@ -10,8 +10,10 @@ from collections.abc import Callable
 import httpx
 
 
-async def stream_generate(url: str, model: str, prompt: str, options: dict, **body) -> dict:
-    """Stream one /api/generate; record token arrival times, queue positions, status and errors."""
+async def stream_generate(url: str, model: str, prompt: str, options: dict, *,
+                          streaming: asyncio.Event | None = None, **body) -> dict:
+    """Stream one /api/generate; record token arrival times, queue positions, status and errors
+    (`streaming` is set at its first token)."""
     record: dict = {"text": "", "token_times": [], "positions": [], "etas": [], "final": None, "error": None,
                     "status": None, "start": time.monotonic(), "end": None, "headers": {}}
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
@@ -34,6 +36,8 @@ async def stream_generate(url: str, model: str, prompt: str, options: dict, **bo
                 elif obj.get("response"):
                     record["text"] += obj["response"]
                     record["token_times"].append(time.monotonic())
+                    if streaming is not None:
+                        streaming.set()
     record["end"] = time.monotonic()
     return record
 

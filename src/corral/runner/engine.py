@@ -1,10 +1,11 @@
 """Continuous batching over llama.cpp's C API: P slots (KV sequences), each holding at most one
 Request (slot.py).
 
-Each step decodes chunks of waiting prompts, each chunk in a llama_decode of its own (while others
-generate, only as many prompt tokens as fit PREFILL_STEP_NS), then one token of every generating
-slot in a single seq-ordered llama_decode, and samples each (argmax for plain greedy, else the
-request's sampler chain); see step() for why the batches are cut this way. A request joins at the
+Each step decodes one token of every generating slot (with a draft to verify, for a speculative
+request) and chunks of waiting prompts (while others generate, only as many prompt tokens as fit
+PREFILL_STEP_NS), and samples each slot that produced logits (argmax for plain greedy, else the
+request's sampler chain): in fast mode in one llama_decode, in exact mode each prompt chunk and
+each verification in a call of its own (see _step_exact for why). A request joins at the
 next step after it arrives and its slot is free the moment it ends; the slot keeps its KV for
 prefix reuse. One Engine owns one llama_context; only the tokenizer may be used from another
 thread (the runner's stdin reader).
@@ -12,26 +13,24 @@ thread (the runner's stdin reader).
 
 from __future__ import annotations
 
-import ctypes
 import time
-from collections import deque
 
 import llama_cpp as ll
-import numpy as np
 
-from corral.errors import ClientError
 from corral.models.embedding import Pooling, embedding_pooling
-from corral.runner.batch import DecodeBatch
+from corral.runner.batch import DecodeBatch, LogitsRows
 from corral.runner.disk_cache import DiskCache
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
-from corral.runner.exactness import llamafile_built, pin_exact_kernels
-from corral.runner.fit import Specials, cut, embedding_input, input_tokens, prompt_tokens
+from corral.runner.exactness import pin_exact_kernels
+from corral.runner.fit import Inputs, Specials, cut
 from corral.runner.kernels import KvType, configure
 from corral.runner.logprobs import Logprobs
-from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
+from corral.runner.pieces import Kind, Piece, advance, next_piece, prompt_pieces, rewind
+from corral.runner.prompt_cache import PromptCache
 from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
 from corral.runner.sampling import is_plain_greedy, make_sampler
-from corral.runner.slot import Request, Slot, prompt_chunk
+from corral.runner.slot import Request, Slot
+from corral.runner.slots import SlotPool, SlotsFull
 from corral.runner.speculative import DraftConfig, NgramDrafter, accepted
 from corral.runner.textstream import TextStream
 from corral.runner.vocab import Vocab
@@ -47,12 +46,8 @@ MIN_PIECE_GPU = 32
 # PREFILL_MIN_TOKENS of them): the bound on the extra gap a long prompt adds between their tokens.
 PREFILL_STEP_NS = 100_000_000
 PREFILL_MIN_TOKENS = 32
-PREFILL_SAMPLE_MIN = 16
-OPEN_ENDED_CONTEXTS = 10  # chunks shorter than this say little about the speed
-
-
-class SlotsFull(RuntimeError):
-    pass
+PREFILL_SAMPLE_MIN = 16  # decodes with fewer prompt tokens say little about the speed
+OPEN_ENDED_CONTEXTS = 10
 
 
 class Engine:
@@ -96,30 +91,25 @@ class Engine:
         self.n_threads = cfg.n_threads
         words = Vocab(self.vocab)
         self.tokenize, self.piece, self.add_bos, self.bos = words.tokenize, words.piece, words.add_bos, words.bos
-        self.specials = Specials(self.bos, ll.llama_vocab_eos(self.vocab), self.add_bos,
-                                 bool(ll.llama_vocab_get_add_eos(self.vocab)))
+        specials = Specials(self.bos, ll.llama_vocab_eos(self.vocab), self.add_bos,
+                            bool(ll.llama_vocab_get_add_eos(self.vocab)))
         # Embeddings: the GGUF's pooling, inputs up to the context, at most the trained one (as Ollama).
         pooling, self.embed_causal = model_pooling(self.model)
         self.embed_pooling = embedding_pooling(pooling)
         self.n_ctx_embed = min(self.n_ctx_slot, ll.llama_model_n_ctx_train(self.model) or self.n_ctx_slot)
-        # A private handle on llama_get_logits_ith (its own CDLL, so llama-cpp-python's shared one
-        # keeps its types) returning a plain address: numpy's as_array on a ctypes pointer builds
-        # a new array type per call (~60 us, most of a token's Python).
-        self._logits_ith = ctypes.CDLL(ll.llama_cpp._lib._name).llama_get_logits_ith
-        self._logits_ith.argtypes, self._logits_ith.restype = [ctypes.c_void_p, ctypes.c_int32], ctypes.c_void_p
-        self._logits_row = ctypes.c_float * self.n_vocab
+        self.inputs = Inputs(self.tokenize, self.n_vocab, self.n_ctx_slot, self.n_ctx_embed, specials,
+                             embeds=self.embed_pooling != Pooling.RANK)
+        self._rows = LogitsRows(self.ctx, self.n_vocab)  # a batch entry's logits
         self._buffers = DecodeBatch.make(cfg.n_batch)
-        b = self._buffers
+        b = self._buffers  # the batch's buffers by name: benchmarks/exactness.py fills them by hand
         self.batch, self._tok, self._pos, self._seq, self._logits = b.c, b.tok, b.pos, b.seq, b.logits
-        self.free: deque[Slot] = deque(Slot(seq=i) for i in range(cfg.n_slots))
         self.active: list[Slot] = []  # in admission order, so prompts are served FIFO
         self.prefill_ns_per_token = 0.0  # measured; sizes prompt chunks while others generate
         self.decode_ns = 0  # time inside llama_decode, for the Python-overhead share
-        self.reused_tokens = 0  # prompt tokens not decoded thanks to prefix reuse
-        self.cache_restores = 0
         self.step_ns = 0
         self.embedder: Embedder | None = None
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
+        self.slots = SlotPool(self.memory, cfg.n_slots, self.prompt_cache, self.min_piece, cfg.exact)
         self.draft_config = DraftConfig(draft_max=cfg.draft_max)
         self.drafted_tokens = self.accepted_tokens = 0  # speculative decoding's counts
         self.evaluated_tokens = 0  # prompt tokens decoded
@@ -140,37 +130,8 @@ class Engine:
     def busy(self) -> bool:
         return bool(self.active) or bool(self.embedder and self.embedder.jobs)
 
-    def request_limit(self, num_ctx: int) -> int:
-        """A request's context: its num_ctx, at most the slot's."""
-        return min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
-
-    def prompt_tokens(self, text: str, num_ctx: int, context: list[int] | None = None) -> list[int]:
-        """A prompt's tokens, cut to its context (thread-safe: the stdin reader calls it);
-        after `context` (token ids an earlier answer returned, which start with their own BOS)."""
-        limit = self.request_limit(num_ctx)
-        if not context:
-            return prompt_tokens(self.tokenize, text, limit)
-        bad = next((t for t in context if not 0 <= t < self.n_vocab), None)
-        if bad is not None:  # an id outside the vocabulary would abort llama.cpp
-            raise ClientError(f"context: token id {bad} is not in the model's vocabulary (0 to {self.n_vocab - 1})")
-        return cut(list(context) + self.tokenize(text, False), limit)
-
-    def prompt_fits(self, text: str, num_ctx: int) -> bool:
-        """Whether a prompt's tokens fit its context whole (thread-safe)."""
-        limit = self.request_limit(num_ctx)
-        _, longer = input_tokens(self.tokenize, text, limit - 1)
-        return not longer
-
-    def embed_tokens(self, inputs: list[str], truncate: bool, num_ctx: int = 0) -> list[list[int]]:
-        """Embedding inputs' tokens, each cut to the request's context as Ollama cuts them
-        (fit.embedding_input; thread-safe)."""
-        if self.embed_pooling == Pooling.RANK:
-            raise ClientError("this model does not support embeddings")
-        limit = min(self.request_limit(num_ctx), self.n_ctx_embed)
-        return [embedding_input(self.tokenize, text, limit, truncate, self.specials) for text in inputs]
-
     def embed(self, request_id: str, tokenized: list[list[int]]) -> list[Up]:
-        """Queue tokenized inputs (embed_tokens()) for embedding."""
+        """Queue tokenized inputs (inputs.embed_tokens()) for embedding."""
         if self.embedder is None:
             self.embedder = Embedder(self.model, self.n_ctx_embed, self.cfg.n_threads, self.embed_pooling,
                                      self.embed_causal)
@@ -180,17 +141,17 @@ class Engine:
 
     def submit(self, request_id: str, tokens: list[int], opts: GenerationOptions, num_ctx: int = 0,
                want_context: bool = False) -> list[Up]:
-        """Start a request on a free slot; `tokens` is its prompt (prompt_tokens()). With
+        """Start a request on a free slot; `tokens` is its prompt (inputs.prompt_tokens()). With
         `want_context` its Done carries the prompt's and the answer's tokens."""
-        if not self.free:
+        if not self.slots.free:
             raise SlotsFull("no free slot")
         # First: a bad format fails before a slot is taken.
         sampler = make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)
-        limit = self.request_limit(num_ctx)
+        limit = self.inputs.limit(num_ctx)
         if not tokens:
             tokens = [self.bos] if self.bos >= 0 else []
         tokens = cut(tokens, limit)
-        slot = self._take_slot(tokens)
+        slot = self.slots.take(tokens)
         # As Ollama: an open-ended generation (-1) is bounded at ten contexts; -2 fills one.
         num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
         greedy = is_plain_greedy(opts)
@@ -209,43 +170,6 @@ class Engine:
             return self._finish(slot, FinishReason.LENGTH)
         return []
 
-    def _take_slot(self, tokens: list[int]) -> Slot:
-        """A free slot with as much of this prompt already in its KV as possible.
-
-        The slot keeps what its last request left if that is the longest match; if the prompt
-        cache (where every finished sequence is saved) holds a longer one, that state is restored
-        into it. The KV is then cut back to the shared prefix. K and V of a token do not depend
-        on the batch that computed them, so a reused prefix gives the same numbers as a fresh one
-        (a generated token's only in a build without llamafile: see exactness.py, and _release).
-        """
-        # The lowest free sequence id: llama.cpp decodes a run of consecutive sequence ids as
-        # one ubatch, so keeping busy slots packed at low ids means fewer ubatches per step.
-        best = min(self.free, key=lambda s: s.seq)
-        best_len = common_prefix(best.cached, tokens)
-        entry, entry_len = self.prompt_cache.best(tokens)
-        if entry is not None and entry_len >= best_len + MIN_TOKENS:
-            self._clear(best)
-            if self.prompt_cache.restore(entry, best.seq):
-                best.cached, best_len = list(entry.tokens), entry_len
-                self.cache_restores += 1
-            else:
-                best_len = 0
-        self.free.remove(best)
-        # Decode at least min_piece prompt tokens (see step()), fewer only when the prompt is shorter.
-        keep = max(min(best_len, len(tokens) - self.min_piece), 0)
-        if best.cached and ll.llama_memory_seq_pos_min(self.memory, best.seq) > 0:
-            keep = 0  # a sliding-window cache has dropped early positions: the prefix is incomplete
-        if keep < len(best.cached):
-            ll.llama_memory_seq_rm(self.memory, best.seq, keep, -1)
-            del best.cached[keep:]
-        best.n_past = keep
-        self.reused_tokens += keep
-        return best
-
-    def _clear(self, slot: Slot) -> None:
-        ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
-        slot.cached.clear()
-
     def cancel(self, request_id: str) -> list[Up]:
         if self.embedder and self.embedder.cancel(request_id):
             return [Done(request_id, FinishReason.CANCEL)]
@@ -256,84 +180,78 @@ class Engine:
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self) -> list[Up]:
-        """One step: prompt chunks (FIFO), then a token for every generating slot in one decode.
+        """One step: a token of every generating slot and chunks of waiting prompts (FIFO; while
+        others generate, only as many prompt tokens as fit PREFILL_STEP_NS); fast mode in one
+        llama_decode, exact mode in several (_step_exact)."""
+        t0 = time.perf_counter_ns()
+        events: list[Up] = self._embed_step() if self.embedder and self.embedder.jobs else []
+        events += self._step_exact(t0) if self.exact else self._step_fast(t0)
+        self.step_ns += time.perf_counter_ns() - t0
+        return events
+
+    def _prompts(self, n_generating: int, t0: int) -> list[Piece]:
+        """This step's prompt chunks, beside n_generating tokens of generating slots."""
+        room = self.n_batch - n_generating
+        if n_generating:
+            # Streams are generating: prefill only what fits the step's time budget at the
+            # measured speed (a small first chunk measures it), so a long prompt arriving delays
+            # each of their tokens by about PREFILL_STEP_NS, not seconds.
+            fit = int(PREFILL_STEP_NS / self.prefill_ns_per_token) if self.prefill_ns_per_token else 0
+            room = min(room, max(PREFILL_MIN_TOKENS, min(fit, self.n_batch)))
+        pieces = prompt_pieces(self.active, room, self.min_piece)
+        for piece in pieces:
+            piece.req.t_prompt = piece.req.t_prompt or t0
+        return pieces
+
+    def _step_fast(self, t0: int) -> list[Up]:
+        """Every slot's piece in one seq-ordered llama_decode (as llama-server): the prompts cost
+        no decode of their own, and a prompt that ends here is sampled beside the streams.
+
+        With one KV stream per sequence llama.cpp cuts the call into ubatches, each a run of
+        consecutive sequence ids with the same number of tokens each: the first holds one token
+        of every slot, the rest of the longer pieces (prompt chunks, drafts) follow, prompts of
+        neighbouring slots together. Alone, a request's step is one piece: the decodes of the
+        per-piece path (_step_exact), so the same answer."""
+        generating = [slot for slot in self.active if not slot.request.prefilling]
+        room = self.n_batch - len(generating)  # what drafts may take (first come, first served)
+        pieces: list[Piece] = []
+        for slot in generating:
+            pieces.append(piece := next_piece(slot, room))
+            room -= len(piece.tokens) - 1
+        pieces += self._prompts(sum(len(piece.tokens) for piece in pieces), t0)
+        return self._run(sorted(pieces, key=lambda p: p.slot.seq)) if pieces else []
+
+    def _step_exact(self, t0: int) -> list[Up]:
+        """Prompt chunks, each in a llama_decode of its own, then a token of every generating
+        slot in one seq-ordered call; a draft is verified in a call of its own.
 
         How llama.cpp splits a batch decides the numbers: with one KV stream per sequence a
         ubatch holds a run of consecutive sequence ids with the same number of tokens each, and
         a one-token chunk of a prompt is computed by other kernels than a longer one. So
-        generating tokens go in one seq-ordered call, each prompt chunk in a call of its own,
-        and no prompt is ever cut into a one-token piece. Then a request's output is the same
-        alone, batched, or resumed from a cached prefix.
+        generating tokens go in one seq-ordered call, each prompt chunk and each 1+K-token
+        verification in a call of its own, and no prompt is ever cut into a one-token piece.
+        Then a request's output is the same alone, batched, or resumed from a cached prefix.
         """
-        t0 = time.perf_counter_ns()
-        events: list[Up] = self._embed_step() if self.embedder and self.embedder.jobs else []
-        n_generating = sum(1 for s in self.active if not s.request.prefilling)
-        room = self.n_batch - n_generating
-        if n_generating:
-            # Streams are generating: prefill only what fits the step's time budget, so a long
-            # prompt arriving delays each of their tokens by about PREFILL_STEP_NS, not seconds.
-            room = min(room, self._prefill_room())
-        chunks: list[tuple[Slot, int]] = []
-        for slot in self.active:
-            if room <= 0:
-                break
-            req = slot.request
-            if req.prefilling:
-                take = prompt_chunk(len(req.prompt) - req.n_prompt, room, self.min_piece)
-                chunks.append((slot, take))
-                room -= take
-        for slot, take in chunks:
-            if slot not in self.active:
-                continue  # failed in an earlier decode of this step
-            req = slot.request
-            start, pos = req.n_prompt, slot.n_past
-            if not req.t_prompt:
-                req.t_prompt = t0
-            self._tok[:take] = req.prompt[start:start + take]
-            self._pos[:take] = np.arange(pos, pos + take, dtype=np.int32)
-            self._seq[:take] = slot.seq
-            self._logits[:take] = 0
-            slot.n_past += take
-            req.n_prompt += take
-            self.evaluated_tokens += take
-            slot.cached.extend(req.prompt[start:start + take])
-            done = not req.prefilling
-            if done:
-                self._logits[take - 1] = 1
-            td = time.perf_counter_ns()
-            events += self._decode(take, [(slot, take - 1)] if done else [], [slot])
-            if take >= PREFILL_SAMPLE_MIN:
-                # Smoothed cost of a prompt token (decode and sampling of the last one included).
-                per_token = (time.perf_counter_ns() - td) / take
-                self.prefill_ns_per_token += (per_token - self.prefill_ns_per_token) * 0.3
+        events: list[Up] = []
+        for piece in self._prompts(sum(1 for s in self.active if not s.request.prefilling), t0):
+            events += self._run([piece])  # a failure fails its own slot only
         # After the prompts, so a slot whose prompt just finished generates in this same call:
         # a slot still prefilling would leave a hole in the run of sequence ids, and llama.cpp
         # would split the call into two ubatches.
         generating = sorted((s for s in self.active if not s.request.prefilling), key=lambda s: s.seq)
-        drafts = [(slot, draft) for slot in generating if (draft := self._draft(slot))]
-        for slot, draft in drafts:
-            generating.remove(slot)
-            events += self._verify(slot, draft)
-        if generating:
-            for n, slot in enumerate(generating):
-                token = slot.request.next_token
-                self._tok[n], self._pos[n], self._seq[n], self._logits[n] = token, slot.n_past, slot.seq, 1
-                slot.n_past += 1
-                slot.cached.append(token)
-            events += self._decode(len(generating), list(zip(generating, range(len(generating)))))
-        self.step_ns += time.perf_counter_ns() - t0
+        pieces = [next_piece(slot, self.n_batch - 1) for slot in generating]
+        for piece in pieces:
+            if piece.kind == Kind.VERIFY:
+                events += self._run([piece])
+        if nexts := [piece for piece in pieces if piece.kind == Kind.NEXT]:
+            events += self._run(nexts)
         return events
 
-    def _prefill_room(self) -> int:
-        """Prompt tokens that fit PREFILL_STEP_NS at the measured prompt speed (never < min)."""
-        if not self.prefill_ns_per_token:
-            return PREFILL_MIN_TOKENS  # not measured yet: a small first chunk measures it
-        fit = int(PREFILL_STEP_NS / self.prefill_ns_per_token)
-        return max(PREFILL_MIN_TOKENS, min(fit, self.n_batch))
-
-    def _decode(self, n: int, to_sample: list[tuple[Slot, int]], owners: list[Slot] | None = None) -> list[Up]:
-        """Decode the first n batch entries, then sample the slots that produced logits."""
-        self.batch.n_tokens = n
+    def _run(self, pieces: list[Piece]) -> list[Up]:
+        """Decode the pieces in one llama_decode, then sample (or verify) the ones with logits."""
+        n = self._buffers.lay(pieces)
+        for piece in pieces:
+            advance(piece)
         td = time.perf_counter_ns()
         rc = ll.llama_decode(self.ctx, self.batch)
         if self.on_gpu:
@@ -342,14 +260,29 @@ class Engine:
             ll.llama_synchronize(self.ctx)
         t_decoded = time.perf_counter_ns()
         self.decode_ns += t_decoded - td
+        if rc != 0 and len(pieces) > 1:
+            # One slot's piece can fail a shared call: every slot back to where it was, and each
+            # piece again alone, so only those that fail alone fail.
+            for piece in pieces:
+                rewind(piece, self.memory)
+            return [e for piece in pieces for e in self._run([piece])]
         if rc != 0:
-            # 1: no KV room, 2: aborted, <0: error. These sequences are in an unknown state, so
-            # fail them rather than guess; the other slots go on.
-            failed = owners if owners is not None else [slot for slot, _ in to_sample]
-            return [e for slot in failed for e in self._fail(slot, f"llama_decode failed (code {rc})")]
+            # 1: no KV room, 2: aborted, <0: error. The sequence is in an unknown state, so fail
+            # it rather than guess; the other slots go on.
+            return self._fail(pieces[0].slot, f"llama_decode failed (code {rc})")
+        n_prompt = sum(len(p.tokens) for p in pieces if p.kind == Kind.PROMPT)
+        self.evaluated_tokens += n_prompt
         events: list[Up] = []
-        for slot, index in to_sample:
-            events += self._sample(slot, index, t_decoded)
+        for piece in pieces:  # one piece a slot: an ending one leaves the others' slots alone
+            if piece.kind == Kind.VERIFY:
+                events += self._accept(piece, t_decoded)
+            elif piece.ends:
+                events += self._sample(piece.slot, piece.last, t_decoded)
+        if n_prompt >= PREFILL_SAMPLE_MIN:
+            # Smoothed cost of a token in a decode that holds prompt tokens (sampling included).
+            # In fast mode the streams' tokens share the call, so the budget bounds the whole step.
+            per_token = (time.perf_counter_ns() - td) / n
+            self.prefill_ns_per_token += (per_token - self.prefill_ns_per_token) * 0.3
         return events
 
     def _embed_step(self) -> list[Up]:
@@ -359,53 +292,32 @@ class Engine:
         self.decode_ns += time.perf_counter_ns() - td
         return events
 
-    def _draft(self, slot: Slot) -> list[int]:
-        """Draft tokens to verify after the slot's next token (speculative requests only): never
-        past num_predict or the context's end, so an accepted run needs no shift inside it."""
-        req = slot.request
-        if req.drafter is None:
-            return []
-        room = min(req.ctx_limit - slot.n_past - 2, self.n_batch - 1)
-        if req.num_predict > 0:
-            room = min(room, req.num_predict - req.n_generated - 1)
-        return req.drafter.draft(room)
-
-    def _verify(self, slot: Slot, draft: list[int]) -> list[Up]:
-        """Decode the slot's next token and a draft in a call of their own (a 1+K-token sequence
-        beside one-token ones would split the shared call), take the argmax at every position,
-        keep the draft's agreed prefix in the KV and send each answer token through _emit."""
-        req, p, n = slot.request, slot.n_past, len(draft) + 1
+    def _accept(self, piece: Piece, now: int) -> list[Up]:
+        """A verified draft: the argmax at every position, the draft's agreed prefix kept in the
+        KV, each answer token (the agreed ones and the model's own after them) through _emit."""
+        slot, req, draft = piece.slot, piece.req, piece.tokens[1:]
         assert req.drafter is not None  # only a drafting request has a draft
-        self._tok[:n] = [req.next_token, *draft]
-        self._pos[:n] = np.arange(p, p + n, dtype=np.int32)
-        self._seq[:n] = slot.seq
-        self._logits[:n] = 1
-        slot.n_past += 1
-        slot.cached.append(req.next_token)
-        events = self._decode(n, [], [slot])
-        if slot.req is not req:
-            return events  # the decode failed it
-        now = time.perf_counter_ns()
-        answer = [int(self._row(i).argmax()) for i in range(n)]
+        answer = [int(self._rows(piece.at + i).argmax()) for i in range(len(piece.tokens))]
         agreed = accepted(draft, answer)
         self.drafted_tokens += len(draft)
         self.accepted_tokens += agreed
         req.drafter.feedback(agreed)
-        ll.llama_memory_seq_rm(self.memory, slot.seq, p + 1 + agreed, -1)
+        ll.llama_memory_seq_rm(self.memory, slot.seq, slot.n_past + agreed, -1)
+        events: list[Up] = []
         for i in range(agreed + 1):
             if i:  # the KV already holds this agreed draft token
                 slot.n_past += 1
                 slot.cached.append(req.next_token)
-            events += self._emit(slot, answer[i], i, now)
+            events += self._emit(slot, answer[i], piece.at + i, now)
             if slot.req is not req:
-                break  # finished: _release drops the KV past its cached tokens
+                break  # finished: release drops the KV past its cached tokens
         return events
 
     def _sample(self, slot: Slot, index: int, now: int) -> list[Up]:
         req = slot.request
         # Plain greedy: llama_sampler_sample copies the whole vocabulary into a candidate array
         # before taking the max; argmax over the logits row is the same token (first max on ties).
-        token = int(self._row(index).argmax()) if req.greedy else ll.llama_sampler_sample(req.sampler, self.ctx, index)
+        token = int(self._rows(index).argmax()) if req.greedy else ll.llama_sampler_sample(req.sampler, self.ctx, index)
         return self._emit(slot, token, index, now)
 
     def _emit(self, slot: Slot, token: int, index: int, now: int) -> list[Up]:
@@ -428,7 +340,7 @@ class Engine:
             events = [Token(req.id, text)] if text else []
         else:
             # The sampler chain works on a copy: the row still holds the raw logits.
-            req.logprobs.add(self._row(index), token)
+            req.logprobs.add(self._rows(index), token)
             sent = req.logprobs.sent(text, req.text.stopped) if text or req.text.stopped else []
             events = [Token(req.id, text, sent)] if text or sent else []
         if req.text.stopped:
@@ -438,50 +350,16 @@ class Engine:
         if slot.n_past >= req.ctx_limit:
             if not req.shift:
                 return events + self._finish(slot, FinishReason.LENGTH)
-            self._shift(slot)
+            self.slots.shift(slot, self.add_bos)
         return events
-
-    def _row(self, index: int) -> np.ndarray:
-        """The logits of a batch entry, as a view of llama.cpp's buffer (valid until the next decode)."""
-        address = self._logits_ith(self.ctx, index)
-        if not address:
-            raise RuntimeError(f"no logits for batch entry {index}")
-        return np.frombuffer(self._logits_row.from_address(address), np.float32)
-
-    def _shift(self, slot: Slot) -> None:
-        """The context is full: keep the first num_keep tokens (after the start token), drop
-        half of the rest, slide the remainder back, and go on (Ollama's and llama-server's
-        context shift). The moved keys are re-roped, not recomputed, so the sequence is no longer
-        what a fresh prompt would give: it is never reused as a cached prefix."""
-        req = slot.request
-        n_keep = min(max(req.num_keep, 0) + (1 if self.add_bos else 0), slot.n_past - 2)
-        n_discard = (slot.n_past - n_keep) // 2
-        ll.llama_memory_seq_rm(self.memory, slot.seq, n_keep, n_keep + n_discard)
-        ll.llama_memory_seq_add(self.memory, slot.seq, n_keep + n_discard, slot.n_past, -n_discard)
-        del slot.cached[n_keep:n_keep + n_discard]
-        slot.n_past -= n_discard
-        req.shifted = True
 
     def _release(self, slot: Slot, keep_cache: bool = True) -> None:
         req = slot.request
         self.active.remove(slot)
-        # A speculative run that ended inside an agreed draft leaves KV past the answer's end.
-        ll.llama_memory_seq_rm(self.memory, slot.seq, len(slot.cached), -1)
-        if self.exact and llamafile_built() and len(slot.cached) > len(req.prompt):
-            # A generated token's K/V come from the one-token attention kernel, a prompt's from
-            # tinyBLAS (exactness.py): keep the prompt only, so a follow-up that carries the answer
-            # reads it as a prompt, as a fresh slot would.
-            ll.llama_memory_seq_rm(self.memory, slot.seq, len(req.prompt), -1)
-            del slot.cached[len(req.prompt):]
-        if keep_cache and not req.shifted:
-            self.prompt_cache.save(slot.seq, slot.cached)
-        else:
-            self._clear(slot)
+        self.slots.release(slot, keep_cache)
         if req.sampler:
             ll.llama_sampler_free(req.sampler)
             req.sampler = None
-        slot.req = None
-        self.free.append(slot)
 
     def _finish(self, slot: Slot, reason: FinishReason) -> list[Up]:
         req = slot.request
@@ -506,11 +384,12 @@ class Engine:
         """An orderly stop: the hottest prompt states go to disk (if on) before the context."""
         for slot in list(self.active):
             self._release(slot)
-        if self.disk and self.free:
-            for slot in self.free:  # a slot's last sequence may have left the prompt cache since
+        free = self.slots.free
+        if self.disk and free:
+            for slot in free:  # a slot's last sequence may have left the prompt cache since
                 self.prompt_cache.save(slot.seq, slot.cached)
-            scratch = self.free[0]
-            self._clear(scratch)
+            scratch = free[0]
+            self.slots.clear(scratch)
             self.disk.save(self.prompt_cache, scratch.seq)
         if self.embedder:
             self.embedder.close()

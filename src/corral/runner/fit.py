@@ -86,3 +86,43 @@ def embedding_input(tokenize: Tokenize, text: str, limit: int, truncate: bool, s
     if not full:
         raise ClientError("Input content cannot be empty")
     return full
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A runner's tokenizer with its limits: prompts and embedding inputs cut to a request's
+    context. Thread-safe: the runner's stdin reader tokenizes beside the engine loop."""
+
+    tokenize: Tokenize
+    n_vocab: int
+    n_ctx_slot: int
+    n_ctx_embed: int  # the slot's context, at most the model's trained one (as Ollama)
+    specials: Specials
+    embeds: bool  # False for a reranker (rank pooling)
+
+    def limit(self, num_ctx: int) -> int:
+        """A request's context: its num_ctx, at most the slot's."""
+        return min(num_ctx, self.n_ctx_slot) if num_ctx > 0 else self.n_ctx_slot
+
+    def prompt_tokens(self, text: str, num_ctx: int, context: list[int] | None = None) -> list[int]:
+        """A prompt's tokens, cut to its context; after `context` (token ids an earlier answer
+        returned, which start with their own BOS)."""
+        limit = self.limit(num_ctx)
+        if not context:
+            return prompt_tokens(self.tokenize, text, limit)
+        bad = next((t for t in context if not 0 <= t < self.n_vocab), None)
+        if bad is not None:  # an id outside the vocabulary would abort llama.cpp
+            raise ClientError(f"context: token id {bad} is not in the model's vocabulary (0 to {self.n_vocab - 1})")
+        return cut(list(context) + self.tokenize(text, False), limit)
+
+    def prompt_fits(self, text: str, num_ctx: int) -> bool:
+        """Whether a prompt's tokens fit its context whole."""
+        _, longer = input_tokens(self.tokenize, text, self.limit(num_ctx) - 1)
+        return not longer
+
+    def embed_tokens(self, inputs: list[str], truncate: bool, num_ctx: int = 0) -> list[list[int]]:
+        """Embedding inputs' tokens, each cut to the request's context as Ollama cuts them."""
+        if not self.embeds:
+            raise ClientError("this model does not support embeddings")
+        limit = min(self.limit(num_ctx), self.n_ctx_embed)
+        return [embedding_input(self.tokenize, text, limit, truncate, self.specials) for text in inputs]

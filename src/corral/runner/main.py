@@ -55,7 +55,7 @@ def _read_stdin(inbox: queue.Queue, engine: Any, send: Callable[[list[p.Up]], No
             continue
         if isinstance(msg, p.Fits):
             try:
-                fits = engine.prompt_fits(msg.text, msg.num_ctx)
+                fits = engine.inputs.prompt_fits(msg.text, msg.num_ctx)
             except Exception:
                 fits = False
             send([p.FitsAnswer(msg.id, fits)])
@@ -69,8 +69,8 @@ def _read_stdin(inbox: queue.Queue, engine: Any, send: Callable[[list[p.Up]], No
 def _prepare(engine: Any, msg: p.Submit | p.Embed) -> Prepared:
     try:
         if isinstance(msg, p.Submit):
-            return Prepared(msg, engine.prompt_tokens(msg.prompt, msg.num_ctx, msg.context))
-        return Prepared(msg, engine.embed_tokens(msg.inputs, msg.truncate, msg.num_ctx))
+            return Prepared(msg, engine.inputs.prompt_tokens(msg.prompt, msg.num_ctx, msg.context))
+        return Prepared(msg, engine.inputs.embed_tokens(msg.inputs, msg.truncate, msg.num_ctx))
     except ClientError as exc:  # the request's fault: a 400 for it alone
         return Prepared(msg, [], p.Failed(msg.id, str(exc), 400))
     except Exception as exc:
@@ -124,7 +124,7 @@ def main() -> int:
         return 1
 
     def stats() -> p.Stats:
-        return p.Stats(engine.decode_ns, busy_ns, engine.reused_tokens, engine.cache_restores,
+        return p.Stats(engine.decode_ns, busy_ns, engine.slots.reused_tokens, engine.slots.cache_restores,
                        engine.evaluated_tokens, engine.disk_restores, engine.drafted_tokens, engine.accepted_tokens)
 
     busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share

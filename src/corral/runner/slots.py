@@ -1,0 +1,96 @@
+"""The engine's slots over one llama_context's KV sequences: which free slot a prompt takes (the
+longest prefix already computed, in the slot or in the prompt cache), what a finished one keeps,
+and the context shift of a full one."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import llama_cpp as ll
+
+from corral.runner.exactness import llamafile_built
+from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
+from corral.runner.slot import Slot
+
+
+class SlotsFull(RuntimeError):
+    pass
+
+
+class SlotPool:
+    def __init__(self, memory: ll.llama_memory_t, n_slots: int, prompt_cache: PromptCache, min_piece: int,
+                 exact: bool) -> None:
+        self.memory, self.prompt_cache, self.min_piece, self.exact = memory, prompt_cache, min_piece, exact
+        self.free: deque[Slot] = deque(Slot(seq=i) for i in range(n_slots))
+        self.reused_tokens = 0  # prompt tokens not decoded thanks to prefix reuse
+        self.cache_restores = 0
+
+    def take(self, tokens: list[int]) -> Slot:
+        """A free slot with as much of this prompt already in its KV as possible.
+
+        The slot keeps what its last request left if that is the longest match; if the prompt
+        cache (where every finished sequence is saved) holds a longer one, that state is restored
+        into it. The KV is then cut back to the shared prefix. K and V of a token do not depend
+        on the batch that computed them, so a reused prefix gives the same numbers as a fresh one
+        (a generated token's only in a build without llamafile: see exactness.py, and release).
+        """
+        # The lowest free sequence id: llama.cpp decodes a run of consecutive sequence ids as
+        # one ubatch, so keeping busy slots packed at low ids means fewer ubatches per step.
+        best = min(self.free, key=lambda s: s.seq)
+        best_len = common_prefix(best.cached, tokens)
+        entry, entry_len = self.prompt_cache.best(tokens)
+        if entry is not None and entry_len >= best_len + MIN_TOKENS:
+            self.clear(best)
+            if self.prompt_cache.restore(entry, best.seq):
+                best.cached, best_len = list(entry.tokens), entry_len
+                self.cache_restores += 1
+            else:
+                best_len = 0
+        self.free.remove(best)
+        # Decode at least min_piece prompt tokens (see engine.step), fewer only when the prompt is shorter.
+        keep = max(min(best_len, len(tokens) - self.min_piece), 0)
+        if best.cached and ll.llama_memory_seq_pos_min(self.memory, best.seq) > 0:
+            keep = 0  # a sliding-window cache has dropped early positions: the prefix is incomplete
+        if keep < len(best.cached):
+            ll.llama_memory_seq_rm(self.memory, best.seq, keep, -1)
+            del best.cached[keep:]
+        best.n_past = keep
+        self.reused_tokens += keep
+        return best
+
+    def clear(self, slot: Slot) -> None:
+        ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
+        slot.cached.clear()
+
+    def release(self, slot: Slot, keep_cache: bool = True) -> None:
+        """A slot whose request ended: its KV saved as a prefix to reuse (not after a shift, nor
+        when keep_cache is False: a failed decode leaves it in an unknown state), then free."""
+        req = slot.request
+        # A speculative run that ended inside an agreed draft leaves KV past the answer's end.
+        ll.llama_memory_seq_rm(self.memory, slot.seq, len(slot.cached), -1)
+        if self.exact and llamafile_built() and len(slot.cached) > len(req.prompt):
+            # A generated token's K/V come from the one-token attention kernel, a prompt's from
+            # tinyBLAS (exactness.py): keep the prompt only, so a follow-up that carries the answer
+            # reads it as a prompt, as a fresh slot would.
+            ll.llama_memory_seq_rm(self.memory, slot.seq, len(req.prompt), -1)
+            del slot.cached[len(req.prompt):]
+        if keep_cache and not req.shifted:
+            self.prompt_cache.save(slot.seq, slot.cached)
+        else:
+            self.clear(slot)
+        slot.req = None
+        self.free.append(slot)
+
+    def shift(self, slot: Slot, add_bos: bool) -> None:
+        """The context is full: keep the first num_keep tokens (after the start token), drop
+        half of the rest, slide the remainder back, and go on (Ollama's and llama-server's
+        context shift). The moved keys are re-roped, not recomputed, so the sequence is no longer
+        what a fresh prompt would give: it is never reused as a cached prefix."""
+        req = slot.request
+        n_keep = min(max(req.num_keep, 0) + (1 if add_bos else 0), slot.n_past - 2)
+        n_discard = (slot.n_past - n_keep) // 2
+        ll.llama_memory_seq_rm(self.memory, slot.seq, n_keep, n_keep + n_discard)
+        ll.llama_memory_seq_add(self.memory, slot.seq, n_keep + n_discard, slot.n_past, -n_discard)
+        del slot.cached[n_keep:n_keep + n_discard]
+        slot.n_past -= n_discard
+        req.shifted = True
