@@ -63,7 +63,7 @@ def _node_store(model_store: Path, root: Path, extra: bool) -> Path:
 def _node_name(node_id: str) -> str:
     import socket
 
-    return f"{socket.gethostname()}-{node_id[:8]}"
+    return f"{socket.gethostname()}-{node_id[-8:]}"
 
 
 @pytest.fixture(scope="module")
@@ -175,12 +175,13 @@ def test_merged_views_carry_the_node(cluster: RayCorral) -> None:
     assert httpx.get(cluster.url + "/api/version", timeout=10).json()["version"]
 
 
-async def _stream(url: str, model: str, prompt: str, num_predict: int) -> dict:
+async def _stream(url: str, model: str, prompt: str, num_predict: int, raw: bool = False) -> dict:
     """One streamed /api/generate: its status, node, text, the times of its tokens, and its error."""
     out: dict = {"status": None, "node": None, "text": "", "times": [], "error": None, "done": False}
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
         async with client.stream("POST", "/api/generate", json={
-                "model": model, "prompt": prompt, "options": {"num_predict": num_predict, "temperature": 0}}) as r:
+                "model": model, "prompt": prompt, "raw": raw,
+                "options": {"num_predict": num_predict, "temperature": 0}}) as r:
             out["status"], out["node"] = r.status_code, r.headers.get("x-corral-node")
             if r.status_code != 200:
                 out["error"] = json.loads(await r.aread())["error"]
@@ -237,7 +238,7 @@ def _replica(node: str) -> dict:
 
     for info in actors().values():
         if info["State"] == "ALIVE" and "corral-node" in (info["Name"] or "") and \
-                node.endswith(info["Address"]["NodeID"][:8]):
+                node.endswith(info["Address"]["NodeID"][-8:]):
             return info
     raise AssertionError(f"no live replica on {node}")
 
