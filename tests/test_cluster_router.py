@@ -112,6 +112,7 @@ def test_autoscaling_is_parsed_and_set_on_the_node_deployment_only_when_asked() 
     scale = Settings.from_env({"CORRAL_CLUSTER_AUTOSCALE": "1-3:2:5s"}).cluster_autoscale
     assert scale == Autoscale(1, 3, 2.0, 5.0)
     config = deployment(1, scale=scale)._deployment_config.autoscaling_config
+    assert config is not None
     assert (config.min_replicas, config.max_replicas, config.target_ongoing_requests) == (1, 3, 2.0)
     assert config.downscale_delay_s == 5.0 and config.look_back_period_s == 2.5
     fixed = deployment(2)
