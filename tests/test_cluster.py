@@ -155,6 +155,20 @@ def test_a_model_only_one_node_has_is_routed_there(cluster: RayCorral) -> None:
     assert _where(cluster.url, SOLO) == {cluster.nodes[0]}
 
 
+def test_a_model_whose_only_node_is_full_is_503_not_the_other_nodes_404(cluster: RayCorral) -> None:
+    """The first node (1 slot, a queue of 1) admits two SOLO streams; a third is refused there, and
+    the other node, which lacks SOLO (as a node that joined later), must not turn that into a 404."""
+    async def three() -> list[dict]:
+        return await asyncio.gather(*(_stream(cluster.url, SOLO, "1, 2, 3, 4, 5, 6, 7, 8,", 256, raw=True)
+                                      for _ in range(3)))
+
+    results = asyncio.run(three())
+    assert sorted(r["status"] for r in results) == [200, 200, 503], [(r["status"], r["error"]) for r in results]
+    refused = next(r for r in results if r["status"] == 503)
+    assert refused["retry_after"] and refused["error"]
+    assert all(r["done"] and r["node"] == cluster.nodes[0] for r in results if r["status"] == 200)
+
+
 def test_an_absent_model_is_404_with_both_clients(cluster: RayCorral) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
         ollama.Client(host=cluster.url).generate(model="absent:1b", prompt="hi")
