@@ -63,7 +63,7 @@ def _node_store(model_store: Path, root: Path, extra: bool) -> Path:
 def _node_name(node_id: str) -> str:
     import socket
 
-    return f"{socket.gethostname()}-{node_id[:8]}"
+    return f"{socket.gethostname()}-{node_id[-8:]}"
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +155,20 @@ def test_a_model_only_one_node_has_is_routed_there(cluster: RayCorral) -> None:
     assert _where(cluster.url, SOLO) == {cluster.nodes[0]}
 
 
+def test_a_model_whose_only_node_is_full_is_503_not_the_other_nodes_404(cluster: RayCorral) -> None:
+    """The first node (1 slot, a queue of 1) admits two SOLO streams; a third is refused there, and
+    the other node, which lacks SOLO (as a node that joined later), must not turn that into a 404."""
+    async def three() -> list[dict]:
+        return await asyncio.gather(*(_stream(cluster.url, SOLO, "1, 2, 3, 4, 5, 6, 7, 8,", 256, raw=True)
+                                      for _ in range(3)))
+
+    results = asyncio.run(three())
+    assert sorted(r["status"] for r in results) == [200, 200, 503], [(r["status"], r["error"]) for r in results]
+    refused = next(r for r in results if r["status"] == 503)
+    assert refused["retry_after"] and refused["error"]
+    assert all(r["done"] and r["node"] == cluster.nodes[0] for r in results if r["status"] == 200)
+
+
 def test_an_absent_model_is_404_with_both_clients(cluster: RayCorral) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
         ollama.Client(host=cluster.url).generate(model="absent:1b", prompt="hi")
@@ -175,12 +189,13 @@ def test_merged_views_carry_the_node(cluster: RayCorral) -> None:
     assert httpx.get(cluster.url + "/api/version", timeout=10).json()["version"]
 
 
-async def _stream(url: str, model: str, prompt: str, num_predict: int) -> dict:
+async def _stream(url: str, model: str, prompt: str, num_predict: int, raw: bool = False) -> dict:
     """One streamed /api/generate: its status, node, text, the times of its tokens, and its error."""
     out: dict = {"status": None, "node": None, "text": "", "times": [], "error": None, "done": False}
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
         async with client.stream("POST", "/api/generate", json={
-                "model": model, "prompt": prompt, "options": {"num_predict": num_predict, "temperature": 0}}) as r:
+                "model": model, "prompt": prompt, "raw": raw,
+                "options": {"num_predict": num_predict, "temperature": 0}}) as r:
             out["status"], out["node"] = r.status_code, r.headers.get("x-corral-node")
             if r.status_code != 200:
                 out["error"] = json.loads(await r.aread())["error"]
@@ -237,7 +252,7 @@ def _replica(node: str) -> dict:
 
     for info in actors().values():
         if info["State"] == "ALIVE" and "corral-node" in (info["Name"] or "") and \
-                node.endswith(info["Address"]["NodeID"][:8]):
+                node.endswith(info["Address"]["NodeID"][-8:]):
             return info
     raise AssertionError(f"no live replica on {node}")
 

@@ -103,6 +103,26 @@ def test_the_rayservice_application_builds() -> None:
     assert nodes._bound_deployment.name == "corral-node" and nodes._bound_deployment.num_replicas == 3
 
 
+def test_autoscaling_is_parsed_and_set_on_the_node_deployment_only_when_asked() -> None:
+    """CORRAL_CLUSTER_AUTOSCALE=MIN-MAX[:TARGET[:DELAY]] → Serve's autoscaling_config; without it the
+    deployment keeps its fixed count; a malformed value is refused when the settings are read."""
+    from corral.cluster.node import deployment
+    from corral.config import Autoscale, Settings
+
+    scale = Settings.from_env({"CORRAL_CLUSTER_AUTOSCALE": "1-3:2:5s"}).cluster_autoscale
+    assert scale == Autoscale(1, 3, 2.0, 5.0)
+    config = deployment(1, scale=scale)._deployment_config.autoscaling_config
+    assert config is not None
+    assert (config.min_replicas, config.max_replicas, config.target_ongoing_requests) == (1, 3, 2.0)
+    assert config.downscale_delay_s == 5.0 and config.look_back_period_s == 2.5
+    fixed = deployment(2)
+    assert fixed.num_replicas == 2 and fixed._deployment_config.autoscaling_config is None
+    assert Settings.from_env({}).cluster_autoscale is None
+    for bad in ("two", "3-1", "0-0", "1-2:0", "1-2:1:soon"):
+        with pytest.raises(ValueError, match="CORRAL_CLUSTER_AUTOSCALE"):
+            Settings.from_env({"CORRAL_CLUSTER_AUTOSCALE": bad})
+
+
 def test_a_model_just_sent_somewhere_sticks_there_until_the_stats_show_it_loaded() -> None:
     # Stale stats: no node shows the model loaded yet; the node it was just sent to goes first.
     cold = [STORED_ROOMY, STORED_TIGHT]

@@ -108,6 +108,32 @@ def parse_speculative(value: str) -> bool:
     raise ValueError(f"CORRAL_SPECULATIVE={value!r}: expected ngram or off")
 
 
+@dataclass(frozen=True)
+class Autoscale:
+    """CORRAL_CLUSTER_AUTOSCALE=MIN-MAX[:TARGET[:DELAY]]: the cluster's node replicas follow the load
+    (Serve autoscaling, TARGET requests in flight per node, default 2) instead of one per machine
+    counted at start; Ray's autoscaler adds machines for the replicas that do not fit. DELAY: how
+    long the load must stay low before a node is removed (default 60s)."""
+    min_replicas: int
+    max_replicas: int
+    target_ongoing: float = 2.0
+    downscale_delay: float = 60.0
+
+
+def parse_autoscale(value: str) -> Autoscale:
+    try:
+        span, _, rest = value.strip().partition(":")
+        target, _, delay = rest.partition(":")
+        low, _, high = span.partition("-")
+        scale = Autoscale(int(low), int(high or low), float(target) if target else 2.0,
+                          parse_duration(delay or None, 60.0))
+    except ValueError:
+        scale = Autoscale(-1, -1)
+    if not (0 <= scale.min_replicas <= scale.max_replicas and scale.max_replicas >= 1 and scale.target_ongoing > 0):
+        raise ValueError(f"CORRAL_CLUSTER_AUTOSCALE={value!r}: expected MIN-MAX[:TARGET[:DELAY]], e.g. 1-4:2:60s")
+    return scale
+
+
 def _bool(value: str) -> bool:
     return value.strip().lower() in _TRUE
 
@@ -145,6 +171,7 @@ class Settings:
     api_key: str | None = None  # when set, every route but GET / needs "Authorization: Bearer <key>" (or x-api-key)
     keys_file: Path | None = None  # CORRAL_KEYS_FILE: keys → tenants (api/keys.py); keys are required then
     shutdown_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
+    cluster_autoscale: Autoscale | None = None  # `serve --cluster`: None = one node replica per machine
     origins: tuple[str, ...] = ()
     # A runner with work and no sign of progress for this long is killed and restarted.
     stall_timeout: float = 60.0
@@ -232,6 +259,8 @@ class Settings:
             kw["keys_file"] = Path(v.strip()).expanduser()
         if (v := get("SHUTDOWN_TIMEOUT")) is not None:
             kw["shutdown_timeout"] = parse_duration(v, 30.0)
+        if (v := get("CLUSTER_AUTOSCALE")) is not None:
+            kw["cluster_autoscale"] = parse_autoscale(v)
         if (v := get("PROMPT_CACHE")) is not None:
             kw["prompt_cache_bytes"] = parse_size(v)
         if (v := get("CACHE_DIR")) is not None:

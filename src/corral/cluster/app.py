@@ -10,7 +10,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from corral.cluster import node
+from corral.cluster import directory, node
 from corral.cluster.forward import Forwarder, NoNodes
 from corral.cluster.ingress import Ingress, ingress_app
 from corral.config import Settings
@@ -33,10 +33,12 @@ class CorralIngress:
     def __init__(self, nodes: DeploymentHandle) -> None:
         global _ingress
         _ingress = Ingress(Forwarder(nodes))
+        directory.handle()  # on the ingress's machine, not a node's that the autoscaler may remove
 
 
 def build(args: dict[str, str]) -> Application:
     """`serve run corral.cluster.app:build nodes=3` / RayService's import_path: `nodes` is the
     number of node replicas (machines with the corral_node resource)."""
     nodes = int(args.get("nodes", "1"))
-    return CorralIngress.bind(node.deployment(nodes, _settings.shutdown_timeout).bind())  # type: ignore[attr-defined]
+    nodes_app = node.deployment(nodes, _settings.shutdown_timeout, _settings.cluster_autoscale).bind()
+    return CorralIngress.bind(nodes_app)  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ import ray
 from ray import serve
 
 from corral.api.serve import run
-from corral.cluster import node
+from corral.cluster import directory, node
 from corral.cluster.forward import Forwarder
 from corral.cluster.ingress import Ingress, ingress_app
 from corral.config import Settings
@@ -35,11 +35,15 @@ def deploy(settings: Settings, replicas: int | None = None) -> Any:
     """Start (or update) the node deployment, one replica per node; its handle. The cluster must
     already be joined (ray.init)."""
     count = node_count() if replicas is None else replicas
-    if count < 1:
+    scale = settings.cluster_autoscale
+    if count < 1 and scale is None:  # autoscaling: Ray's autoscaler starts machines for the replicas
         raise NoNodeResource(f"no Ray node offers the {node.NODE_RESOURCE!r} resource: start each machine with "
                              f"ray start --address=... --resources='{{\"{node.NODE_RESOURCE}\": 1}}'")
     serve.start(http_options={"location": "NoServer"})  # the ingress is corral's own server
-    serve.run(node.deployment(count, settings.shutdown_timeout).bind(), name=APP, route_prefix=None)
+    # Created here, on the ingress's machine (Ray places it locally): on a node's machine it would
+    # keep that machine busy, and Ray's autoscaler would never give it back after a scale-in.
+    directory.handle()
+    serve.run(node.deployment(count, settings.shutdown_timeout, scale).bind(), name=APP, route_prefix=None)
     return serve.get_deployment_handle(node.DEPLOYMENT, app_name=APP)
 
 

@@ -116,6 +116,11 @@ class Forwarder:
                 log.warning("a node failed before answering (%s); sending the request again", type(exc).__name__)
                 await asyncio.sleep(RESEND_PAUSE_S)
                 continue
+            if busy is not None and opened.head.status == 404:
+                # The router ranks the nodes that have the model first: a node without it (one that
+                # joined later) after busy ones means every holder was full, a 503, not a 404.
+                opened.cancel()
+                return busy
             if opened.head.status != 503 or not opened.node:
                 if busy is not None:
                     busy.cancel()

@@ -27,7 +27,7 @@ from corral.cluster import directory
 from corral.cluster.asgi_call import batched, call_app
 from corral.cluster.messages import Body, Head, Part, ProxyRequest
 from corral.cluster.ranking import NodeStats
-from corral.config import Settings
+from corral.config import Autoscale, Settings
 
 log = logging.getLogger("corral.cluster.node")
 
@@ -40,8 +40,9 @@ UNBOUNDED = 1_000_000
 
 def node_name() -> str:
     """The host and the Ray node: several nodes on one host (the tests) stay apart, and a replica
-    that Serve replaces on the same machine keeps its name."""
-    return f"{socket.gethostname()}-{ray.get_runtime_context().get_node_id()[:8]}"
+    that Serve replaces on the same machine keeps its name. The id's tail: Ray's fake autoscaling
+    nodes share a head of f's (fff...f00001) and differ only there."""
+    return f"{socket.gethostname()}-{ray.get_runtime_context().get_node_id()[-8:]}"
 
 
 def refusal(status: int, message: str, node: str) -> list[Part]:
@@ -110,14 +111,28 @@ class CorralNode:
         await self._lifespan.__aexit__(None, None, None)
 
 
-def deployment(num_replicas: int, shutdown_timeout: float = 30.0) -> serve.Deployment:
-    """The node deployment: one replica per machine that offers the `corral_node` resource."""
+def autoscaling(scale: Autoscale) -> dict[str, Any]:
+    """Serve's autoscaling_config: replicas by requests in flight per node. Up fast (a new machine
+    takes minutes anyway), down only after `downscale_delay` of low load; the removed replica
+    drains (__del__), so its streams finish."""
+    return {"min_replicas": scale.min_replicas, "max_replicas": scale.max_replicas,
+            "initial_replicas": max(scale.min_replicas, 1),
+            "target_ongoing_requests": scale.target_ongoing, "upscale_delay_s": 2.0,
+            "downscale_delay_s": scale.downscale_delay, "metrics_interval_s": 1.0,
+            "look_back_period_s": max(1.0, min(10.0, scale.downscale_delay / 2))}
+
+
+def deployment(num_replicas: int, shutdown_timeout: float = 30.0, scale: Autoscale | None = None) -> serve.Deployment:
+    """The node deployment: one replica per machine that offers the `corral_node` resource, a fixed
+    count, or as many as the load asks for within `scale` (machines added by Ray's autoscaler)."""
+    count: dict[str, Any] = {"num_replicas": num_replicas} if scale is None else \
+        {"num_replicas": "auto", "autoscaling_config": autoscaling(scale)}
     # Ray's RequestRouterConfig is a pydantic model its stubs do not describe to mypy.
     router = RequestRouterConfig(request_router_class="corral.cluster.router:AffinityRouter",  # type: ignore[arg-type]
                                  request_routing_stats_period_s=1,  # type: ignore[arg-type]
                                  request_routing_stats_timeout_s=5)  # type: ignore[arg-type]
     return serve.deployment(
-        name=DEPLOYMENT, num_replicas=num_replicas,
+        name=DEPLOYMENT, **count,
         ray_actor_options={"num_cpus": 0, "resources": {NODE_RESOURCE: 1}},
         max_ongoing_requests=UNBOUNDED,
         request_router_config=router,
