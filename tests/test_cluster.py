@@ -215,6 +215,14 @@ async def _stream(url: str, model: str, prompt: str, num_predict: int, raw: bool
 
 def test_two_models_too_big_for_one_node_stream_on_different_nodes(cluster: RayCorral) -> None:
     # SMOL is warm on one node (the tests above); GEMMA goes where memory is free, not over it.
+    # The tests above also left SOLO warm on the first node: unloaded here, so that one node holds
+    # a model and the other none, whichever node SMOL went to.
+    r = httpx.post(cluster.url + "/api/generate", json={"model": SOLO, "keep_alive": 0}, timeout=60)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30
+    while SOLO in {row["name"] for row in _ps(cluster.url)} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)  # the nodes' routing stats (refreshed each second) show it gone
     gemma_node = _served_by(cluster.url, GEMMA, "Once")
     assert gemma_node not in _where(cluster.url, SMOL)
 

@@ -49,13 +49,14 @@ class NodeStats:
         """From the node's scheduler snapshot and the names its store lists. A model being
         unloaded is no longer loaded; one loading counts its slots as free (a request sent there
         waits for that load instead of starting another elsewhere). A slot the interactive lane
-        holds back (scheduler/reserve.py) is not counted free: the router cannot tell a request's
-        lane, and a batch request sent there would wait."""
+        holds back (scheduler/reserve.py) counts as free: requests are interactive unless a key
+        says otherwise, and the router cannot tell a request's lane (a batch one sent there waits
+        in that node's queue, behind the reserve)."""
         free: dict[str, int] = {}
         for runner in snapshot.runners:
             if runner.state != "unloading":
                 key = model_key(runner.name)
-                free[key] = free.get(key, 0) + max(runner.slots_total - runner.slots_busy - runner.slots_reserved, 0)
+                free[key] = free.get(key, 0) + max(runner.slots_total - runner.slots_busy, 0)
         totals = {model_key(name): t for name, t in snapshot.models.items()}
         loaded = {key: ModelLoad(slots, totals[key].running if key in totals else 0,
                                  totals[key].waiting if key in totals else 0) for key, slots in free.items()}
