@@ -22,14 +22,13 @@ import httpx
 async def stream(url: str, model: str, n: int, times: list[float]) -> dict:
     body = {"model": model, "prompt": "Write a very long story about a dragon and a knight.",
             "options": {"temperature": 0, "num_predict": n}}
-    async with httpx.AsyncClient(base_url=url, timeout=600) as c:
-        async with c.stream("POST", "/api/generate", json=body) as r:
-            async for line in r.aiter_lines():
-                obj = json.loads(line)
-                if obj.get("response"):
-                    times.append(time.monotonic())
-                if "error" in obj or obj.get("done"):
-                    return obj
+    async with httpx.AsyncClient(base_url=url, timeout=600) as c, c.stream("POST", "/api/generate", json=body) as r:
+        async for line in r.aiter_lines():
+            obj = json.loads(line)
+            if obj.get("response"):
+                times.append(time.monotonic())
+            if "error" in obj or obj.get("done"):
+                return obj
     return {}
 
 
