@@ -35,6 +35,7 @@ ray = pytest.importorskip("ray")
 # Ray Serve 2.60 declares its config with pydantic v1-style fields: its deprecation warnings are not ours.
 pytestmark = [pytest.mark.live, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # a raw prompt the model continues for a long time
 SOLO = "solo:latest"  # a copy of smollm2 that only the first node has
 # Each model alone fits a node's budget, both do not (estimates: smollm2 ~600 MiB, gemma3 ~760 MiB).
 MEMORY_LIMIT = "1000MiB"
@@ -293,12 +294,13 @@ def _running(url: str, node: str) -> int:
     return int(total)
 
 
-async def _lines(url: str, model: str, prompt: str, num_predict: int, seen: asyncio.Queue) -> dict:
+async def _lines(url: str, model: str, prompt: str, num_predict: int, seen: asyncio.Queue, raw: bool = False) -> dict:
     """A streamed generate that reports each parsed line (with its node) to `seen` as it arrives."""
     out: dict = {"error": None, "done": False, "text": "", "end": None}
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         async with client.stream("POST", "/api/generate", json={
-                "model": model, "prompt": prompt, "options": {"num_predict": num_predict}}) as r:
+                "model": model, "prompt": prompt, "raw": raw,
+                "options": {"num_predict": num_predict, "temperature": 0}}) as r:
             assert r.status_code == 200
             async for line in r.aiter_lines():
                 obj = json.loads(line)
@@ -330,10 +332,11 @@ def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewher
 
     async def scenario() -> tuple[dict, dict, float, list[int]]:
         queues: list[asyncio.Queue] = [asyncio.Queue(), asyncio.Queue(), asyncio.Queue()]
-        long_a = asyncio.create_task(_lines(cluster.url, SMOL, "Tell a very long story.", 2000, queues[0]))
+        # Raw counting, not a story: a story can end (EOS) before B is sent and free its slot.
+        long_a = asyncio.create_task(_lines(cluster.url, SMOL, COUNTING, 2000, queues[0], raw=True))
         node_a = await first_token(queues[0])
         await asyncio.sleep(2.5)  # routing stats are refreshed once a second: let them show A's slot busy
-        long_c = asyncio.create_task(_lines(cluster.url, SMOL, "Tell another long story.", 2000, queues[1]))
+        long_c = asyncio.create_task(_lines(cluster.url, SMOL, COUNTING, 2000, queues[1], raw=True))
         node_c = await first_token(queues[1])
         assert {node_a, node_c} == set(cluster.nodes)  # both slots busy, one on each node
         task_b = asyncio.create_task(_lines(cluster.url, SMOL, "Say hi.", 8, queues[2]))
