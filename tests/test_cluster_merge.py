@@ -125,8 +125,10 @@ def test_real_replies_merge_as_two_nodes(server):
     assert sorted((m["name"], m["node"]) for m in merged_ps["models"]) == [(GEMMA, "n1"), (GEMMA, "n2"),
                                                                           (SMOL, "n1"), (SMOL, "n2")]
     assert all({k: v for k, v in m.items() if k != "node"} in ps["models"] for m in merged_ps["models"])
-    times = [m["expires_at"] for m in merged_ps["models"]]
-    assert times == sorted(times, reverse=True)  # the same format everywhere: text order is time order
+    # Sorted as Ollama's ps, by whole seconds (ties keep node order); the same format everywhere,
+    # so the text up to the seconds orders as the time does.
+    times = [m["expires_at"][:19] for m in merged_ps["models"]]
+    assert times == sorted(times, reverse=True)
 
     merged_tags = merge_tags({"n1": tags, "n2": tags})["models"]
     assert len(merged_tags) == len(tags["models"]) >= 2 and all(m["nodes"] == ["n1", "n2"] for m in merged_tags)
