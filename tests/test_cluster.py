@@ -104,14 +104,19 @@ def cluster(model_store: Path, tmp_path_factory) -> Iterator[RayCorral]:
             time.sleep(1)
         yield RayCorral(url, nodes, proc, log)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        ray.shutdown()
+        _stop_ingress(proc)
         c.shutdown()
+
+
+def _stop_ingress(proc: subprocess.Popen | None) -> None:
+    """Stop the `corral serve --cluster` subprocess (gently, then for good) and this driver's Ray."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    ray.shutdown()
 
 
 def _live_nodes(url: str) -> set[str]:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import GEMMA, NO_REGISTRY, SMOL, free_port
-from test_cluster import LOOPBACK, _live_nodes, _node_store, _served_by, _stream
+from test_cluster import LOOPBACK, _live_nodes, _node_store, _served_by, _stop_ingress, _stream
 
 ray = pytest.importorskip("ray")
 
@@ -96,13 +96,7 @@ def scaling(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
               lambda: "the cluster did not start: " + log.read_text()[-3000:])
         yield Scaling(url, proc, log)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        ray.shutdown()
+        _stop_ingress(proc)
         cluster.shutdown()
 
 
