@@ -47,6 +47,28 @@ class RayCorral:
     nodes: list[str]  # node names, in the order the nodes were added (the first has SOLO)
     proc: subprocess.Popen
     log: Path
+    ray_logs: Path  # the Ray session's logs (the node replicas' corral logs are in worker-*.err)
+
+    def diagnosis(self) -> str:
+        """What a stuck scenario leaves behind: each node's models, the ingress's log and the
+        nodes' corral log lines (a CI failure shows them)."""
+        try:
+            ps = json.dumps(_ps(self.url))
+        except (httpx.HTTPError, ValueError) as exc:
+            ps = f"/api/ps failed: {exc!r}"
+        nodes = []
+        for path in sorted(self.ray_logs.glob("worker-*.err")):
+            lines = [line for line in path.read_text(errors="replace").splitlines() if "corral" in line]
+            if lines:
+                nodes.append(f"--- {path.name}\n" + "\n".join(lines[-40:]))
+        return "\n".join([f"ps: {ps}", "--- ingress", self.log.read_text(errors="replace")[-4000:], *nodes])
+
+    def run(self, scenario: Any, timeout: float = 180) -> Any:
+        """asyncio.run(scenario), failing with the diagnosis when it does not end in time."""
+        try:
+            return asyncio.run(asyncio.wait_for(scenario, timeout))
+        except TimeoutError:
+            raise AssertionError(f"stuck for {timeout} s:\n{self.diagnosis()}") from None
 
 
 def _node_store(model_store: Path, root: Path, extra: bool) -> Path:
@@ -102,7 +124,7 @@ def cluster(model_store: Path, tmp_path_factory) -> Iterator[RayCorral]:
             except (httpx.TransportError, KeyError, ValueError):
                 pass
             time.sleep(1)
-        yield RayCorral(url, nodes, proc, log)
+        yield RayCorral(url, nodes, proc, log, Path(c.head_node.get_logs_dir_path()))
     finally:
         _stop_ingress(proc)
         c.shutdown()
@@ -168,7 +190,7 @@ def test_a_model_whose_only_node_is_full_is_503_not_the_other_nodes_404(cluster:
         return await asyncio.gather(*(_stream(cluster.url, SOLO, "1, 2, 3, 4, 5, 6, 7, 8,", 256, raw=True)
                                       for _ in range(3)))
 
-    results = asyncio.run(three())
+    results = cluster.run(three())
     assert sorted(r["status"] for r in results) == [200, 200, 503], [(r["status"], r["error"]) for r in results]
     refused = next(r for r in results if r["status"] == 503)
     assert refused["retry_after"] and refused["error"]
@@ -228,15 +250,18 @@ def test_two_models_too_big_for_one_node_stream_on_different_nodes(cluster: RayC
     deadline = time.monotonic() + 30
     while SOLO in {row["name"] for row in _ps(cluster.url)} and time.monotonic() < deadline:
         time.sleep(0.5)
-    time.sleep(2)  # the nodes' routing stats (refreshed each second) show it gone
+    # SOLO's load evicted SMOL if they shared the first node: SMOL is warm on exactly one node again.
+    _served_by(cluster.url, SMOL)
+    time.sleep(2)  # the nodes' routing stats (refreshed each second) show SOLO gone and SMOL loaded
     gemma_node = _served_by(cluster.url, GEMMA, "Once")
-    assert gemma_node not in _where(cluster.url, SMOL)
+    assert gemma_node not in _where(cluster.url, SMOL) and len(_where(cluster.url, SMOL)) == 1
+    time.sleep(2)  # and GEMMA loaded, so that SMOL's request is not sent to GEMMA's node to evict it
 
     async def both() -> tuple[dict, dict]:
         return await asyncio.gather(_stream(cluster.url, SMOL, "Tell a long story about a fox.", 128),
                                     _stream(cluster.url, GEMMA, "Once upon a time", 128))
 
-    smol, gemma = asyncio.run(both())
+    smol, gemma = cluster.run(both())
     assert smol["done"] and gemma["done"], (smol, gemma)
     assert smol["node"] != gemma["node"]
     assert _where(cluster.url, SMOL) == {smol["node"]} and _where(cluster.url, GEMMA) == {gemma["node"]}
@@ -251,7 +276,7 @@ def test_every_node_full_is_503_and_exactly_the_admitted_answer(cluster: RayCorr
         return await asyncio.gather(*(_stream(cluster.url, SMOL, f"Write a poem about the number {i}.", 64)
                                       for i in range(10)))
 
-    results = asyncio.run(ten())
+    results = cluster.run(ten())
     refused = [r for r in results if r["status"] == 503]
     answered = [r for r in results if r["status"] == 200]
     assert len(refused) == 6 and len(answered) == 4, [(r["status"], r["error"]) for r in results]
@@ -281,7 +306,7 @@ def test_a_disconnect_frees_the_slot_across_both_hops(cluster: RayCorral) -> Non
                         return r.headers["x-corral-node"]
         raise AssertionError("no token")
 
-    node = asyncio.run(leave_early())
+    node = cluster.run(leave_early())
     deadline = time.monotonic() + 10
     while _running(cluster.url, node) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -343,7 +368,7 @@ def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewher
         await asyncio.sleep(2.5)  # routing stats are refreshed once a second: let them show A's slot busy
         long_c = asyncio.create_task(_lines(cluster.url, SMOL, COUNTING, 2000, queues[1], raw=True))
         node_c = await first_token(queues[1])
-        assert {node_a, node_c} == set(cluster.nodes)  # both slots busy, one on each node
+        assert {node_a, node_c} == set(cluster.nodes), cluster.diagnosis()  # both slots busy, one on each node
         task_b = asyncio.create_task(_lines(cluster.url, SMOL, "Say hi.", 8, queues[2]))
         node_b, obj = await asyncio.wait_for(queues[2].get(), 30)
         assert "queue_position" in obj, obj  # B waits behind that node's stream
@@ -357,7 +382,7 @@ def test_a_killed_node_ends_its_stream_and_its_queued_request_completes_elsewher
         b = await asyncio.wait_for(task_b, 60)
         return a, b, a["end"] - killed_at, runners
 
-    a, b, ended_after, runners = asyncio.run(scenario())
+    a, b, ended_after, runners = cluster.run(scenario())
     assert a["error"] and not a["done"], a
     assert ended_after < 10
     assert b["done"] and b["text"] and b["error"] is None, b
