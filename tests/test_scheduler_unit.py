@@ -7,6 +7,7 @@ placement decisions that CI cannot reach for real (no GPU) or only slowly.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import cast
 
@@ -249,3 +250,33 @@ def test_cancelled_waiter_leaves_the_queue():
 def deque_empty():
     from collections import deque
     return deque()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_alarm_asked_again_from_its_own_callback_fires_again(loop: str) -> None:
+    """The scheduler's rekick Alarm: a kick run by the alarm often asks for the next one (the
+    swap window is not over yet). uvloop, Ray's loop, fires timers up to a millisecond before
+    their when(): the fired handle once looked pending, the new request was dropped, and a
+    node's queue waited for ever (CI, test_cluster's ten-request test)."""
+    from corral.scheduler.eviction import Alarm
+
+    async def main() -> list[float]:
+        fired: list[float] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def kick() -> None:
+            fired.append(time.monotonic())
+            if len(fired) < 50:
+                # Odd delays, as a window's remainder is: some round down to the millisecond.
+                alarm.within(0.0004 + 0.0001 * (len(fired) % 7))
+            elif not done.done():
+                done.set_result(None)
+
+        alarm = Alarm(kick)
+        alarm.within(0.001)
+        alarm.within(5.0)  # a later request does not push the sooner call back
+        await asyncio.wait_for(done, 10)
+        return fired
+
+    runner = asyncio.run if loop == "asyncio" else pytest.importorskip("uvloop").run
+    assert len(runner(main())) == 50

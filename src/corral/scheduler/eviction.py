@@ -172,8 +172,15 @@ class Alarm:
 
     def within(self, delay: float) -> None:
         loop = asyncio.get_running_loop()
-        if self._handle is not None and loop.time() < self._handle.when() <= loop.time() + delay:
-            return
+        if self._handle is not None and self._handle.when() <= loop.time() + delay:
+            return  # a call already pending comes sooner
         if self._handle is not None:
             self._handle.cancel()
-        self._handle = loop.call_later(delay, self.callback)
+        self._handle = loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        # Forgotten before the callback runs, which usually asks again: uvloop (Ray's loop) fires a
+        # timer up to a millisecond before its when(), so a fired handle cannot be told from a
+        # pending one by its time, and taking it for pending lost the alarm (a queue that hung).
+        self._handle = None
+        self.callback()
