@@ -124,6 +124,7 @@ def cluster(model_store: Path, tmp_path_factory) -> Iterator[RayCorral]:
             except (httpx.TransportError, KeyError, ValueError):
                 pass
             time.sleep(1)
+        assert c.head_node is not None
         yield RayCorral(url, nodes, proc, log, Path(c.head_node.get_logs_dir_path()))
     finally:
         _stop_ingress(proc)
