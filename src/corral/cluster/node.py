@@ -2,7 +2,8 @@
 
 The replica runs corral's own app (store, scheduler, runners, memory budget, keep-alive) with the
 Settings of its machine's environment, exactly as `corral serve` would, and answers raw HTTP
-requests forwarded by the ingress (cluster/ingress.py) as batches of response parts. Its routing
+requests forwarded by the ingress (cluster/ingress.py): a reply's first parts answer `start`, the
+rest go out multiplexed with the ingress's other streams by its `pump` (cluster/mux.py). Its routing
 stats (what it has loaded, stored, free) feed the affinity router (cluster/router.py) and the
 directory (cluster/directory.py) the ingress fans out with.
 """
@@ -14,8 +15,9 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Collection
-from contextlib import AbstractAsyncContextManager
+import uuid
+from collections.abc import AsyncGenerator, Collection
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
 import ray
@@ -24,8 +26,9 @@ from ray.serve.config import RequestRouterConfig
 
 from corral.api.app import create_app
 from corral.cluster import directory
-from corral.cluster.asgi_call import batched, call_app
-from corral.cluster.messages import Body, Head, Part, ProxyRequest
+from corral.cluster.asgi_call import call_app
+from corral.cluster.messages import Body, End, Head, Part, ProxyRequest, Started
+from corral.cluster.mux import Message, Mux
 from corral.cluster.ranking import NodeStats
 from corral.config import Autoscale, Settings
 
@@ -52,6 +55,11 @@ def refusal(status: int, message: str, node: str) -> list[Part]:
             Body(body, False)]
 
 
+class NotThisNode(Exception):
+    """A pump that reached another replica than the one asked for (the router sends a call whose
+    target has no replica anywhere): the ingress's link fails, as for a node that died."""
+
+
 class CorralNode:
     """The node deployment's class (deployment() below wraps it for Serve)."""
 
@@ -63,28 +71,61 @@ class CorralNode:
         self.scheduler = self.app.state.corral.scheduler
         self.store = self.app.state.corral.store
         self.draining = False
+        self.instance = uuid.uuid4().hex
+        self.mux = Mux()
+        self._expirer = asyncio.create_task(self._expire(), name="corral-mux-expire")
         # The app's lifespan (preload, and at the end the runners' shutdown) spans the replica's life.
         self._lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(self.app)
         await self._lifespan.__aenter__()
         log.info("corral node %s: store %s", self.name, self.settings.models_dir)
 
-    async def handle(self, request: ProxyRequest, model: str | None = None, exclude: Collection[str] = (),
-                     target: str | None = None) -> AsyncIterator[list[Part]]:
-        """One forwarded request: its response as batches of parts (one Ray message per runner step).
+    async def start(self, request: ProxyRequest, ingress: str, stream: str, model: str | None = None,
+                    exclude: Collection[str] = (), target: str | None = None) -> Started:
+        """One forwarded request: its reply's first items (the Head and what came with it; a
+        refusal or a non-streamed reply is usually whole here). The rest goes out by the pump of
+        `ingress`, under `stream` (an id the ingress chose).
 
         model/exclude/target are read by the router before the call; `target` is checked again
         here, because a router with no replica for the target sends the request anywhere
         rather than wait for ever."""
         if target is not None and target != self.name:
-            yield refusal(503, f"node {target} is not available", self.name)
-            return
-        first = True
-        async for parts in batched(call_app(self.app, request)):
-            if first and parts and isinstance(parts[0], Head):
-                head = parts[0]
-                parts = [Head(head.status, (*head.headers, (NODE_HEADER, self.name.encode()))), *parts[1:]]
-            first = False
-            yield parts
+            return Started(self.instance, (*refusal(503, f"node {target} is not available", self.name), End()))
+        outbox = self.mux.outbox(ingress, time.monotonic())
+        items = await outbox.start(stream, self._reply(request))
+        outbox.seen = time.monotonic()
+        return Started(self.instance, tuple(items))
+
+    async def _reply(self, request: ProxyRequest) -> AsyncGenerator[Head | Body, None]:
+        """The app's reply, its Head naming this node (the ingress excludes it on a retry)."""
+        async with aclosing(call_app(self.app, request)) as parts:
+            async for part in parts:
+                if isinstance(part, Head):
+                    part = Head(part.status, (*part.headers, (NODE_HEADER, self.name.encode())))
+                yield part
+
+    async def pump(self, ingress: str, instance: str, target: str | None = None) -> AsyncGenerator[Message, None]:
+        """The ingress's one stream from this node: each message, every item its streams produced
+        since the last (one message per runner step, whatever the number of streams)."""
+        if target != self.name or instance != self.instance:
+            raise NotThisNode(f"{self.name} ({self.instance}) is not node {target} ({instance})")
+        async for message in self.mux.outbox(ingress, time.monotonic()).pump():
+            yield message
+
+    async def touch(self, ingress: str, target: str | None = None) -> bool:
+        """The ingress is alive (its streams here go on)."""
+        return target == self.name and self.mux.touch(ingress, time.monotonic())
+
+    async def cancel(self, ingress: str, stream: str, target: str | None = None) -> bool:
+        """The ingress's client left: the request is cancelled and its slot freed."""
+        outbox = self.mux.get(ingress) if target == self.name else None
+        return outbox is not None and outbox.cancel(stream)
+
+    async def _expire(self) -> None:
+        """Cancel the streams of ingresses that went silent (a dead caller ends no Ray stream here)."""
+        while True:
+            await asyncio.sleep(1.0)
+            for ingress in self.mux.expire(time.monotonic()):
+                log.warning("ingress %s went silent: its streams on %s are cancelled", ingress, self.name)
 
     def stats(self) -> NodeStats:
         names = [str(m.name) for m in self.store.list()]

@@ -1,0 +1,100 @@
+"""The ingress's side of the multiplexed hop (cluster/mux.py): one Link per node replica.
+
+A link reads that replica's pump (one Ray stream, targeted at the node through the router's
+`target`) and hands each stream its items; it touches the node's outbox every TOUCH_S so that the
+node knows this ingress is alive; a client that leaves is a `cancel` call. A pump that fails (the
+node died, or a replica that is not the one asked for refused it) fails every stream on it with
+that RayError, which forward.py handles as before: resend, or an error line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ray.exceptions import RayError
+
+from corral.cluster.mux import Inbox, Streams
+
+log = logging.getLogger("corral.cluster")
+
+TOUCH_S = 3.0  # well under mux.LEASE_S: two touches may be lost before the node gives up on us
+
+
+class NodeGone(RayError):
+    """The link closed with streams on it (the node ended the pump: it had given up on us)."""
+
+
+class Link:
+    def __init__(self, handle: Any, ingress: str, node: str, instance: str, streams: Streams,
+                 on_close: Callable[[Link], None]) -> None:
+        self.node, self.instance, self.ingress = node, instance, ingress
+        self.messages = 0  # pump messages read (each carries every stream's items of a step)
+        self.failed: BaseException | None = None
+        self._pump = handle.options(stream=True, method_name="pump")
+        self._touch = handle.options(method_name="touch")
+        self._cancel = handle.options(method_name="cancel")
+        self._streams, self._on_close = streams, on_close
+        self._ids: dict[str, Inbox] = {}
+        self._calls: set[asyncio.Task[None]] = set()
+        self._reader = asyncio.create_task(self._read(), name=f"corral-link {node}")
+        self._toucher = asyncio.create_task(self._keep(), name=f"corral-touch {node}")
+
+    def attach(self, inbox: Inbox) -> None:
+        """A stream the node started: its items come by this link (or its failure, at once, when
+        the link is already closed)."""
+        if self.failed is not None:
+            inbox.fail(self.failed)
+            return
+        self._ids[inbox.stream] = inbox
+        inbox.link = self
+
+    def cancel(self, inbox: Inbox) -> None:
+        """The client left before its reply ended: the node cancels the request (frees its slot)."""
+        if self._ids.pop(inbox.stream, None) is not None and self.failed is None:
+            call = asyncio.create_task(self._call(self._cancel, stream=inbox.stream))
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
+
+    def close(self) -> None:
+        self._reader.cancel()
+
+    async def _read(self) -> None:
+        error: BaseException = NodeGone(f"corral node {self.node}: the link closed")
+        pump = None
+        try:
+            while True:
+                pump = self._pump.remote(ingress=self.ingress, instance=self.instance, target=self.node)
+                async for message in pump:
+                    self.messages += 1
+                    for stream in self._streams.dispatch(message):
+                        self._ids.pop(stream, None)
+                pump = None
+                if not self._ids:
+                    return  # the node ended an idle pump; the next stream opens a new link
+                # a stream started as the node ended its idle pump: a new pump carries it
+        except RayError as exc:
+            error = exc
+            log.warning("the link to node %s failed (%s), %d streams on it", self.node, type(exc).__name__,
+                        len(self._ids))
+        finally:
+            if pump is not None:
+                pump.cancel()  # this ingress closes (the node cancels its streams) or the pump failed
+            self.failed = error
+            for inbox in self._ids.values():
+                inbox.fail(error)
+            self._ids.clear()
+            self._toucher.cancel()
+            self._on_close(self)
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(TOUCH_S)
+            await self._call(self._touch)
+
+    async def _call(self, method: Any, **kwargs: Any) -> None:
+        try:
+            await method.remote(ingress=self.ingress, target=self.node, **kwargs)
+        except RayError as exc:  # the pump tells a dead node; this call's outcome changes nothing
+            log.debug("%s on node %s failed: %s", method, self.node, exc)

@@ -1,0 +1,94 @@
+"""The multiplexed hop (cluster/mux.py) on a real local Ray cluster: one corral node with 4 slots
+behind `corral serve --cluster`. Concurrent streams on a node share its pump: the Ray messages the
+ingress reads are about one per runner step, not one per token per stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import NO_REGISTRY, SMOL, free_port
+from test_cluster import COUNTING, LOOPBACK, _live_nodes, _node_name, _node_store, _running, _stop_ingress, _stream
+
+for _key, _value in LOOPBACK.items():
+    os.environ.setdefault(_key, _value)
+ray = pytest.importorskip("ray")
+
+pytestmark = [pytest.mark.live, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+STREAMS = 4
+
+
+@pytest.fixture(scope="module")
+def one_node(model_store: Path, tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """The ingress's URL and the node's name."""
+    from ray.cluster_utils import Cluster
+
+    small: dict[str, Any] = {"node_ip_address": "127.0.0.1", "object_store_memory": 80 * 2**20, "num_cpus": 1}
+    c = Cluster(initialize_head=True, head_node_args={**small, "include_dashboard": False})
+    proc = None
+    try:
+        root = tmp_path_factory.mktemp("node")
+        env = {"OLLAMA_MODELS": str(_node_store(model_store, root / "models", extra=False)),
+               "OLLAMA_NUM_PARALLEL": str(STREAMS), "OLLAMA_CONTEXT_LENGTH": "1024", "OLLAMA_KEEP_ALIVE": "10m",
+               "CORRAL_REGISTRY_MIRRORS": NO_REGISTRY, "CORRAL_CACHE_DIR": str(root / "kv"),
+               "CORRAL_SHUTDOWN_TIMEOUT": "5"}
+        node = _node_name(c.add_node(**small, resources={"corral_node": 1}, env_vars=env).node_id)
+        ray.init(address=c.address, namespace="corral-tests", log_to_driver=False)
+        port = free_port()
+        log = tmp_path_factory.mktemp("ingress") / "ingress.log"
+        proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve", "--cluster", c.address],
+                                env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"},
+                                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 150
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the cluster did not start: " + log.read_text()[-3000:]
+            try:
+                if node in _live_nodes(url):
+                    break
+            except (httpx.TransportError, KeyError, ValueError):
+                pass
+            time.sleep(1)
+        yield url, node
+    finally:
+        _stop_ingress(proc)
+        c.shutdown()
+
+
+def _hop_messages(url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=10).text):
+        if family.name == "corral_cluster_hop_messages":
+            return sum(s.value for s in family.samples)
+    raise AssertionError("no corral_cluster_hop_messages_total in the ingress's /metrics")
+
+
+def test_concurrent_streams_on_a_node_share_one_ray_message_per_step(one_node: tuple[str, str]) -> None:
+    url, node = one_node
+    warm = asyncio.run(_stream(url, SMOL, COUNTING, 4, raw=True))  # the model loads before the count starts
+    assert warm["done"], warm
+    before = _hop_messages(url)
+
+    async def together() -> list[dict]:
+        return await asyncio.gather(*(_stream(url, SMOL, COUNTING, 48, raw=True) for _ in range(STREAMS)))
+
+    results = asyncio.run(together())
+    messages = _hop_messages(url) - before
+    tokens = sum(len(r["times"]) for r in results)
+    print(f"hop: {messages:.0f} Ray messages for {tokens} tokens of {STREAMS} streams")
+    assert all(r["done"] and r["error"] is None and r["node"] == node for r in results), results
+    assert tokens >= STREAMS * 40, tokens
+    # One stream alone costs about a message per token; four running together, about a quarter of that.
+    assert messages < tokens / 2, (messages, tokens)
+    assert _running(url, node) == 0
