@@ -18,6 +18,8 @@ import pytest
 from conftest import NO_REGISTRY, SMOL, free_port
 from test_cluster import COUNTING, LOOPBACK, _live_nodes, _node_name, _node_store, _running, _stop_ingress, _stream
 
+from corral.cluster import mux
+
 for _key, _value in LOOPBACK.items():
     os.environ.setdefault(_key, _value)
 ray = pytest.importorskip("ray")
@@ -26,10 +28,39 @@ pytestmark = [pytest.mark.live, pytest.mark.filterwarnings("ignore::DeprecationW
 
 STREAMS = 4
 
+# An ingress that starts a long count on the node, pumps (or not) and then dies (SIGKILL): no
+# Ray stream ends on the replica's side when its caller dies, so only the outbox's lease frees it.
+DOOMED = """
+import asyncio, json, sys
+import ray
+from ray import serve
+from corral.cluster.messages import ProxyRequest
+
+ray.init(address=sys.argv[1], namespace="corral-tests", log_to_driver=False)
+handle = serve.get_deployment_handle("corral-node", app_name="corral")
+
+async def main():
+    body = {"model": sys.argv[3], "prompt": sys.argv[4], "raw": True, "options": {"num_predict": 4000}}
+    request = ProxyRequest("POST", "/api/generate", b"", ((b"content-type", b"application/json"),),
+                           json.dumps(body).encode())
+    started = await handle.options(method_name="start").remote(request, ingress="doomed", stream="s1",
+                                                                target=sys.argv[2])
+    if sys.argv[5] == "pump":
+        pump = handle.options(stream=True, method_name="pump").remote(ingress="doomed", instance=started.instance,
+                                                                      target=sys.argv[2])
+        async for message in pump:
+            print("streaming", flush=True)
+    else:
+        print("streaming", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
 
 @pytest.fixture(scope="module")
-def one_node(model_store: Path, tmp_path_factory) -> Iterator[tuple[str, str]]:
-    """The ingress's URL and the node's name."""
+def one_node(model_store: Path, tmp_path_factory) -> Iterator[tuple[str, str, str]]:
+    """The ingress's URL, the node's name and the cluster's address."""
     from ray.cluster_utils import Cluster
 
     small: dict[str, Any] = {"node_ip_address": "127.0.0.1", "object_store_memory": 80 * 2**20, "num_cpus": 1}
@@ -59,7 +90,7 @@ def one_node(model_store: Path, tmp_path_factory) -> Iterator[tuple[str, str]]:
             except (httpx.TransportError, KeyError, ValueError):
                 pass
             time.sleep(1)
-        yield url, node
+        yield url, node, c.address
     finally:
         _stop_ingress(proc)
         c.shutdown()
@@ -74,8 +105,8 @@ def _hop_messages(url: str) -> float:
     raise AssertionError("no corral_cluster_hop_messages_total in the ingress's /metrics")
 
 
-def test_concurrent_streams_on_a_node_share_one_ray_message_per_step(one_node: tuple[str, str]) -> None:
-    url, node = one_node
+def test_concurrent_streams_on_a_node_share_one_ray_message_per_step(one_node: tuple[str, str, str]) -> None:
+    url, node, _ = one_node
     warm = asyncio.run(_stream(url, SMOL, COUNTING, 4, raw=True))  # the model loads before the count starts
     assert warm["done"], warm
     before = _hop_messages(url)
@@ -91,4 +122,26 @@ def test_concurrent_streams_on_a_node_share_one_ray_message_per_step(one_node: t
     assert tokens >= STREAMS * 40, tokens
     # One stream alone costs about a message per token; four running together, about a quarter of that.
     assert messages < tokens / 2, (messages, tokens)
+    assert _running(url, node) == 0
+
+
+@pytest.mark.parametrize("pump", ["pump", "no pump"])
+def test_the_streams_of_an_ingress_that_dies_are_cancelled_on_the_node(one_node: tuple[str, str, str], pump: str) -> None:
+    """A dead ingress's outbox expires (mux.LEASE_S after its last touch, or mux.ATTACH_S when it
+    never pumped): the node cancels its streams and the slot frees."""
+    url, node, address = one_node
+    doomed = subprocess.Popen([sys.executable, "-c", DOOMED, address, node, SMOL, COUNTING, pump],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert doomed.stdout is not None and doomed.stdout.readline().strip() == "streaming"
+        started = time.monotonic() + 30
+        while not _running(url, node) and time.monotonic() < started:  # a cold model loads first
+            time.sleep(0.2)
+        assert _running(url, node) == 1
+    finally:
+        doomed.kill()
+        doomed.wait()
+    deadline = time.monotonic() + mux.LEASE_S + 10
+    while _running(url, node) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert _running(url, node) == 0

@@ -213,3 +213,23 @@ def test_the_ingress_hands_each_stream_its_items_in_order_and_drops_unknown_ids(
         assert c.complete
 
     asyncio.run(scenario())
+
+
+def test_autoscaling_counts_each_nodes_requests_not_the_ray_calls_that_carry_them() -> None:
+    """A node's streams share one pump call per ingress: Serve's count of calls in flight no longer
+    says the load, so the node reports its streams and the policy scales on those."""
+    from types import SimpleNamespace
+
+    from ray.serve.config import AutoscalingConfig
+
+    from corral.cluster.node import REQUESTS, autoscaling
+    from corral.config import Autoscale
+
+    config = AutoscalingConfig(**autoscaling(Autoscale(1, 4, 2.0, 60.0)))
+    config.policy.serialize_policy()  # as Serve does when it deploys: the function by import path
+    policy = config.policy.get_policy()
+    ctx = SimpleNamespace(current_num_replicas=2, target_num_replicas=2, config=config,
+                          aggregated_metrics={REQUESTS: {"node-a": 4.0, "node-b": 3.0}})
+    assert policy(ctx) == (3.5, {})  # 7 requests in flight, 2 a node: 3.5 replicas wanted
+    ctx.aggregated_metrics = {}
+    assert policy(ctx) == (0.0, {})  # idle (the bounds and delays are Serve's wrapper's)

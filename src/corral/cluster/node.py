@@ -131,6 +131,10 @@ class CorralNode:
         names = [str(m.name) for m in self.store.list()]
         return NodeStats.of(self.name, self.scheduler.snapshot(), names, draining=self.draining)
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve reads the node's requests in flight here for autoscaling (requests_policy)."""
+        return {REQUESTS: float(self.mux.streams)}
+
     async def record_routing_stats(self) -> dict[str, Any]:
         """Called by Serve about once a second; the same stats go to the directory."""
         stats = self.stats().to_dict()
@@ -152,11 +156,26 @@ class CorralNode:
         await self._lifespan.__aexit__(None, None, None)
 
 
+REQUESTS = "requests"  # the custom autoscaling metric: a node's requests in flight (its streams)
+
+
+def requests_policy(ctx: Any) -> tuple[float, dict[str, Any]]:
+    """Serve's default policy (replicas = requests in flight / target), counting each node's own
+    requests in flight (record_autoscaling_stats): Serve's count of Ray calls in flight no longer
+    is one, as a node's streams share one pump call per ingress. Serve's wrapper applies the
+    delays, factors and bounds of the config."""
+    if ctx.current_num_replicas == 0:
+        return ctx.target_num_replicas, {}
+    requests = sum(ctx.aggregated_metrics.get(REQUESTS, {}).values())
+    return requests / ctx.config.get_target_ongoing_requests(), {}
+
+
 def autoscaling(scale: Autoscale) -> dict[str, Any]:
     """Serve's autoscaling_config: replicas by requests in flight per node. Up fast (a new machine
     takes minutes anyway), down only after `downscale_delay` of low load; the removed replica
     drains (__del__), so its streams finish."""
     return {"min_replicas": scale.min_replicas, "max_replicas": scale.max_replicas,
+            "policy": {"policy_function": f"{__name__}:requests_policy"},
             "initial_replicas": max(scale.min_replicas, 1),
             "target_ongoing_requests": scale.target_ongoing, "upscale_delay_s": 2.0,
             "downscale_delay_s": scale.downscale_delay, "metrics_interval_s": 1.0,
