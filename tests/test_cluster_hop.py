@@ -43,10 +43,10 @@ async def main():
     body = {"model": sys.argv[3], "prompt": sys.argv[4], "raw": True, "options": {"num_predict": 4000}}
     request = ProxyRequest("POST", "/api/generate", b"", ((b"content-type", b"application/json"),),
                            json.dumps(body).encode())
-    started = await handle.options(method_name="start").remote(request, ingress="doomed", stream="s1",
+    started = await handle.options(method_name="start").remote(request, ingress=sys.argv[5], stream="s1",
                                                                 target=sys.argv[2])
     if sys.argv[5] == "pump":
-        pump = handle.options(stream=True, method_name="pump").remote(ingress="doomed", instance=started.instance,
+        pump = handle.options(stream=True, method_name="pump").remote(ingress=sys.argv[5], instance=started.instance,
                                                                       target=sys.argv[2])
         async for message in pump:
             print("streaming", flush=True)

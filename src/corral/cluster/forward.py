@@ -119,10 +119,6 @@ class Forwarder:
             del self.links[link.node, link.instance]
         self._closed_messages += link.messages
 
-    def close(self) -> None:
-        for link in list(self.links.values()):
-            link.close()
-
     async def live_nodes(self) -> list[str]:
         return [stats["node"] for stats in await directory.nodes()]
 

@@ -57,9 +57,6 @@ class Link:
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
 
-    def close(self) -> None:
-        self._reader.cancel()
-
     async def _read(self) -> None:
         error: BaseException = NodeGone(f"corral node {self.node}: the link closed")
         pump = None
