@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ from corral.cluster.mux import Inbox, Streams
 log = logging.getLogger("corral.cluster")
 
 TOUCH_S = 3.0  # well under mux.LEASE_S: two touches may be lost before the node gives up on us
+# This process's replies open on each node, live: the router's tie-break within a tier (router.py).
+OPEN: Counter[str] = Counter()
 
 
 class NodeGone(RayError):
@@ -48,11 +51,18 @@ class Link:
             inbox.fail(self.failed)
             return
         self._ids[inbox.stream] = inbox
+        OPEN[self.node] += 1
         inbox.link = self
+
+    def _drop(self, stream: str) -> bool:
+        if self._ids.pop(stream, None) is None:
+            return False
+        OPEN[self.node] -= 1
+        return True
 
     def cancel(self, inbox: Inbox) -> None:
         """The client left before its reply ended: the node cancels the request (frees its slot)."""
-        if self._ids.pop(inbox.stream, None) is not None and self.failed is None:
+        if self._drop(inbox.stream) and self.failed is None:
             call = asyncio.create_task(self._call(self._cancel, stream=inbox.stream))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
@@ -66,7 +76,7 @@ class Link:
                 async for message in pump:
                     self.messages += 1
                     for stream in self._streams.dispatch(message):
-                        self._ids.pop(stream, None)
+                        self._drop(stream)
                 pump = None
                 if not self._ids:
                     return  # the node ended an idle pump; the next stream opens a new link
@@ -79,9 +89,9 @@ class Link:
             if pump is not None:
                 pump.cancel()  # this ingress closes (the node cancels its streams) or the pump failed
             self.failed = error
-            for inbox in self._ids.values():
+            for stream, inbox in list(self._ids.items()):
                 inbox.fail(error)
-            self._ids.clear()
+                self._drop(stream)
             self._toucher.cancel()
             self._on_close(self)
 
