@@ -43,7 +43,10 @@ class StreamFailed(Exception):
 
 
 class Outbox:
-    """One ingress's streams on a node, and what they produced since the pump's last message."""
+    """One ingress's streams on a node, and what they produced since the pump's last message.
+    Each reply is read as the app sends it (call_app's own backpressure no longer holds an app
+    back: one slow client must not hold the pump); what waits here between two messages is at
+    most one step's worth while the pump keeps up, and at worst the replies' remaining bytes."""
 
     def __init__(self, ingress: str, now: float) -> None:
         self.ingress = ingress
