@@ -5,6 +5,7 @@ ingress reads are about one per runner step, not one per token per stream."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def one_node(model_store: Path, tmp_path_factory) -> Iterator[tuple[str, str, st
     try:
         root = tmp_path_factory.mktemp("node")
         env = {"OLLAMA_MODELS": str(_node_store(model_store, root / "models", extra=False)),
-               "OLLAMA_NUM_PARALLEL": str(STREAMS), "OLLAMA_CONTEXT_LENGTH": "1024", "OLLAMA_KEEP_ALIVE": "10m",
+               "OLLAMA_NUM_PARALLEL": str(STREAMS), "OLLAMA_CONTEXT_LENGTH": "4096", "OLLAMA_KEEP_ALIVE": "10m",
                "CORRAL_REGISTRY_MIRRORS": NO_REGISTRY, "CORRAL_CACHE_DIR": str(root / "kv"),
                "CORRAL_SHUTDOWN_TIMEOUT": "5"}
         node = _node_name(c.add_node(**small, resources={"corral_node": 1}, env_vars=env).node_id)
@@ -144,4 +145,35 @@ def test_the_streams_of_an_ingress_that_dies_are_cancelled_on_the_node(one_node:
     deadline = time.monotonic() + mux.LEASE_S + 10
     while _running(url, node) and time.monotonic() < deadline:
         time.sleep(0.5)
+    assert _running(url, node) == 0
+
+
+def test_a_live_ingresss_long_stream_outlives_the_lease(one_node: tuple[str, str, str]) -> None:
+    """Nothing but one stream through the ingress for longer than mux.LEASE_S (no other request
+    renews its outbox there): the ingress's word in the directory keeps the stream going."""
+    url, node, _ = one_node
+    seconds = mux.LEASE_S + 4
+
+    async def read() -> dict:
+        out: dict = {"tokens": 0, "error": None, "done": False, "lasted": 0.0}
+        began = time.monotonic()
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            async with client.stream("POST", "/api/generate", json={
+                    "model": SMOL, "prompt": COUNTING, "raw": True, "options": {"num_predict": 4000}}) as r:
+                async for line in r.aiter_lines():
+                    obj = json.loads(line)
+                    out["error"] = out["error"] or obj.get("error")
+                    out["done"] = out["done"] or obj.get("done", False)
+                    out["tokens"] += bool(obj.get("response"))
+                    out["lasted"] = time.monotonic() - began
+                    if out["lasted"] > seconds:
+                        break  # the client leaves: the slot frees
+        return out
+
+    out = asyncio.run(read())
+    assert out["error"] is None and out["tokens"] > 0, out
+    assert not out["done"] and out["lasted"] > seconds, f"the stream ended before the lease could expire: {out}"
+    deadline = time.monotonic() + 10
+    while _running(url, node) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert _running(url, node) == 0

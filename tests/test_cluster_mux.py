@@ -233,3 +233,26 @@ def test_autoscaling_counts_each_nodes_requests_not_the_ray_calls_that_carry_the
     assert policy(ctx) == (3.5, {})  # 7 requests in flight, 2 a node: 3.5 replicas wanted
     ctx.aggregated_metrics = {}
     assert policy(ctx) == (0.0, {})  # idle (the bounds and delays are Serve's wrapper's)
+
+
+def test_a_pump_whose_outbox_expires_fails_rather_than_ends() -> None:
+    """Its link must fail the streams it carries (the client gets an error line), not pump again."""
+    async def scenario() -> list:
+        step, closed = Step(), list[str]()
+        nodes = Mux()
+        outbox = nodes.outbox("ingress", 0.0)
+        await outbox.start("a", reply(step, 50, closed, "a"))
+        got: list = []
+
+        async def read() -> None:
+            async for message in outbox.pump():
+                got.append(message)
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.01)
+        assert nodes.expire(mux.LEASE_S * 10) == ["ingress"]
+        with pytest.raises(ConnectionError, match="gave up"):
+            await reader
+        return closed
+
+    assert asyncio.run(scenario()) == ["a"]

@@ -102,6 +102,7 @@ class Forwarder:
         self.streams = Streams()
         self.links: dict[tuple[str, str], Link] = {}
         self._closed_messages = 0
+        self._alive: asyncio.Task[None] | None = None  # says so in the directory (started on first use)
 
     @property
     def hop_messages(self) -> int:
@@ -119,12 +120,23 @@ class Forwarder:
             del self.links[link.node, link.instance]
         self._closed_messages += link.messages
 
+    async def _say_alive(self) -> None:
+        """The nodes cancel the streams of an ingress that stops saying this (mux.LEASE_S)."""
+        while True:
+            try:
+                directory.ingress_alive(self.id)
+            except RayError as exc:
+                log.warning("the directory is unreachable: %s", exc)
+            await asyncio.sleep(directory.INGRESS_EVERY_S)
+
     async def live_nodes(self) -> list[str]:
         return [stats["node"] for stats in await directory.nodes()]
 
     async def call(self, request: ProxyRequest, model: str | None = None, exclude: Collection[str] = (),
                    target: str | None = None) -> Opened:
         """One node's reply, up to its first items; RayError when the node died before it."""
+        if self._alive is None:
+            self._alive = asyncio.create_task(self._say_alive(), name="corral-ingress-alive")
         inbox = self.streams.open()  # before the call: a pump message can only be for a known stream
         try:
             started: Started = await self.start.remote(request, ingress=self.id, stream=inbox.stream, model=model,

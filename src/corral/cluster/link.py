@@ -1,8 +1,8 @@
 """The ingress's side of the multiplexed hop (cluster/mux.py): one Link per node replica.
 
 A link reads that replica's pump (one Ray stream, targeted at the node through the router's
-`target`) and hands each stream its items; it touches the node's outbox every TOUCH_S so that the
-node knows this ingress is alive; a client that leaves is a `cancel` call. A pump that fails (the
+`target`) and hands each stream its items; a client that leaves is a `cancel` call (this ingress
+says it is alive in the directory, not here: directory.py). A pump that fails (the
 node died, or a replica that is not the one asked for refused it) fails every stream on it with
 that RayError, which forward.py handles as before: resend, or an error line."""
 
@@ -20,7 +20,6 @@ from corral.cluster.mux import Inbox, Streams
 
 log = logging.getLogger("corral.cluster")
 
-TOUCH_S = 3.0  # well under mux.LEASE_S: two touches may be lost before the node gives up on us
 # This process's replies open on each node, live: the router's tie-break within a tier (router.py).
 OPEN: Counter[str] = Counter()
 
@@ -36,13 +35,11 @@ class Link:
         self.messages = 0  # pump messages read (each carries every stream's items of a step)
         self.failed: BaseException | None = None
         self._pump = handle.options(stream=True, method_name="pump")
-        self._touch = handle.options(method_name="touch")
         self._cancel = handle.options(method_name="cancel")
         self._streams, self._on_close = streams, on_close
         self._ids: dict[str, Inbox] = {}
         self._calls: set[asyncio.Task[None]] = set()
         self._reader = asyncio.create_task(self._read(), name=f"corral-link {node}")
-        self._toucher = asyncio.create_task(self._keep(), name=f"corral-touch {node}")
 
     def attach(self, inbox: Inbox) -> None:
         """A stream the node started: its items come by this link (or its failure, at once, when
@@ -92,13 +89,7 @@ class Link:
             for stream, inbox in list(self._ids.items()):
                 inbox.fail(error)
                 self._drop(stream)
-            self._toucher.cancel()
             self._on_close(self)
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(TOUCH_S)
-            await self._call(self._touch)
 
     async def _call(self, method: Any, **kwargs: Any) -> None:
         try:

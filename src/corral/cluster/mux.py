@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -24,9 +23,9 @@ from corral.cluster.messages import Body, End, Head, Item
 # An outbox whose ingress attached no pump for this long (and starts nothing) is dropped and its
 # streams cancelled: the ingress died between a `start` and its pump.
 ATTACH_S = 5.0
-# An ingress silent this long (no start, touch or pump) while its pump is attached is gone: a
-# caller that dies does not end a Ray stream on the replica side, so the ingress touches its
-# outbox every few seconds (link.TOUCH_S) and the node cancels the streams of one that stopped.
+# An ingress not heard of for this long while its pump is attached is gone: a caller that dies
+# does not end a Ray stream on the replica's side, so each ingress says it is alive every few
+# seconds (in the directory, directory.py) and the node cancels the streams of one that stopped.
 LEASE_S = 10.0
 # A pump with no stream left ends after this long, so that a replica that Serve stops (it waits
 # for its requests in flight, pumps included) drains as soon as its streams ended.
@@ -100,8 +99,7 @@ class Outbox:
         generator closed or cancelled) cancels every stream of this ingress."""
         if self.attached or self.closed:
             raise RuntimeError(f"ingress {self.ingress} already has a pump here")
-        self.attached = True
-        self.seen = time.monotonic()
+        self.attached = True  # its lease counts from the pump call (Mux.outbox) or the last touch
         ended = False
         try:
             while not self.closed:
@@ -118,9 +116,11 @@ class Outbox:
                 message, self._pending = self._pending, {}
                 if message:
                     yield message
+            # Closed under a live pump: its ingress was given up on (expired). An error, not an
+            # end, so that its link fails the streams it still carries instead of pumping again.
+            raise ConnectionError(f"node gave up on ingress {self.ingress}: its streams were cancelled")
         finally:
             self.attached = False
-            self.seen = time.monotonic()
             if not ended:
                 self.close()
 
@@ -184,10 +184,12 @@ class Mux:
         return box if box is not None and not box.closed else None
 
     def touch(self, ingress: str, now: float) -> bool:
+        """The ingress is alive: the lease of its pumped outbox renews. Not an outbox with no pump:
+        streams that no pump carries expire ATTACH_S after their start whatever the ingress does."""
         box = self.get(ingress)
-        if box is not None:
+        if box is not None and box.attached:
             box.seen = now
-        return box is not None
+        return box is not None and box.attached
 
     def expire(self, now: float) -> list[str]:
         """Close the outboxes of the ingresses that went silent (their streams are cancelled) and

@@ -22,13 +22,14 @@ from typing import Any
 
 import ray
 from ray import serve
+from ray.exceptions import RayError
 from ray.serve.config import RequestRouterConfig
 
 from corral.api.app import create_app
 from corral.cluster import directory
 from corral.cluster.asgi_call import call_app
 from corral.cluster.messages import Body, End, Head, Part, ProxyRequest, Started
-from corral.cluster.mux import Message, Mux
+from corral.cluster.mux import LEASE_S, Message, Mux
 from corral.cluster.ranking import NodeStats
 from corral.config import Autoscale, Settings
 
@@ -111,20 +112,25 @@ class CorralNode:
         async for message in self.mux.outbox(ingress, time.monotonic()).pump():
             yield message
 
-    async def touch(self, ingress: str, target: str | None = None) -> bool:
-        """The ingress is alive (its streams here go on)."""
-        return target == self.name and self.mux.touch(ingress, time.monotonic())
-
     async def cancel(self, ingress: str, stream: str, target: str | None = None) -> bool:
         """The ingress's client left: the request is cancelled and its slot freed."""
         outbox = self.mux.get(ingress) if target == self.name else None
         return outbox is not None and outbox.cancel(stream)
 
     async def _expire(self) -> None:
-        """Cancel the streams of ingresses that went silent (a dead caller ends no Ray stream here)."""
+        """Cancel the streams of ingresses that went silent (a dead caller ends no Ray stream here).
+        The directory unreachable: nothing expires (a lost directory must not cut every stream)."""
         while True:
             await asyncio.sleep(1.0)
-            for ingress in self.mux.expire(time.monotonic()):
+            try:
+                alive = await directory.ingresses(LEASE_S)
+            except RayError as exc:
+                log.warning("the directory did not answer (%s): no ingress's streams expire now", exc)
+                continue
+            now = time.monotonic()
+            for ingress in alive:
+                self.mux.touch(ingress, now)
+            for ingress in self.mux.expire(now):
                 log.warning("ingress %s went silent: its streams on %s are cancelled", ingress, self.name)
 
     def stats(self) -> NodeStats:
