@@ -25,7 +25,7 @@ OPEN: Counter[str] = Counter()
 
 
 class NodeGone(RayError):
-    """The link closed with streams on it (the node ended the pump: it had given up on us)."""
+    """The link closed with streams on it for another reason than a RayError (the ingress closes)."""
 
 
 class Link:
@@ -60,7 +60,7 @@ class Link:
     def cancel(self, inbox: Inbox) -> None:
         """The client left before its reply ended: the node cancels the request (frees its slot)."""
         if self._drop(inbox.stream) and self.failed is None:
-            call = asyncio.create_task(self._call(self._cancel, stream=inbox.stream))
+            call = asyncio.create_task(self._cancel_on_node(inbox.stream))
             self._calls.add(call)
             call.add_done_callback(self._calls.discard)
 
@@ -91,8 +91,8 @@ class Link:
                 self._drop(stream)
             self._on_close(self)
 
-    async def _call(self, method: Any, **kwargs: Any) -> None:
+    async def _cancel_on_node(self, stream: str) -> None:
         try:
-            await method.remote(ingress=self.ingress, target=self.node, **kwargs)
+            await self._cancel.remote(ingress=self.ingress, stream=stream, target=self.node)
         except RayError as exc:  # the pump tells a dead node; this call's outcome changes nothing
-            log.debug("%s on node %s failed: %s", method, self.node, exc)
+            log.debug("cancel on node %s failed: %s", self.node, exc)
