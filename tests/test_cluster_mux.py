@@ -256,3 +256,20 @@ def test_a_pump_whose_outbox_expires_fails_rather_than_ends() -> None:
         return closed
 
     assert asyncio.run(scenario()) == ["a"]
+
+
+def test_an_ingress_given_up_on_learns_it_from_its_next_pump() -> None:
+    """An ingress only slow (its pump came late): each cancelled stream gets an End with an error,
+    so its client is told instead of waiting for ever."""
+    async def scenario() -> tuple[dict, list[str]]:
+        step, closed = Step(), list[str]()
+        nodes = Mux()
+        await nodes.outbox("slow", 0.0).start("a", reply(step, 50, closed, "a"))
+        assert nodes.expire(mux.ATTACH_S + 1) == ["slow"]  # no pump came in time
+        message = await anext(nodes.outbox("slow", mux.ATTACH_S + 2).pump())
+        return message, closed
+
+    message, closed = asyncio.run(scenario())
+    assert closed == ["a"] and list(message) == ["a"]
+    [end] = message["a"]
+    assert isinstance(end, End) and end.error and "gave up" in end.error

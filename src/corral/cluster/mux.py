@@ -30,6 +30,7 @@ LEASE_S = 10.0
 # A pump with no stream left ends after this long, so that a replica that Serve stops (it waits
 # for its requests in flight, pumps included) drains as soon as its streams ended.
 IDLE_S = 2.0
+LOST_S = 60.0  # how long a node remembers the streams it cancelled for a silent ingress
 # Loop turns a pump lets pass once woken before it takes what is queued: the requests of one
 # runner step wake one after another, and their tokens then leave in the same message.
 SETTLE_TURNS = 3
@@ -52,6 +53,7 @@ class Outbox:
         self.seen = now
         self.attached = False
         self.closed = False
+        self.lost: list[str] = []  # the started streams that close() cancelled
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._first: dict[str, list[Item]] = {}  # streams whose first items `start` did not take yet
         self._ready: dict[str, asyncio.Future[None]] = {}  # ... and that have none yet
@@ -127,6 +129,7 @@ class Outbox:
     def close(self) -> None:
         """The ingress is gone: every stream is cancelled, a waiting start fails, the pump ends."""
         self.closed = True
+        self.lost = [stream for stream in self._tasks if stream not in self._first]
         for stream in list(self._tasks):
             self.cancel(stream)
         for ready in self._ready.values():
@@ -152,6 +155,11 @@ class Outbox:
             if ready is not None and not ready.done():
                 ready.set_exception(ConnectionError(f"stream {stream} was cancelled before its reply started"))
 
+    def tell(self, stream: str, item: Item) -> None:
+        """An item for the pump about a stream that does not run here (any more)."""
+        self._pending.setdefault(stream, []).append(item)
+        self._wake.set()
+
     def _put(self, stream: str, item: Item) -> None:
         first = self._first.get(stream)
         if first is not None:
@@ -161,8 +169,7 @@ class Outbox:
                 ready.set_result(None)
             return
         if not self.closed:
-            self._pending.setdefault(stream, []).append(item)
-            self._wake.set()
+            self.tell(stream, item)
 
 
 class Mux:
@@ -170,14 +177,27 @@ class Mux:
 
     def __init__(self) -> None:
         self._boxes: dict[str, Outbox] = {}
+        # Streams cancelled with an outbox that closed, by ingress: an ingress that was only slow,
+        # not gone, learns it from its next pump (an End with an error each) instead of waiting.
+        self._lost: dict[str, tuple[float, list[str]]] = {}
 
     def outbox(self, ingress: str, now: float) -> Outbox:
         """The ingress's outbox (a new one where it had none, or where its last one closed)."""
         box = self._boxes.get(ingress)
         if box is None or box.closed:
+            if box is not None:
+                self._forget(box, now)
             box = self._boxes[ingress] = Outbox(ingress, now)
+            _, lost = self._lost.pop(ingress, (now, []))
+            for stream in lost:
+                box.tell(stream, End("the node gave up on this ingress (silent too long): the reply was cancelled"))
         box.seen = now
         return box
+
+    def _forget(self, box: Outbox, now: float) -> None:
+        del self._boxes[box.ingress]
+        if box.lost:
+            self._lost[box.ingress] = (now, box.lost)
 
     def get(self, ingress: str) -> Outbox | None:
         box = self._boxes.get(ingress)
@@ -197,11 +217,12 @@ class Mux:
         gone = []
         for ingress, box in list(self._boxes.items()):
             if box.closed or (box.expired(now) and not box.streams and not box.attached):
-                del self._boxes[ingress]
+                self._forget(box, now)
             elif box.expired(now):
                 box.close()
-                del self._boxes[ingress]
+                self._forget(box, now)
                 gone.append(ingress)
+        self._lost = {i: (at, lost) for i, (at, lost) in self._lost.items() if now - at < LOST_S}
         return gone
 
     @property
