@@ -6,7 +6,8 @@
 The servers run one after the other (never at once), each with the test store's smollm2:135m, 8
 slots, 2048 context per slot, all cores; the ingress, Ray's processes and the node share the machine,
 as they would on a node that is also the head. Greedy streaming OpenAI chat, one warm-up each. Reports
-TPOT p50 and output tokens/s per concurrency and the cluster's overhead (cluster / embedded - 1).
+TPOT p50 and output tokens/s per concurrency and the cluster's overhead (cluster / embedded - 1),
+and the Ray messages the hop cost per output token (the multiplexed hop: about 1/C).
 Not part of CI.
 
 Every server runs in a session of its own: with the kernel's autogroup scheduling (Linux's default
@@ -69,10 +70,30 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
+def hop_messages(url: str) -> float | None:
+    """The ingress's corral_cluster_hop_messages_total (Ray messages read from the nodes' pumps);
+    None for a server without one (embedded, or a cluster from before the multiplexed hop)."""
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("corral_cluster_hop_messages_total "):
+            return float(line.split()[1])
+    return None
+
+
 def sweep(url: str, loads: str, max_tokens: int, prompts: int) -> list[dict]:
-    p = argparse.ArgumentParser()
-    add_arguments(p, url, MODEL)
-    return run_sweep(p.parse_args(["--sweep", loads, "--max-tokens", str(max_tokens), "--num-prompts", str(prompts)]))
+    """One level at a time, each with the Ray messages it cost per output token (a figure the
+    machine's load does not change)."""
+    results = []
+    for load in loads.split(","):
+        p = argparse.ArgumentParser()
+        add_arguments(p, url, MODEL)
+        before = hop_messages(url)
+        [result] = run_sweep(p.parse_args(["--sweep", load, "--max-tokens", str(max_tokens),
+                                           "--num-prompts", str(prompts)]))
+        after = hop_messages(url)
+        result["hop_messages_per_token"] = None if before is None or after is None else \
+            (after - before) / max(result["output_tokens"], 1)
+        results.append(result)
+    return results
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -130,12 +151,14 @@ def main() -> int:
         rounds.append({"embedded": embedded(args.sweep, args.max_tokens, args.num_prompts, logs / f"embedded-{i}.log"),
                        "cluster": cluster(args.sweep, args.max_tokens, args.num_prompts, logs / f"cluster-{i}.log")})
     print(f"{'C':>3} {'embedded TPOT ms':>17} {'cluster TPOT ms':>16} {'overhead':>9} "
-          f"{'embedded tok/s':>15} {'cluster tok/s':>14}")
+          f"{'embedded tok/s':>15} {'cluster tok/s':>14} {'Ray msgs/token':>15}")
     for r in rounds:
         for e, c in zip(r["embedded"], r["cluster"]):
             te, tc = e["tpot_s"]["p50"] * 1e3, c["tpot_s"]["p50"] * 1e3
+            per_token = c.get("hop_messages_per_token")
             print(f"{e['concurrency']:>3} {te:>17.2f} {tc:>16.2f} {(tc / te - 1) * 100:>8.1f}% "
-                  f"{e['output_tokens_per_s']:>15.1f} {c['output_tokens_per_s']:>14.1f}")
+                  f"{e['output_tokens_per_s']:>15.1f} {c['output_tokens_per_s']:>14.1f} "
+                  f"{'-' if per_token is None else f'{per_token:.2f}':>15}")
     if args.json:
         args.json.write_text(json.dumps(rounds, indent=2))
     print(f"logs in {logs}")

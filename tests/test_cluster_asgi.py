@@ -14,8 +14,9 @@ from conftest import NO_REGISTRY, SMOL
 
 from corral.api.app import create_app
 from corral.cluster import asgi_call
-from corral.cluster.asgi_call import batched, call_app
+from corral.cluster.asgi_call import call_app
 from corral.cluster.messages import Body, Head, Part, ProxyRequest
+from corral.cluster.mux import Mux
 from corral.cluster.ranking import ModelLoad, NodeStats, rank
 from corral.config import Settings, parse_mirrors
 
@@ -147,65 +148,6 @@ def test_a_slow_consumer_holds_the_app_back_instead_of_buffering_without_bound()
     assert asyncio.run(scenario()) <= asgi_call.QUEUE_PARTS + 1
 
 
-async def fake_parts(release: asyncio.Event, closed: list[bool], fail: bool = False) -> AsyncIterator[Part]:
-    try:
-        yield Head(200, ())
-        yield Body(b"a", True)
-        yield Body(b"b", True)
-        await release.wait()
-        yield Body(b"c", True)
-        if fail:
-            raise ConnectionError("node gone")
-        yield Body(b"", False)
-    finally:
-        closed.append(True)
-
-
-def test_batched_groups_the_parts_that_were_ready_together():
-    async def scenario() -> list[list[Part]]:
-        release, closed = asyncio.Event(), list[bool]()
-        batches = []
-        async for batch in batched(fake_parts(release, closed)):
-            batches.append(batch)
-            release.set()
-        assert closed == [True]
-        return batches
-
-    assert asyncio.run(scenario()) == [[Head(200, ()), Body(b"a", True), Body(b"b", True)],
-                                       [Body(b"c", True), Body(b"", False)]]
-
-
-def test_batched_keeps_a_limit_passes_errors_on_and_closes_its_source():
-    async def limited() -> list[int]:
-        release, closed = asyncio.Event(), list[bool]()
-        release.set()
-        sizes = [len(b) async for b in batched(fake_parts(release, closed), limit=2)]
-        return sizes
-
-    assert sum(asyncio.run(limited())) == 5 and max(asyncio.run(limited())) == 2
-
-    async def failing() -> list[list[Part]]:
-        release, closed = asyncio.Event(), list[bool]()
-        release.set()
-        got = []
-        with pytest.raises(ConnectionError, match="node gone"):
-            async for batch in batched(fake_parts(release, closed, fail=True)):
-                got.append(batch)
-        assert closed == [True]
-        return got
-
-    assert [p for b in asyncio.run(failing()) for p in b][-1] == Body(b"c", True)  # what came before the error
-
-    async def abandoned() -> list[bool]:
-        release, closed = asyncio.Event(), list[bool]()
-        batches = batched(fake_parts(release, closed))
-        await anext(batches)
-        await batches.aclose()  # the consumer left while the source waits: the source is closed
-        return closed
-
-    assert asyncio.run(abandoned()) == [True]
-
-
 # -- live: corral's app in-process on the real model --------------------------------------------
 
 def busy(app) -> int:
@@ -278,15 +220,18 @@ def test_corrals_app_streams_decides_errors_and_frees_slots_in_process(model_sto
             await stream.aclose()
             assert await until_idle(app), app.state.corral.scheduler.snapshot()
 
-            # The node's path, batches over the call: the caller leaving after the first token frees it too.
-            groups = batched(call_app(app, post("/api/generate", {
+            # The node's path (cluster/mux.py): the stream runs in its ingress's outbox; its
+            # ingress cancelling it after the first tokens frees the slot too.
+            outbox = Mux().outbox("ingress", 0.0)
+            first = await outbox.start("s1", call_app(app, post("/api/generate", {
                 "model": SMOL, "prompt": "1, 2, 3, 4, 5, 6,", "raw": True, "options": {**greedy, "num_predict": 4000}})))
-            async for group in groups:
-                if any(isinstance(p, Body) and b'"response"' in p.data for p in group):
-                    break
-            assert busy(app) == 1
-            await groups.aclose()
+            assert isinstance(first[0], Head) and first[0].status == 200
+            pump = outbox.pump()
+            message = await anext(pump)
+            assert list(message) == ["s1"] and any(b'"response"' in p.data for p in message["s1"] if isinstance(p, Body))
+            assert busy(app) == 1 and outbox.cancel("s1")
             assert await until_idle(app), app.state.corral.scheduler.snapshot()
+            await pump.aclose()
 
             # A non-streaming request whose caller is cancelled (Ray cancels the call) frees it too.
             async def wait_whole() -> list[Part]:

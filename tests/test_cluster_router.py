@@ -132,3 +132,14 @@ def test_a_model_just_sent_somewhere_sticks_there_until_the_stats_show_it_loaded
     assert names(choose([WARM, STORED_TIGHT], "smollm2:135m", recent="tight"))[0] == ["warm"]
     assert flat(names(choose(cold, "smollm2:135m", exclude=("tight",), recent="tight"))) == ["roomy"]
     assert flat(names(choose(cold, "smollm2:135m", recent="gone"))) == ["roomy", "tight"]
+
+
+def test_within_a_tier_the_node_with_the_fewest_of_this_ingresss_streams_goes_first() -> None:
+    """A node's replies share one pump call, so Serve's count of calls in flight cannot break ties:
+    the ingress's own live count of streams per node does, inside each tier (never across)."""
+    warm2 = replica("warm2", loaded={"smollm2:135m": ModelLoad(2, 0, 0)})
+    tiers = names(choose([WARM, warm2, FULL, STORED_ROOMY], "smollm2:135m", streams={"warm": 3, "warm2": 1, "full": 0}))
+    assert tiers == [["warm2"], ["warm"], ["full"], ["roomy"]]
+    equal = names(choose([WARM, warm2], "smollm2:135m", streams={"warm": 2, "warm2": 2}))
+    assert equal == [["warm", "warm2"]]  # equals stay one tier: Serve picks between them
+    assert names(choose([WARM, warm2], "smollm2:135m", streams={})) == names(choose([WARM, warm2], "smollm2:135m"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,46 +128,3 @@ async def _finish(task: asyncio.Task[None]) -> None:
 
 def _headers(raw: Any) -> tuple[tuple[bytes, bytes], ...]:
     return tuple((bytes(k), bytes(v)) for k, v in raw)
-
-
-_END = _Ended()
-
-
-async def batched(parts: AsyncIterator[Part], *, limit: int = 256) -> AsyncGenerator[list[Part], None]:
-    """The same parts in lists: each list is one part waited for plus every part already there,
-    so a stream crosses the hop in one message per runner step rather than one per token (and
-    in fewer when the consumer is slower than the stream). At most `limit` parts a list."""
-    queue: asyncio.Queue[Part | _Ended] = asyncio.Queue(limit)
-
-    async def feed() -> None:
-        try:
-            async for part in parts:
-                await queue.put(part)
-            await queue.put(_END)
-        except Exception as exc:
-            await queue.put(_Ended(exc))
-        finally:
-            close = getattr(parts, "aclose", None)
-            if close is not None:
-                await close()
-
-    feeder = asyncio.create_task(feed(), name="corral-batched")
-    try:
-        while True:
-            batch: list[Part] = []
-            item = await queue.get()
-            while not isinstance(item, _Ended):
-                batch.append(item)
-                if queue.empty() or len(batch) >= limit:
-                    break
-                item = queue.get_nowait()
-            if batch:
-                yield batch
-            if isinstance(item, _Ended):
-                if item.error is not None:
-                    raise item.error
-                return
-    finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await feeder

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,13 +20,17 @@ from typing import Any, ClassVar
 from ray.exceptions import RayError
 
 from corral.cluster import directory
-from corral.cluster.messages import Body, Head, Part, ProxyRequest
+from corral.cluster.link import Link
+from corral.cluster.messages import Body, End, Head, Part, ProxyRequest, Started
+from corral.cluster.mux import Inbox, StreamFailed, Streams
 from corral.cluster.node import NODE_HEADER
 from corral.errors import CorralError
 
 log = logging.getLogger("corral.cluster")
 
 RESEND_PAUSE_S = 0.5  # lets Serve notice a dead replica before a request is sent again
+# A stream lost on the way: its node died (the pump's RayError), or its app failed mid-reply.
+LOST = (RayError, StreamFailed)
 
 
 class NoNodes(CorralError):
@@ -35,15 +40,20 @@ class NoNodes(CorralError):
 
 @dataclass
 class Opened:
-    """A node's reply once its first parts arrived: the head, the parts that came with it, the rest."""
+    """A node's reply once its first items arrived: the head, the parts that came with it, the rest."""
 
     head: Head
     parts: list[Part]
-    rest: Any  # the DeploymentResponseGenerator (cancel() stops the node's side)
+    rest: Inbox  # every body part (the first ones included) as it comes
     node: str
+    streams: Streams
 
     def cancel(self) -> None:
-        self.rest.cancel()
+        """Stop the node's side (a client that left frees its slot); nothing for a reply that ended."""
+        self.streams.close(self.rest)
+        if not self.rest.complete and self.rest.link is not None:
+            self.rest.link.cancel(self.rest)
+        self.rest.complete = True
 
     @property
     def content_type(self) -> bytes:
@@ -82,24 +92,68 @@ def error_line(content_type: bytes, message: str) -> bytes:
 
 
 class Forwarder:
+    """The ingress's side of the hop: `start` calls, and a Link per node replica carrying every
+    stream's later parts (cluster/mux.py)."""
+
     def __init__(self, handle: Any) -> None:
-        self.handle = handle.options(stream=True, method_name="handle")
+        self.handle = handle
+        self.start = handle.options(method_name="start")
+        self.id = uuid.uuid4().hex  # this ingress process, to the nodes (its outbox there)
+        self.streams = Streams()
+        self.links: dict[tuple[str, str], Link] = {}
+        self._closed_messages = 0
+        self._alive: asyncio.Task[None] | None = None  # says so in the directory (started on first use)
+
+    @property
+    def hop_messages(self) -> int:
+        """Pump messages read so far, every link's (corral_cluster_hop_messages_total)."""
+        return self._closed_messages + sum(link.messages for link in self.links.values())
+
+    def link(self, node: str, instance: str) -> Link:
+        link = self.links.get((node, instance))
+        if link is None:
+            link = self.links[node, instance] = Link(self.handle, self.id, node, instance, self.streams, self._unlink)
+        return link
+
+    def _unlink(self, link: Link) -> None:
+        if self.links.get((link.node, link.instance)) is link:
+            del self.links[link.node, link.instance]
+        self._closed_messages += link.messages
+
+    async def _say_alive(self) -> None:
+        """The nodes cancel the streams of an ingress that stops saying this (mux.LEASE_S)."""
+        while True:
+            try:
+                directory.ingress_alive(self.id)
+            except RayError as exc:
+                log.warning("the directory is unreachable: %s", exc)
+            await asyncio.sleep(directory.INGRESS_EVERY_S)
 
     async def live_nodes(self) -> list[str]:
         return [stats["node"] for stats in await directory.nodes()]
 
     async def call(self, request: ProxyRequest, model: str | None = None, exclude: Collection[str] = (),
                    target: str | None = None) -> Opened:
-        """One node's reply, up to its first batch; RayError when the node died before it."""
-        rest = self.handle.remote(request, model=model, exclude=tuple(exclude), target=target)
+        """One node's reply, up to its first items; RayError when the node died before it."""
+        if self._alive is None:
+            self._alive = asyncio.create_task(self._say_alive(), name="corral-ingress-alive")
+        inbox = self.streams.open()  # before the call: a pump message can only be for a known stream
         try:
-            parts: list[Part] = list(await rest.__anext__())
+            started: Started = await self.start.remote(request, ingress=self.id, stream=inbox.stream, model=model,
+                                                       exclude=tuple(exclude), target=target)
         except BaseException:
-            rest.cancel()
+            self.streams.close(inbox)
             raise
-        head = parts.pop(0)
+        items = list(started.items)
+        head = items.pop(0)
         assert isinstance(head, Head), head
-        return Opened(head, parts, rest, header(head, NODE_HEADER))
+        node = header(head, NODE_HEADER)
+        inbox.put(items, first=True)
+        if inbox.complete:
+            self.streams.close(inbox)
+        else:
+            self.link(node, started.instance).attach(inbox)
+        return Opened(head, [p for p in items if not isinstance(p, End)], inbox, node, self.streams)
 
     async def open(self, request: ProxyRequest, exclude: Collection[str] = ()) -> Opened:
         """The first node that takes the request, in the router's order; its 503 when all were busy."""
@@ -147,7 +201,7 @@ class Forwarder:
                             output = output or not is_progress(data)
                             yield data
                     return
-                except RayError as exc:
+                except LOST as exc:
                     message = f"corral node {opened.node} failed: {type(exc).__name__}"
                     log.warning("%s (output sent: %s)", message, output)
                     if output or len(tried) > 3:
@@ -189,9 +243,6 @@ class Forwarder:
     async def chunks(self, opened: Opened) -> AsyncIterator[bytes]:
         """A reply's body bytes as they come, no resend (a targeted reply belongs to its node)."""
         try:
-            for part in opened.parts:
-                if isinstance(part, Body):
-                    yield part.data
             async for batch in opened.rest:
                 for part in batch:
                     if isinstance(part, Body):

@@ -98,8 +98,18 @@ class Ingress:
 
     async def metrics(self, request: Request) -> Response:
         replies = [r for r in await self.replies(await proxy_request(request)) if r.status == 200]
-        text = merge_metrics({r.node: r.body.decode() for r in replies})
+        text = merge_metrics({r.node: r.body.decode() for r in replies}) + self.hop_metrics()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def hop_metrics(self) -> str:
+        """The hop's own counters: Ray messages read from the nodes' pumps (one per runner step
+        and node, whatever the number of streams), and the streams open now."""
+        return ("# HELP corral_cluster_hop_messages_total Ray messages read from the nodes' pumps.\n"
+                "# TYPE corral_cluster_hop_messages_total counter\n"
+                f"corral_cluster_hop_messages_total {self.forwarder.hop_messages}\n"
+                "# HELP corral_cluster_hop_streams Replies streaming through the hop now.\n"
+                "# TYPE corral_cluster_hop_streams gauge\n"
+                f"corral_cluster_hop_streams {len(self.forwarder.streams)}\n")
 
     async def everywhere(self, req: ProxyRequest) -> Response:
         """A store change on every live node. A node's refusal (an error status) is the answer

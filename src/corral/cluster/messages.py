@@ -86,3 +86,24 @@ Part = Head | Body
 def _header(headers: Iterable[tuple[bytes, bytes]], name: str) -> bytes | None:
     wanted = name.lower().encode("latin-1")
     return next((v for k, v in headers if k.lower() == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """A stream's last item on the multiplexed hop: the reply ended (error None), or the app failed
+    after its reply had started (the ingress then ends the client's stream as for a lost node)."""
+
+    error: str | None = None
+
+
+Item = Head | Body | End
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A node's answer to `start`: the reply's first items (its Head first), and the node replica
+    holding the rest (a replica that Serve replaces on the same machine keeps the node's name but
+    has a new instance, and its own pump)."""
+
+    instance: str
+    items: tuple[Item, ...]

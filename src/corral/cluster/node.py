@@ -2,7 +2,8 @@
 
 The replica runs corral's own app (store, scheduler, runners, memory budget, keep-alive) with the
 Settings of its machine's environment, exactly as `corral serve` would, and answers raw HTTP
-requests forwarded by the ingress (cluster/ingress.py) as batches of response parts. Its routing
+requests forwarded by the ingress (cluster/ingress.py): a reply's first parts answer `start`, the
+rest go out multiplexed with the ingress's other streams by its `pump` (cluster/mux.py). Its routing
 stats (what it has loaded, stored, free) feed the affinity router (cluster/router.py) and the
 directory (cluster/directory.py) the ingress fans out with.
 """
@@ -14,18 +15,21 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Collection
-from contextlib import AbstractAsyncContextManager
+import uuid
+from collections.abc import AsyncGenerator, Collection
+from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
 import ray
 from ray import serve
+from ray.exceptions import RayError
 from ray.serve.config import RequestRouterConfig
 
 from corral.api.app import create_app
 from corral.cluster import directory
-from corral.cluster.asgi_call import batched, call_app
-from corral.cluster.messages import Body, Head, Part, ProxyRequest
+from corral.cluster.asgi_call import call_app
+from corral.cluster.messages import Body, End, Head, Part, ProxyRequest, Started
+from corral.cluster.mux import LEASE_S, Message, Mux
 from corral.cluster.ranking import NodeStats
 from corral.config import Autoscale, Settings
 
@@ -52,6 +56,11 @@ def refusal(status: int, message: str, node: str) -> list[Part]:
             Body(body, False)]
 
 
+class NotThisNode(Exception):
+    """A pump that reached another replica than the one asked for (the router sends a call whose
+    target has no replica anywhere): the ingress's link fails, as for a node that died."""
+
+
 class CorralNode:
     """The node deployment's class (deployment() below wraps it for Serve)."""
 
@@ -63,32 +72,74 @@ class CorralNode:
         self.scheduler = self.app.state.corral.scheduler
         self.store = self.app.state.corral.store
         self.draining = False
+        self.instance = uuid.uuid4().hex
+        self.mux = Mux()
+        self._expirer = asyncio.create_task(self._expire(), name="corral-mux-expire")
         # The app's lifespan (preload, and at the end the runners' shutdown) spans the replica's life.
         self._lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(self.app)
         await self._lifespan.__aenter__()
         log.info("corral node %s: store %s", self.name, self.settings.models_dir)
 
-    async def handle(self, request: ProxyRequest, model: str | None = None, exclude: Collection[str] = (),
-                     target: str | None = None) -> AsyncIterator[list[Part]]:
-        """One forwarded request: its response as batches of parts (one Ray message per runner step).
+    async def start(self, request: ProxyRequest, ingress: str, stream: str, model: str | None = None,
+                    exclude: Collection[str] = (), target: str | None = None) -> Started:
+        """One forwarded request: its reply's first items (the Head and what came with it; a
+        refusal or a non-streamed reply is usually whole here). The rest goes out by the pump of
+        `ingress`, under `stream` (an id the ingress chose).
 
         model/exclude/target are read by the router before the call; `target` is checked again
         here, because a router with no replica for the target sends the request anywhere
         rather than wait for ever."""
         if target is not None and target != self.name:
-            yield refusal(503, f"node {target} is not available", self.name)
-            return
-        first = True
-        async for parts in batched(call_app(self.app, request)):
-            if first and parts and isinstance(parts[0], Head):
-                head = parts[0]
-                parts = [Head(head.status, (*head.headers, (NODE_HEADER, self.name.encode()))), *parts[1:]]
-            first = False
-            yield parts
+            return Started(self.instance, (*refusal(503, f"node {target} is not available", self.name), End()))
+        outbox = self.mux.outbox(ingress, time.monotonic())
+        items = await outbox.start(stream, self._reply(request))
+        outbox.seen = time.monotonic()
+        return Started(self.instance, tuple(items))
+
+    async def _reply(self, request: ProxyRequest) -> AsyncGenerator[Head | Body, None]:
+        """The app's reply, its Head naming this node (the ingress excludes it on a retry)."""
+        async with aclosing(call_app(self.app, request)) as parts:
+            async for part in parts:
+                if isinstance(part, Head):
+                    part = Head(part.status, (*part.headers, (NODE_HEADER, self.name.encode())))
+                yield part
+
+    async def pump(self, ingress: str, instance: str, target: str | None = None) -> AsyncGenerator[Message, None]:
+        """The ingress's one stream from this node: each message, every item its streams produced
+        since the last (one message per runner step, whatever the number of streams)."""
+        if target != self.name or instance != self.instance:
+            raise NotThisNode(f"{self.name} ({self.instance}) is not node {target} ({instance})")
+        async for message in self.mux.outbox(ingress, time.monotonic()).pump():
+            yield message
+
+    async def cancel(self, ingress: str, stream: str, target: str | None = None) -> bool:
+        """The ingress's client left: the request is cancelled and its slot freed."""
+        outbox = self.mux.get(ingress) if target == self.name else None
+        return outbox is not None and outbox.cancel(stream)
+
+    async def _expire(self) -> None:
+        """Cancel the streams of ingresses that went silent (a dead caller ends no Ray stream here).
+        The directory unreachable: nothing expires (a lost directory must not cut every stream)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                alive = await directory.ingresses(LEASE_S)
+            except RayError as exc:
+                log.warning("the directory did not answer (%s): no ingress's streams expire now", exc)
+                continue
+            now = time.monotonic()
+            for ingress in alive:
+                self.mux.touch(ingress, now)
+            for ingress in self.mux.expire(now):
+                log.warning("ingress %s went silent: its streams on %s are cancelled", ingress, self.name)
 
     def stats(self) -> NodeStats:
         names = [str(m.name) for m in self.store.list()]
         return NodeStats.of(self.name, self.scheduler.snapshot(), names, draining=self.draining)
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve reads the node's requests in flight here for autoscaling (requests_policy)."""
+        return {REQUESTS: float(self.mux.streams)}
 
     async def record_routing_stats(self) -> dict[str, Any]:
         """Called by Serve about once a second; the same stats go to the directory."""
@@ -111,11 +162,26 @@ class CorralNode:
         await self._lifespan.__aexit__(None, None, None)
 
 
+REQUESTS = "requests"  # the custom autoscaling metric: a node's requests in flight (its streams)
+
+
+def requests_policy(ctx: Any) -> tuple[float, dict[str, Any]]:
+    """Serve's default policy (replicas = requests in flight / target), counting each node's own
+    requests in flight (record_autoscaling_stats): Serve's count of Ray calls in flight no longer
+    is one, as a node's streams share one pump call per ingress. Serve's wrapper applies the
+    delays, factors and bounds of the config."""
+    if ctx.current_num_replicas == 0:
+        return ctx.target_num_replicas, {}
+    requests = sum(ctx.aggregated_metrics.get(REQUESTS, {}).values())
+    return requests / ctx.config.get_target_ongoing_requests(), {}
+
+
 def autoscaling(scale: Autoscale) -> dict[str, Any]:
     """Serve's autoscaling_config: replicas by requests in flight per node. Up fast (a new machine
     takes minutes anyway), down only after `downscale_delay` of low load; the removed replica
     drains (__del__), so its streams finish."""
     return {"min_replicas": scale.min_replicas, "max_replicas": scale.max_replicas,
+            "policy": {"policy_function": f"{__name__}:requests_policy"},
             "initial_replicas": max(scale.min_replicas, 1),
             "target_ongoing_requests": scale.target_ongoing, "upscale_delay_s": 2.0,
             "downscale_delay_s": scale.downscale_delay, "metrics_interval_s": 1.0,
