@@ -40,7 +40,8 @@ from corral.bench.command import add_arguments, run_sweep
 
 MODEL = "smollm2:135m"
 STORE = Path(os.environ.get("CORRAL_TEST_MODELS", Path.home() / ".cache" / "corral" / "test-models"))
-NODE_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "OLLAMA_MODELS": str(STORE), "OLLAMA_NUM_PARALLEL": "8", "OLLAMA_CONTEXT_LENGTH": "2048",
+NODE_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "OLLAMA_MODELS": str(STORE),
+            "OLLAMA_NUM_PARALLEL": "8", "OLLAMA_CONTEXT_LENGTH": "2048",
             "OLLAMA_KEEP_ALIVE": "10m", "CORRAL_REGISTRY_MIRRORS": "registry.ollama.ai=http://127.0.0.1:9"}
 # The stream interval (runner/coalesce.py), when given, applies to both servers alike: it sets how
 # many Ray messages a stream costs through the cluster.
