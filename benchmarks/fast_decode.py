@@ -47,7 +47,7 @@ def host_time(engine: Any, chat: list[list[int]], tokens: int, bursts: int = 3) 
     from corral.runner import protocol as p
     from corral.runner.protocol import Done, GenerationOptions
 
-    inside = [0, 0]  # llama_decode's wall and this thread's CPU in it, ns
+    inside = [0, 0, 0]  # llama_decode's wall, this thread's CPU in it (ns), calls
     real = ll.llama_decode
 
     def timed(ctx: Any, batch: Any) -> int:
@@ -55,6 +55,7 @@ def host_time(engine: Any, chat: list[list[int]], tokens: int, bursts: int = 3) 
         rc = real(ctx, batch)
         inside[0] += time.perf_counter_ns() - w
         inside[1] += time.thread_time_ns() - t
+        inside[2] += 1
         return rc
 
     ll.llama_decode = timed
@@ -62,6 +63,7 @@ def host_time(engine: Any, chat: list[list[int]], tokens: int, bursts: int = 3) 
     host: list[int] = []
     wall: list[int] = []
     dec: list[int] = []
+    calls: list[int] = []  # llama_decode calls per step: one, in both modes (exact: the NEXT pieces share it)
     n_out, elapsed = 0, 0.0
     for b in range(bursts + 1):  # the first is a warm-up
         for i in range(8):
@@ -69,7 +71,7 @@ def host_time(engine: Any, chat: list[list[int]], tokens: int, bursts: int = 3) 
         t_start = time.perf_counter()
         while engine.active:
             full = len(engine.active) == 8 and not any(s.request.prefilling for s in engine.active)
-            evaluated, inside[:] = engine.evaluated_tokens, [0, 0]
+            evaluated, inside[:] = engine.evaluated_tokens, [0, 0, 0]
             w, t = time.perf_counter_ns(), time.thread_time_ns()
             events = engine.step()
             if events:
@@ -80,12 +82,13 @@ def host_time(engine: Any, chat: list[list[int]], tokens: int, bursts: int = 3) 
                 host.append(t - inside[1])
                 wall.append(w)
                 dec.append(inside[0])
+                calls.append(inside[2])
         elapsed += (time.perf_counter() - t_start) if b else 0.0
     sink.close()
     ms = lambda xs: statistics.median(xs) / 1e6
     return {"tps": n_out / elapsed, "ttft_p50": float("nan"), "host_ms": ms(host), "wall_ms": ms(wall),
             "decode_ms": ms(dec), "share": statistics.median(h / w for h, w in zip(host, wall, strict=True)),
-            "steps": len(host)}
+            "steps": len(host), "calls": max(calls)}
 
 
 def measure(src: str, path: str, workload: str, seconds: float, tokens: int, exact: bool = False) -> dict:
@@ -145,7 +148,8 @@ def measure(src: str, path: str, workload: str, seconds: float, tokens: int, exa
 def line(row: dict) -> str:
     if "host_ms" in row:
         return (f"{row['tps']:7.1f} tok/s  host {row['host_ms']:.3f} ms/step ({row['share'] * 100:.2f} % of "
-                f"{row['wall_ms']:.1f} ms; decode {row['decode_ms']:.1f} ms; {row['steps']} steps)")
+                f"{row['wall_ms']:.1f} ms; decode {row['decode_ms']:.1f} ms; {row['steps']} steps, "
+                f"<= {row['calls']} decode a step)")
     return f"{row['tps']:7.1f} tok/s  TTFT p50 {row['ttft_p50'] * 1e3:7.1f} ms"
 
 

@@ -145,8 +145,9 @@ class Engine:
         `want_context` its Done carries the prompt's and the answer's tokens."""
         if not self.slots.free:
             raise SlotsFull("no free slot")
-        # First: a bad format fails before a slot is taken.
-        sampler = make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)
+        # First: a bad format fails before a slot is taken. Plain greedy is argmax (_sample): no chain.
+        greedy = is_plain_greedy(opts)
+        sampler = None if greedy else make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)
         limit = self.inputs.limit(num_ctx)
         if not tokens:
             tokens = [self.bos] if self.bos >= 0 else []
@@ -154,7 +155,6 @@ class Engine:
         slot = self.slots.take(tokens)
         # As Ollama: an open-ended generation (-1) is bounded at ten contexts; -2 fills one.
         num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
-        greedy = is_plain_greedy(opts)
         # Not with logprobs: a verified position's logits come from multi-token kernels and differ
         # from the one-token decode's in the last digits (the argmax is what is checked, not them).
         speculate = greedy and not opts.logprobs and (self.cfg.speculative if opts.speculative is None
