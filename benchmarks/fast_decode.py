@@ -10,7 +10,7 @@ Workloads, each in a fresh child process per tree, trees alternating round by ro
   closed    8 closed-loop clients for --seconds (a finished request is replaced at once, so
             prompts arrive while the others generate), 64 tokens each
   spec      closed loop of 4: two speculative requests that repeat their prompt, two plain ones
-  host      8 chats at once, --tokens each, three times; of the steps where all 8 generate and no
+  host      8 chats at once, --tokens each, --bursts times (3); of the steps where all 8 generate and no
             prompt is decoded: host ms per step (the engine thread's CPU outside llama_decode,
             time.thread_time, plus encoding the step's events as main.py does; steady on a busy
             machine), its share of the step's wall time, and decode ms per step (wall)
@@ -91,7 +91,8 @@ def host_time(engine: Any, chat: list[list[int]], tokens: int, bursts: int = 3) 
             "steps": len(host), "calls": max(calls)}
 
 
-def measure(src: str, path: str, workload: str, seconds: float, tokens: int, exact: bool = False) -> dict:
+def measure(src: str, path: str, workload: str, seconds: float, tokens: int, exact: bool = False,
+            bursts: int = 3) -> dict:
     sys.path.insert(0, src)
     from corral.runner.engine import Engine
     from corral.runner.protocol import Done, Failed, GenerationOptions, LoadConfig, Token
@@ -102,7 +103,7 @@ def measure(src: str, path: str, workload: str, seconds: float, tokens: int, exa
     assert str(sys.modules["corral.runner.engine"].__file__).startswith(src)  # the tree asked for
     chat = [engine.tokenize(f"<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n") for p in PROMPTS]
     if workload == "host":
-        row = host_time(engine, chat, tokens)
+        row = host_time(engine, chat, tokens, bursts)
         engine.close()
         return row
     repeat = engine.tokenize(f"<|im_start|>user\n{REPEAT}<|im_end|>\n<|im_start|>assistant\n")
@@ -163,6 +164,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--exact", action="store_true", help="exact mode's engine (CORRAL_EXACT=1)")
+    ap.add_argument("--bursts", type=int, default=3, help="host: bursts of 8 measured (after one warm-up)")
     args = ap.parse_args()
     from corral.models.store import ModelName, Store
 
@@ -176,7 +178,8 @@ def main() -> None:
         for workload in args.workloads.split(","):
             for tree, src in trees.items():
                 with ctx.Pool(1) as pool:
-                    row = pool.apply(measure, (src, path, workload, args.seconds, args.tokens, args.exact))
+                    row = pool.apply(measure, (src, path, workload, args.seconds, args.tokens, args.exact,
+                                                 args.bursts))
                 rows.setdefault((workload, tree), []).append(row)
                 print(f"  round {r + 1} {workload:6s} {tree:6s} {line(row)}  (load {os.getloadavg()[0]:.1f})",
                       flush=True)
