@@ -99,7 +99,7 @@ class Engine:
         self.n_ctx_embed = min(self.n_ctx_slot, ll.llama_model_n_ctx_train(self.model) or self.n_ctx_slot)
         self.inputs = Inputs(self.tokenize, self.n_vocab, self.n_ctx_slot, self.n_ctx_embed, specials,
                              embeds=self.embed_pooling != Pooling.RANK)
-        self._rows = LogitsRows(self.ctx, self.n_vocab)  # a batch entry's logits
+        self._rows = LogitsRows(self.ctx, self.n_vocab)  # the last decode's logits rows
         self._buffers = DecodeBatch.make(cfg.n_batch)
         b = self._buffers  # the batch's buffers by name: benchmarks/exactness.py fills them by hand
         self.batch, self._tok, self._pos, self._seq, self._logits = b.c, b.tok, b.pos, b.seq, b.logits
@@ -145,8 +145,9 @@ class Engine:
         `want_context` its Done carries the prompt's and the answer's tokens."""
         if not self.slots.free:
             raise SlotsFull("no free slot")
-        # First: a bad format fails before a slot is taken.
-        sampler = make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)
+        # First: a bad format fails before a slot is taken. Plain greedy is argmax (_sample): no chain.
+        greedy = is_plain_greedy(opts)
+        sampler = None if greedy else make_sampler(self.vocab, self.n_vocab, self.n_ctx_slot, opts)
         limit = self.inputs.limit(num_ctx)
         if not tokens:
             tokens = [self.bos] if self.bos >= 0 else []
@@ -154,7 +155,6 @@ class Engine:
         slot = self.slots.take(tokens)
         # As Ollama: an open-ended generation (-1) is bounded at ten contexts; -2 fills one.
         num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
-        greedy = is_plain_greedy(opts)
         # Not with logprobs: a verified position's logits come from multi-token kernels and differ
         # from the one-token decode's in the last digits (the argmax is what is checked, not them).
         speculate = greedy and not opts.logprobs and (self.cfg.speculative if opts.speculative is None
@@ -249,7 +249,7 @@ class Engine:
 
     def _run(self, pieces: list[Piece]) -> list[Up]:
         """Decode the pieces in one llama_decode, then sample (or verify) the ones with logits."""
-        n = self._buffers.lay(pieces)
+        n, n_out = self._buffers.lay(pieces)
         for piece in pieces:
             advance(piece)
         td = time.perf_counter_ns()
@@ -272,12 +272,14 @@ class Engine:
             return self._fail(pieces[0].slot, f"llama_decode failed (code {rc})")
         n_prompt = sum(len(p.tokens) for p in pieces if p.kind == Kind.PROMPT)
         self.evaluated_tokens += n_prompt
+        if n_out:
+            self._rows.load(n_out)
         events: list[Up] = []
         for piece in pieces:  # one piece a slot: an ending one leaves the others' slots alone
             if piece.kind == Kind.VERIFY:
                 events += self._accept(piece, t_decoded)
             elif piece.ends:
-                events += self._sample(piece.slot, piece.last, t_decoded)
+                events += self._sample(piece, t_decoded)
         if n_prompt >= PREFILL_SAMPLE_MIN:
             # Smoothed cost of a token in a decode that holds prompt tokens (sampling included).
             # In fast mode the streams' tokens share the call, so the budget bounds the whole step.
@@ -297,7 +299,7 @@ class Engine:
         KV, each answer token (the agreed ones and the model's own after them) through _emit."""
         slot, req, draft = piece.slot, piece.req, piece.tokens[1:]
         assert req.drafter is not None  # only a drafting request has a draft
-        answer = [int(self._rows(piece.at + i).argmax()) for i in range(len(piece.tokens))]
+        answer: list[int] = self._rows.view[piece.out:piece.out + len(piece.tokens)].argmax(axis=1).tolist()
         agreed = accepted(draft, answer)
         self.drafted_tokens += len(draft)
         self.accepted_tokens += agreed
@@ -308,20 +310,21 @@ class Engine:
             if i:  # the KV already holds this agreed draft token
                 slot.n_past += 1
                 slot.cached.append(req.next_token)
-            events += self._emit(slot, answer[i], piece.at + i, now)
+            events += self._emit(slot, answer[i], piece.out + i, now)
             if slot.req is not req:
                 break  # finished: release drops the KV past its cached tokens
         return events
 
-    def _sample(self, slot: Slot, index: int, now: int) -> list[Up]:
-        req = slot.request
+    def _sample(self, piece: Piece, now: int) -> list[Up]:
+        req = piece.req
         # Plain greedy: llama_sampler_sample copies the whole vocabulary into a candidate array
         # before taking the max; argmax over the logits row is the same token (first max on ties).
-        token = int(self._rows(index).argmax()) if req.greedy else ll.llama_sampler_sample(req.sampler, self.ctx, index)
-        return self._emit(slot, token, index, now)
+        token = (int(self._rows(piece.out).argmax()) if req.greedy
+                 else ll.llama_sampler_sample(req.sampler, self.ctx, piece.last))
+        return self._emit(piece.slot, token, piece.out, now)
 
-    def _emit(self, slot: Slot, token: int, index: int, now: int) -> list[Up]:
-        """One answer token (batch entry `index` holds its logits): end of generation, text and
+    def _emit(self, slot: Slot, token: int, row: int, now: int) -> list[Up]:
+        """One answer token (logits row `row` holds its logits): end of generation, text and
         stop strings, logprobs, num_predict and the context's end, for sampled and drafted alike."""
         req = slot.request
         if not req.t_first:
@@ -340,7 +343,7 @@ class Engine:
             events = [Token(req.id, text)] if text else []
         else:
             # The sampler chain works on a copy: the row still holds the raw logits.
-            req.logprobs.add(self._rows(index), token)
+            req.logprobs.add(self._rows(row), token)
             sent = req.logprobs.sent(text, req.text.stopped) if text or req.text.stopped else []
             events = [Token(req.id, text, sent)] if text or sent else []
         if req.text.stopped:

@@ -31,6 +31,7 @@ class Piece:
     tokens: list[int]
     ends: bool = True  # a PROMPT chunk: it ends the prompt, so its last token is sampled
     at: int = 0  # batch index of the first token, once laid out
+    out: int = 0  # its first logits row among the decode's (batch.LogitsRows), once laid out
     pos: int = 0  # the slot's next position before the piece (advance)
 
     @property
