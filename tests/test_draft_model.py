@@ -50,7 +50,7 @@ def models(server, model_store, tmp_path_factory):
     r = create(server.url, model=SELF, modelfile=f"FROM {SMOL}\nDRAFT {SMOL}\n")
     assert r.status_code == 200, r.text
     random = tmp_path_factory.mktemp("draft") / "random.gguf"
-    write_random_llama(Store(model_store, sweep=False).model_file(ModelName.parse(SMOL)), random)
+    write_random_llama(Store(model_store, sweep=False).model_file(ModelName.parse(SMOL)), random, embd_scale=1.0)
     r = create(server.url, model=RANDOM, **{"from": SMOL}, draft_files={"random.gguf": upload(server.url, random)})
     assert r.status_code == 200, r.text
     warm(server.url, SMOL)

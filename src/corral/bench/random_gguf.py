@@ -12,8 +12,10 @@ from gguf import GGUFReader, GGUFValueType, GGUFWriter
 
 
 def write_random_llama(source: Path, target: Path, n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
-                       n_ff: int = 128, n_ctx: int = 8192, seed: int = 0) -> None:
-    """Write `target`: the source GGUF's tokenizer metadata and random tensors of this shape."""
+                       n_ff: int = 128, n_ctx: int = 8192, seed: int = 0, embd_scale: float = 0.02) -> None:
+    """Write `target`: the source GGUF's tokenizer metadata and random tensors of this shape.
+    The token embedding is also the output head: a large `embd_scale` (1.0) makes the model sure
+    of its (random) next token, as a draft model must be for its drafts to be proposed at all."""
     reader = GGUFReader(source)
     writer = GGUFWriter(target, "llama")
     writer.add_name("random llama")
@@ -38,11 +40,11 @@ def write_random_llama(source: Path, target: Path, n_layer: int = 2, n_embd: int
         writer.add_key_value(field.name, value, vtype, sub)
     rng = np.random.default_rng(seed)
 
-    def tensor(name: str, *shape: int, norm: bool = False) -> None:
-        data = np.ones(shape, np.float32) if norm else (rng.standard_normal(shape) * 0.02).astype(np.float16)
+    def tensor(name: str, *shape: int, norm: bool = False, scale: float = 0.02) -> None:
+        data = np.ones(shape, np.float32) if norm else (rng.standard_normal(shape) * scale).astype(np.float16)
         writer.add_tensor(name, data)
 
-    tensor("token_embd.weight", n_vocab, n_embd)
+    tensor("token_embd.weight", n_vocab, n_embd, scale=embd_scale)
     tensor("output_norm.weight", n_embd, norm=True)
     for i in range(n_layer):
         tensor(f"blk.{i}.attn_norm.weight", n_embd, norm=True)
