@@ -6,6 +6,9 @@ refused at create; draft_num_predict 0 turns drafting off; create's errors are O
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -27,7 +30,7 @@ GREEDY = {"temperature": 0, "num_predict": 48}
 def drafted(url: str, model: str) -> tuple[float, float]:
     """(drafted, accepted) tokens so far for a model, from /metrics."""
     values = {}
-    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+    for line in httpx.get(url + "/metrics", timeout=60).text.splitlines():
         for name in ("corral_draft_tokens", "corral_draft_accepted_tokens"):
             if line.startswith((f'{name}_total{{model="{model}"}}', f'{name}{{model="{model}"}}')):
                 values[name] = float(line.rsplit(" ", 1)[1])
@@ -116,7 +119,7 @@ def test_draft_num_predict_as_a_modelfile_parameter(models):
         before = drafted(url, "corral-draft-off:1")
         answer(url, "corral-draft-off:1", PROMPTS[1])
         assert drafted(url, "corral-draft-off:1") == before
-        show = httpx.post(url + "/api/show", json={"model": "corral-draft-off:1"}).json()
+        show = httpx.post(url + "/api/show", json={"model": "corral-draft-off:1"}, timeout=60).json()
         assert "DRAFT " in show["modelfile"]  # the draft came over from the FROM model
         assert "draft_num_predict" in show["parameters"]
     finally:
@@ -124,17 +127,18 @@ def test_draft_num_predict_as_a_modelfile_parameter(models):
 
 
 def test_show_prints_the_draft(models):
-    show = httpx.post(models.url + "/api/show", json={"model": SELF}).json()
+    show = httpx.post(models.url + "/api/show", json={"model": SELF}, timeout=60).json()
     line = next(x for x in show["modelfile"].splitlines() if x.startswith("DRAFT "))
     assert Path(line.removeprefix("DRAFT ")).is_file()
-    assert not any(x.startswith("DRAFT ") for x in
-                   httpx.post(models.url + "/api/show", json={"model": SMOL}).json()["modelfile"].splitlines())
+    plain = httpx.post(models.url + "/api/show", json={"model": SMOL}, timeout=60).json()["modelfile"]
+    assert not any(x.startswith("DRAFT ") for x in plain.splitlines())
 
 
 def test_draft_with_another_vocabulary_is_refused_at_create(models):
     r = create(models.url, model="corral-draft-gemma:1", modelfile=f"FROM {SMOL}\nDRAFT {GEMMA}\n")
     assert r.status_code == 400 and "vocabulary does not match" in r.json()["error"], r.text
-    assert httpx.post(models.url + "/api/show", json={"model": "corral-draft-gemma:1"}).status_code == 404
+    r = httpx.post(models.url + "/api/show", json={"model": "corral-draft-gemma:1"}, timeout=60)
+    assert r.status_code == 404
 
 
 def test_draft_with_another_vocabulary_is_refused_at_load(models, model_store):
@@ -163,3 +167,26 @@ def test_draft_with_another_vocabulary_is_refused_at_load(models, model_store):
 def test_bad_draft_create_is_4xx(models, body, error):
     r = create(models.url, model="corral-draft-bad:1", **body)
     assert 400 <= r.status_code < 500 and error in r.json()["error"], r.text
+
+
+def test_corral_create_uploads_a_local_draft(models, tmp_path, model_store):
+    # `corral create -f`: a DRAFT naming a local file goes up as a blob, then as draft_files.
+    write_random_llama(Store(model_store, sweep=False).model_file(ModelName.parse(SMOL)), tmp_path / "d.gguf",
+                       seed=7)
+    (tmp_path / "Modelfile").write_text(f"FROM {SMOL}\nDRAFT ./d.gguf\n")
+    env = {**os.environ, "OLLAMA_HOST": models.url.removeprefix("http://")}
+    r = subprocess.run([sys.executable, "-m", "corral.cli", "create", "corral-draft-cli:1", "-f",
+                        str(tmp_path / "Modelfile")], capture_output=True, text=True, env=env, timeout=180)
+    try:
+        assert r.returncode == 0, r.stderr
+        show = httpx.post(models.url + "/api/show", json={"model": "corral-draft-cli:1"}, timeout=60).json()
+        line = next(x for x in show["modelfile"].splitlines() if x.startswith("DRAFT "))
+        assert Path(line.removeprefix("DRAFT ")).read_bytes() == (tmp_path / "d.gguf").read_bytes()
+        assert answer(models.url, "corral-draft-cli:1", PROMPTS[1])["response"] == answer(
+            models.url, SMOL, PROMPTS[1])["response"]
+    finally:
+        httpx.request("DELETE", models.url + "/api/delete", json={"model": "corral-draft-cli:1"}, timeout=30)
+    (tmp_path / "Modelfile").write_text(f"FROM {SMOL}\nDRAFT ./missing.gguf\n")
+    r = subprocess.run([sys.executable, "-m", "corral.cli", "create", "corral-draft-cli:1", "-f",
+                        str(tmp_path / "Modelfile")], capture_output=True, text=True, env=env, timeout=180)
+    assert r.returncode == 1 and "DRAFT ./missing.gguf: no such file" in r.stderr
