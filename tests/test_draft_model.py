@@ -25,6 +25,9 @@ RANDOM = "corral-draft-random:1"  # a random 2-layer llama with smollm2's vocabu
 PROMPTS = ["Write a poem about the sea.", "What is the capital of France? Explain its history.",
            "Count from 1 to 30, one number a line.", "Explain gravity to a child."]
 GREEDY = {"temperature": 0, "num_predict": 48}
+# Each model here is a runner of its own (the model and its draft, 4 slots): on this shared 2-core
+# machine a first request with its load took over 300 s once (load average 10).
+pytestmark = pytest.mark.timeout(900)
 
 
 def drafted(url: str, model: str) -> tuple[float, float]:
