@@ -124,6 +124,8 @@ class Options(_Body):
     # Prompt-lookup speculative decoding for greedy requests (same output); None: the server's
     # default (CORRAL_SPECULATIVE).
     speculative: StrictBool | None = None
+    # With a draft model (a DRAFT layer): tokens drafted per step, Ollama's default 4; 0: off.
+    draft_num_predict: StrictInt | None = Field(None, ge=0)
     # Accepted for compatibility; corral sets it itself.
     num_batch: StrictInt | None = None
 
@@ -257,6 +259,8 @@ class CreateRequest(_Body):
     name: StrictStr | None = None
     from_: StrictStr | None = Field(None, alias="from")
     files: dict[StrictStr, StrictStr] | None = None
+    draft_files: dict[StrictStr, StrictStr] | None = None  # a draft model's GGUF (speculative decoding)
+    draft_quantize: StrictStr | None = None  # Ollama's; corral quantizes nothing
     template: StrictStr | None = None
     system: StrictStr | None = None
     license: StrictStr | list[StrictStr] | None = None

@@ -113,19 +113,30 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError("specified Modelfile wasn't found") from None
     mf = parse_modelfile(text)
     body: dict[str, Any] = {"model": args.model, "modelfile": text}
-    source = Path(mf.source).expanduser()
-    if not source.is_absolute():
-        source = Path(args.file).resolve().parent / source
-    if is_local_path(mf.source) and not source.is_file():
-        raise CliError(f"FROM {mf.source}: no such file ({source})")
+    source = _local_file(args.file, "FROM", mf.source)
+    draft = _local_file(args.file, "DRAFT", mf.draft) if mf.draft else None
     with Api(settings) as api:
-        if is_local_path(mf.source):
+        if source:
             body = {"model": args.model, "files": {_blob_name(source): _upload(api, source)},
                     "template": mf.template, "system": mf.system, "license": mf.license,
                     "parameters": mf.parameters, "messages": mf.messages or None}
+        if draft:  # the server reads DRAFT from the Modelfile only when it names a store model
+            body["draft_files"] = {_blob_name(draft): _upload(api, draft)}
         for obj in api.stream("/api/create", body):
             console.print(obj.get("status", ""), markup=False)
     return 0
+
+
+def _local_file(modelfile: str, command: str, source: str) -> Path | None:
+    """The file a FROM / DRAFT names (relative to the Modelfile), or None for a store model."""
+    if not is_local_path(source):
+        return None
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        path = Path(modelfile).resolve().parent / path
+    if not path.is_file():
+        raise CliError(f"{command} {source}: no such file ({path})")
+    return path
 
 
 def _blob_name(source: Path) -> str:

@@ -215,3 +215,12 @@ def read_gguf(path: Path) -> GGUFInfo:
         max_token_bytes=_max_token_bytes(tokens),
         metadata={k: v for k, v in meta.items() if not isinstance(v, _Array)},
     )
+
+
+def vocabulary(path: Path) -> tuple[str, tuple[str, ...]]:
+    """The tokenizer model and every token's text: what a draft model must share with its target
+    (its token ids are what the target verifies)."""
+    meta = _parse(path)[0]
+    tokens = meta.get("tokenizer.ggml.tokens")
+    texts = tuple(tokens.items) if isinstance(tokens, _Array) and tokens.items else ()
+    return str(meta.get("tokenizer.ggml.model", "")), texts

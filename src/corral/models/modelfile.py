@@ -1,6 +1,6 @@
 """Modelfiles and the per-model settings they leave in the store (template, system, parameters).
 
-Supported: FROM (a store model or a local .gguf path), PARAMETER, TEMPLATE, SYSTEM, LICENSE,
+Supported: FROM and DRAFT (a store model or a local .gguf path), PARAMETER, TEMPLATE, SYSTEM, LICENSE,
 MESSAGE, with Ollama's quoting ("..." or triple quotes). A TEMPLATE is Ollama's Go template (rendered
 as Ollama renders it) or, as corral also accepts, a Jinja chat template.
 """
@@ -29,7 +29,7 @@ from corral.models.template import TemplateError
 from corral.models.template import check_template as check_go_or_jinja
 
 _INT_PARAMS = {"num_ctx", "num_predict", "top_k", "seed", "repeat_last_n", "num_batch", "num_gpu", "num_thread",
-               "num_keep"}
+               "num_keep", "draft_num_predict"}
 _BOOL_PARAMS = {"exact", "speculative"}  # corral's: batch-invariant kernels (runner/kernels.py), drafting
 # strconv.ParseBool's spellings, as Ollama parses a Modelfile's boolean PARAMETERs
 _TRUE, _FALSE = {"1", "t", "T", "TRUE", "true", "True"}, {"0", "f", "F", "FALSE", "false", "False"}
@@ -43,6 +43,7 @@ class ModelfileError(ClientError):
 @dataclass
 class Modelfile:
     source: str = ""  # FROM
+    draft: str | None = None  # DRAFT: a draft model for speculative decoding
     template: str | None = None
     system: str | None = None
     license: str | None = None
@@ -58,6 +59,8 @@ def parse_modelfile(text: str) -> Modelfile:
     for command, arg in _commands(text):
         if command == "from":
             mf.source = arg
+        elif command == "draft":
+            mf.draft = arg
         elif command == "template":
             mf.template = arg
         elif command == "system":

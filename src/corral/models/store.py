@@ -63,6 +63,7 @@ MEDIA_SYSTEM = "application/vnd.ollama.image.system"
 MEDIA_PARAMS = "application/vnd.ollama.image.params"
 MEDIA_LICENSE = "application/vnd.ollama.image.license"
 MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
+MEDIA_DRAFT = "application/vnd.ollama.image.draft"  # a draft model's GGUF (speculative decoding)
 
 PARTIAL_SUFFIX = "-partial"  # a resumable download, blobs/sha256-<hex>-partial, as Ollama names it
 # A temporary exists for a moment before its writer locks it; a sweep leaves younger files alone.
@@ -285,6 +286,16 @@ class Store:
         path = self.blob_path(layer.digest)
         if not path.is_file():
             raise ModelNotFound(f"model '{name.short}' is missing its weights blob")
+        return path
+
+    def draft_file(self, name: ModelName) -> Path | None:
+        """Path of the draft model's GGUF, if the model carries one."""
+        layer = self.manifest(name).layer(MEDIA_DRAFT)
+        if layer is None:
+            return None
+        path = self.blob_path(layer.digest)
+        if not path.is_file():
+            raise ModelNotFound(f"model '{name.short}' is missing its draft blob")
         return path
 
     def text_layer(self, name: ModelName, media_type: str) -> str | None:

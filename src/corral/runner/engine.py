@@ -20,6 +20,7 @@ import llama_cpp as ll
 from corral.models.embedding import Pooling, embedding_pooling
 from corral.runner.batch import DecodeBatch, LogitsRows
 from corral.runner.disk_cache import DiskCache
+from corral.runner.draft_model import DraftModel
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
 from corral.runner.exactness import pin_exact_kernels
 from corral.runner.fit import Inputs, Specials, cut
@@ -31,7 +32,7 @@ from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions
 from corral.runner.sampling import is_plain_greedy, make_sampler
 from corral.runner.slot import Request, Slot
 from corral.runner.slots import SlotPool, SlotsFull
-from corral.runner.speculative import DraftConfig, NgramDrafter, accepted
+from corral.runner.speculative import DraftConfig, Drafter, NgramDrafter, accepted
 from corral.runner.textstream import TextStream
 from corral.runner.vocab import Vocab
 
@@ -111,6 +112,7 @@ class Engine:
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
         self.slots = SlotPool(self.memory, cfg.n_slots, self.prompt_cache, self.min_piece, cfg.exact)
         self.draft_config = DraftConfig(draft_max=cfg.draft_max)
+        self.draft_model = DraftModel(cfg, self.vocab) if cfg.draft_model_path else None
         self.drafted_tokens = self.accepted_tokens = 0  # speculative decoding's counts
         self.evaluated_tokens = 0  # prompt tokens decoded
         # A warm reload: what the last runner of this model kept on disk, before we say ready.
@@ -124,6 +126,8 @@ class Engine:
         ll.llama_set_n_threads(self.ctx, self.n_threads, self.n_threads)
         if self.embedder:
             ll.llama_set_n_threads(self.embedder.ctx, self.n_threads, self.n_threads)
+        if self.draft_model:
+            self.draft_model.set_threads(self.n_threads)
 
     # -- requests -----------------------------------------------------------------------------
     @property
@@ -155,20 +159,26 @@ class Engine:
         slot = self.slots.take(tokens)
         # As Ollama: an open-ended generation (-1) is bounded at ten contexts; -2 fills one.
         num_predict = OPEN_ENDED_CONTEXTS * limit if opts.num_predict == -1 else opts.num_predict
-        # Not with logprobs: a verified position's logits come from multi-token kernels and differ
-        # from the one-token decode's in the last digits (the argmax is what is checked, not them).
-        speculate = greedy and not opts.logprobs and (self.cfg.speculative if opts.speculative is None
-                                                      else opts.speculative)
         slot.req = Request(request_id, tokens, ctx_limit=limit, num_predict=num_predict,
                            shift=opts.shift and opts.num_predict != -2 and self.can_shift, num_keep=opts.num_keep,
                            text=TextStream(opts.stop), sampler=sampler, greedy=greedy,
                            logprobs=Logprobs(opts.top_logprobs, self.piece) if opts.logprobs else None,
                            n_prompt=slot.n_past, generated=[] if want_context else None,
-                           drafter=NgramDrafter(tokens, self.draft_config) if speculate else None)
+                           drafter=self._drafter(slot.seq, tokens, opts) if greedy and not opts.logprobs else None)
         self.active.append(slot)
         if opts.num_predict == 0:
             return self._finish(slot, FinishReason.LENGTH)
         return []
+
+    def _drafter(self, seq: int, tokens: list[int], opts: GenerationOptions) -> Drafter | None:
+        """A greedy request's drafter (not with logprobs: a verified position's logits come from
+        multi-token kernels and differ from a one-token decode's in the last digits): the runner's
+        draft model if it has one, else prompt lookup when asked (or on by default)."""
+        if self.draft_model is not None:
+            return self.draft_model.drafter(seq, tokens, opts)
+        if self.cfg.speculative if opts.speculative is None else opts.speculative:
+            return NgramDrafter(tokens, self.draft_config)
+        return None
 
     def cancel(self, request_id: str) -> list[Up]:
         if self.embedder and self.embedder.cancel(request_id):
@@ -396,5 +406,7 @@ class Engine:
             self.disk.save(self.prompt_cache, scratch.seq)
         if self.embedder:
             self.embedder.close()
+        if self.draft_model:
+            self.draft_model.close()
         ll.llama_free(self.ctx)
         ll.llama_model_free(self.model)

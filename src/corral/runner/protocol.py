@@ -35,6 +35,7 @@ class LoadConfig:
     cache_dir_bytes: int = 0  # that directory's bound, all models together; 0: off
     speculative: bool = False  # n-gram drafting for plain greedy requests that do not say (CORRAL_SPECULATIVE)
     draft_max: int = 10  # tokens drafted at most per step (CORRAL_DRAFT_MAX)
+    draft_model_path: str = ""  # a draft model (the manifest's draft layer): drafts instead of n-grams
     stream_interval_s: float = 0.0  # a request's text is sent at most once per this (runner/coalesce.py)
     # Kernels (runner/kernels.py): exact = batch-invariant; flash attention None = the device's default.
     exact: bool = False
@@ -75,6 +76,8 @@ class GenerationOptions:
     # Prompt-lookup drafting, verified by argmax (plain greedy requests only; the output is the
     # same): True / False, or None for the runner's default (LoadConfig.speculative).
     speculative: bool | None = None
+    # With a draft model: tokens it drafts per step (None: Ollama's 4; 0: no drafting).
+    draft_num_predict: int | None = None
 
     @classmethod
     def names(cls) -> set[str]:

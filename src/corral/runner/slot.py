@@ -6,7 +6,7 @@ import ctypes
 from dataclasses import dataclass, field
 
 from corral.runner.logprobs import Logprobs
-from corral.runner.speculative import NgramDrafter
+from corral.runner.speculative import Drafter
 from corral.runner.textstream import TextStream
 
 
@@ -31,7 +31,7 @@ class Request:
     t_prompt: int = 0  # ns: first prompt chunk decoded
     t_first: int = 0  # ns: first token sampled
     generated: list[int] | None = None  # the answer's tokens, kept only when the request asked
-    drafter: NgramDrafter | None = None  # speculative decoding: prompt + answer so far, indexed
+    drafter: Drafter | None = None  # speculative decoding: prompt + answer so far (n-gram or draft model)
 
     @property
     def prefilling(self) -> bool:

@@ -15,11 +15,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 N_MIN = 2
 N_MAX = 4
 DRAFT_MAX = 10  # tokens proposed at most per step (the engine lowers it near a limit)
 PAUSE_MAX = 16  # steps without drafting after a run of wholly rejected drafts, at most
+
+
+class Drafter(Protocol):
+    """What the engine asks of a request's drafter (NgramDrafter, draft_model.ModelDrafter): it
+    is told every answer token, proposes a draft, and hears how much of it was kept."""
+
+    def append(self, token: int) -> None: ...
+
+    def draft(self, limit: int | None = None) -> list[int]: ...
+
+    def feedback(self, agreed: int) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ class Fleet:
                          max_step_s=self.settings.stall_timeout, cache_dir_bytes=self.settings.cache_dir_bytes,
                          cache_dir=str(self.settings.cache_dir or kv_cache_dir(self.settings.models_dir)),
                          speculative=self.settings.speculative, draft_max=self.settings.draft_max,
+                         draft_model_path=str(spec.draft.path) if spec.draft else "",
                          stream_interval_s=self.settings.stream_interval,
                          exact=spec.exact, flash_attention=spec.flash_attention, kv_type=spec.kv_type.value)
         return self.runner_factory(cfg, self._runner_exited)

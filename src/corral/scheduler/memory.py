@@ -44,21 +44,32 @@ class Estimate:
     compute: int
     prompt_cache: int = 0
     embedder: int = 0  # the pooled-embedding context, created on the first embed request
+    draft: int = 0  # a draft model (speculative decoding): its weights, KV for every slot, compute
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + self.prompt_cache + self.embedder + RUNTIME_OVERHEAD
+        return (self.weights + self.kv_cache + self.compute + self.prompt_cache + self.embedder + self.draft
+                + RUNTIME_OVERHEAD)
 
 
 def estimate(info: GGUFInfo, n_ctx_slot: int, n_slots: int, n_batch: int = 512, prompt_cache: int = 0,
-             kv_bytes_per_value: float = 2.0) -> Estimate:
+             kv_bytes_per_value: float = 2.0, draft: GGUFInfo | None = None) -> Estimate:
     kv = info.kv_bytes_per_token(kv_bytes_per_value) * n_ctx_slot * n_slots
     n_vocab = info.vocab_size or 32_000
     # Activations for one n_batch ubatch plus the logits rows kept for sampling.
     compute = info.embedding_length * n_batch * 4 * 8 + n_vocab * 4 * max(n_slots, 1) * 2
     embedder = _embedder_bytes(info, n_ctx_slot, n_vocab)
     return Estimate(weights=info.tensor_bytes, kv_cache=kv, compute=compute, prompt_cache=prompt_cache,
-                    embedder=embedder)
+                    embedder=embedder, draft=_draft_bytes(draft, n_ctx_slot, n_slots, n_batch))
+
+
+def _draft_bytes(draft: GGUFInfo | None, n_ctx_slot: int, n_slots: int, n_batch: int) -> int:
+    """The draft model's context (runner/draft_model.py): a sequence of n_ctx_slot per slot, its
+    f16 KV, one n_batch ubatch of activations and a logits row."""
+    if draft is None:
+        return 0
+    compute = draft.embedding_length * n_batch * 4 * 8 + (draft.vocab_size or 32_000) * 4 * 2
+    return draft.tensor_bytes + draft.kv_bytes_per_token() * n_ctx_slot * n_slots + compute
 
 
 def _embedder_bytes(info: GGUFInfo, n_ctx_slot: int, n_vocab: int) -> int:

@@ -50,6 +50,7 @@ class SpecResolver:
         parsed = ModelName.parse(name)
         manifest = self.store.manifest(parsed)
         info = read_gguf(self.store.model_file(parsed))
+        draft_file = self.store.draft_file(parsed)
         if num_ctx is not None and num_ctx > info.context_length:
             # As Ollama: clamped, not refused (clients such as Continue send 32768 to every model).
             log.info("num_ctx %d for %s is above its training context; using %d", num_ctx, parsed.short,
@@ -65,7 +66,8 @@ class SpecResolver:
         spec = ModelSpec(name=manifest.name.short, digest=manifest.digest, info=info, n_ctx=n_ctx, n_slots=1,
                          n_gpu_layers=gpu_layers, n_threads=num_thread or self.settings.threads,
                          prompt_cache_bytes=self.settings.prompt_cache_bytes, exact=kernels.exact,
-                         flash_attention=kernels.flash_attention, kv_type=kernels.kv_type)
+                         flash_attention=kernels.flash_attention, kv_type=kernels.kv_type,
+                         draft=read_gguf(draft_file) if draft_file else None)
         slots = self.settings.parallel_for(manifest.name.short)
         if slots <= 0:
             # Auto, as Ollama: 4 slots when the model with 4 x num_ctx of KV fits the budget.

@@ -53,10 +53,11 @@ class ModelSpec:
     exact: bool = False
     flash_attention: bool | None = None
     kv_type: KvType = KvType.F16
+    draft: GGUFInfo | None = None  # the manifest's draft model (speculative decoding)
 
     def estimate(self) -> Estimate:
         return estimate(self.info, self.n_ctx, self.n_slots, prompt_cache=self.prompt_cache_bytes,
-                        kv_bytes_per_value=self.kv_type.bytes_per_value)
+                        kv_bytes_per_value=self.kv_type.bytes_per_value, draft=self.draft)
 
     def served_by(self, other: ModelSpec) -> bool:
         """Can a runner built for `other` serve this request?
