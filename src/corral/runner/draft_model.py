@@ -144,12 +144,13 @@ class DraftModel:
             kv.clear()
             return False
         kv.extend(tokens)
+        self._rows.load(1)  # the one row asked for: the last token's
         return True
 
     def _sure(self) -> int | None:
         """The draft's greedy token after the last decode, or None when its probability is
         under p_min."""
-        row = self._rows(self._batch.c.n_tokens - 1)
+        row = self._rows(0)
         best = int(row.argmax())
         if self.p_min > 0 and 1.0 / float(np.exp(row - row[best]).sum()) < self.p_min:
             return None
