@@ -107,28 +107,38 @@ def cluster(model_store: Path, tmp_path_factory) -> Iterator[RayCorral]:
                    "CORRAL_SHUTDOWN_TIMEOUT": "5"}
             node = c.add_node(**small, resources={"corral_node": 1}, env_vars=env)
             nodes.append(_node_name(node.node_id))
-        ray.init(address=c.address, namespace="corral-tests", log_to_driver=False)
-        port = free_port()
-        log = tmp_path_factory.mktemp("ingress") / "ingress.log"
-        env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"}
-        proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve", "--cluster", c.address],
-                                env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the cluster did not start: " + log.read_text()[-3000:]
-            try:
-                if _live_nodes(url) >= set(nodes):
-                    break
-            except (httpx.TransportError, KeyError, ValueError):
-                pass
-            time.sleep(1)
+        proc, url, log = _start_ingress(c.address, set(nodes), tmp_path_factory)
         assert c.head_node is not None
         yield RayCorral(url, nodes, proc, log, Path(c.head_node.get_logs_dir_path()))
     finally:
         _stop_ingress(proc)
         c.shutdown()
+
+
+def _start_ingress(address: str, nodes: set[str], tmp_path_factory) -> tuple[subprocess.Popen, str, Path]:
+    """`corral serve --cluster address` in its own process (this driver joins the cluster too),
+    once every one of `nodes` answers through it: the process, its URL and its log."""
+    ray.init(address=address, namespace="corral-tests", log_to_driver=False)
+    port = free_port()
+    log = tmp_path_factory.mktemp("ingress") / "ingress.log"
+    proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve", "--cluster", address],
+                            env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 150
+    try:
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the cluster did not start: " + log.read_text()[-3000:]
+            try:
+                if _live_nodes(url) >= nodes:
+                    return proc, url, log
+            except (httpx.TransportError, KeyError, ValueError):
+                pass
+            time.sleep(1)
+    except BaseException:
+        _stop_ingress(proc)
+        raise
 
 
 def _stop_ingress(proc: subprocess.Popen | None) -> None:

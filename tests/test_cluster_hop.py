@@ -16,8 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import NO_REGISTRY, SMOL, free_port
-from test_cluster import COUNTING, LOOPBACK, _live_nodes, _node_name, _node_store, _running, _stop_ingress, _stream
+from conftest import NO_REGISTRY, SMOL
+from test_cluster import (
+    COUNTING,
+    LOOPBACK,
+    _node_name,
+    _node_store,
+    _running,
+    _start_ingress,
+    _stop_ingress,
+    _stream,
+)
 
 from corral.cluster import mux
 
@@ -74,23 +83,7 @@ def one_node(model_store: Path, tmp_path_factory) -> Iterator[tuple[str, str, st
                "CORRAL_REGISTRY_MIRRORS": NO_REGISTRY, "CORRAL_CACHE_DIR": str(root / "kv"),
                "CORRAL_SHUTDOWN_TIMEOUT": "5"}
         node = _node_name(c.add_node(**small, resources={"corral_node": 1}, env_vars=env).node_id)
-        ray.init(address=c.address, namespace="corral-tests", log_to_driver=False)
-        port = free_port()
-        log = tmp_path_factory.mktemp("ingress") / "ingress.log"
-        proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve", "--cluster", c.address],
-                                env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"},
-                                stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the cluster did not start: " + log.read_text()[-3000:]
-            try:
-                if node in _live_nodes(url):
-                    break
-            except (httpx.TransportError, KeyError, ValueError):
-                pass
-            time.sleep(1)
+        proc, url, _ = _start_ingress(c.address, {node}, tmp_path_factory)
         yield url, node, c.address
     finally:
         _stop_ingress(proc)
