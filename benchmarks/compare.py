@@ -14,6 +14,7 @@ alternate for --rounds rounds; each ratio is taken within a round, the median re
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -55,8 +56,9 @@ def wait_ready(url: str, proc: subprocess.Popen, path: str, timeout: float = 120
 
 
 def start_corral(model_file: Path, threads: int, store_dir: Path, src: Path | None = None,
-                 exact: bool = False) -> tuple[subprocess.Popen, str, str]:
-    """corral from this checkout, or from another one's source tree (`src`: a before/after run)."""
+                 exact: bool = False, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str, str]:
+    """corral from this checkout, or from another one's source tree (`src`: a before/after run),
+    with `extra_env` on top (a --variant's settings)."""
     store = Store(store_dir)
     layer = store.add_blob_file(model_file)
     store.write_manifest(ModelName.parse("bench:model"), [Layer(MEDIA_MODEL, layer.digest, layer.size)])
@@ -68,6 +70,7 @@ def start_corral(model_file: Path, threads: int, store_dir: Path, src: Path | No
         env["PYTHONPATH"] = str(src)
     if exact:
         env["CORRAL_EXACT"] = "1"
+    env.update(extra_env or {})
     cmd = [sys.executable, "-m", "corral.cli", "serve"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -113,6 +116,10 @@ def sweep(url: str, model: str, args: argparse.Namespace, server_stats: bool) ->
     return results
 
 
+def _start_variant(args: argparse.Namespace, env: dict[str, str], store_dir: Path) -> tuple[subprocess.Popen, str, str]:
+    return start_corral(args.model_file, args.threads, store_dir, extra_env=env)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-file", type=Path, required=True)
@@ -123,6 +130,9 @@ def main() -> int:
     p.add_argument("--llama-cpp-python", action="store_true", help="also run llama_cpp.server")
     p.add_argument("--baseline-src", type=Path, default=None,
                    help="also run corral from this source tree (e.g. a worktree of an older commit's src/)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=VAR=VALUE[,VAR=VALUE]",
+                   help="also corral with these settings, e.g. si50=CORRAL_STREAM_INTERVAL=50ms "
+                        "(against corral and llama-server)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--sweep", default="1,4,8,16")
     p.add_argument("--rate", type=float, default=0.0, help="also an open-loop run at this Poisson rate")
@@ -140,6 +150,13 @@ def main() -> int:
         servers.append(("llama-server", lambda d: start_llama_server(args.llama_server, args.model_file, args.threads,
                                                                       gpu=args.gpu)))
         pairs.append(("corral", "llama-server"))
+    for spec in args.variant:
+        name, _, assignments = spec.partition("=")
+        env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+        servers.append((f"corral-{name}", functools.partial(_start_variant, args, env)))
+        pairs.append((f"corral-{name}", "corral"))
+        if args.llama_server:
+            pairs.append((f"corral-{name}", "llama-server"))
     if args.exact:
         servers.append(("corral-exact", lambda d: start_corral(args.model_file, args.threads, d, exact=True)))
         pairs.append(("corral-exact", "corral"))

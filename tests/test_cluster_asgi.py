@@ -164,8 +164,9 @@ async def until_idle(app, timeout: float = 10.0) -> bool:
 
 
 def test_corrals_app_streams_decides_errors_and_frees_slots_in_process(model_store, tmp_path):
+    # Stream interval 0: every token its own part, so the parts counted below are the tokens.
     settings = Settings(models_dir=model_store, context_length=2048, num_parallel=2, num_threads=2,
-                        cache_dir=tmp_path, registry_mirrors=parse_mirrors(NO_REGISTRY))
+                        cache_dir=tmp_path, registry_mirrors=parse_mirrors(NO_REGISTRY), stream_interval=0.0)
     app = create_app(settings)
     greedy = {"temperature": 0, "seed": 1}
 

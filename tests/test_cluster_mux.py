@@ -66,6 +66,46 @@ def test_every_streams_parts_of_one_step_leave_in_one_pump_message() -> None:
     assert messages[2]["s0"] == [Body(b"s02", True), Body(b"", False), End()]
 
 
+def test_a_pump_sends_once_per_interval_and_an_end_without_waiting_for_it() -> None:
+    """Steps within the interval leave in one message (fewer Ray messages per token); a reply's
+    End is not held: a long interval that the End cuts short shows it."""
+    async def held() -> list[dict]:
+        step, closed = Step(), list[str]()
+        outbox = Outbox("ingress", 0.0, interval=0.3)
+        await outbox.start("s", reply(step, 5, closed, "s"))
+        pump = outbox.pump()
+        await step.advance()
+        messages = [await anext(pump)]  # the first message goes at once
+        later = asyncio.ensure_future(anext(pump))
+        for _ in range(2):  # two runner steps within the interval
+            await step.advance()
+            await asyncio.sleep(0.01)
+        messages.append(await later)
+        await pump.aclose()
+        return messages
+
+    async def ending() -> tuple[dict, float]:
+        step, closed = Step(), list[str]()
+        outbox = Outbox("ingress", 0.0, interval=60.0)
+        await outbox.start("s", reply(step, 2, closed, "s"))
+        pump = outbox.pump()
+        await step.advance()
+        await anext(pump)
+        t0 = asyncio.get_running_loop().time()
+        last = asyncio.ensure_future(anext(pump))
+        await step.advance()  # the last token, then the reply's end
+        message = await last
+        await pump.aclose()
+        return message, asyncio.get_running_loop().time() - t0
+
+    first, second = asyncio.run(held())
+    assert first == {"s": [Body(b"s0", True)]}
+    assert second == {"s": [Body(b"s1", True), Body(b"s2", True)]}
+    message, waited = asyncio.run(ending())
+    assert message == {"s": [Body(b"s1", True), Body(b"", False), End()]}
+    assert waited < 30  # not the 60 s interval
+
+
 def test_start_returns_what_came_with_the_head_and_a_whole_reply_ends_there() -> None:
     async def whole() -> AsyncGenerator[Head | Body]:
         yield Head(503, ((b"retry-after", b"5"),))

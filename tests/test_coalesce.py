@@ -68,7 +68,8 @@ def test_logprobs_are_merged_in_order_and_survive_the_wire() -> None:
 
 
 def test_the_interval_is_read_once_and_bounded() -> None:
-    assert Settings.from_env({}).stream_interval == 0.0
+    assert Settings.from_env({}).stream_interval == pytest.approx(0.05)
+    assert Settings.from_env({"CORRAL_STREAM_INTERVAL": "0"}).stream_interval == 0.0
     assert Settings.from_env({"CORRAL_STREAM_INTERVAL": "20ms"}).stream_interval == pytest.approx(0.02)
     assert Settings.from_env({"CORRAL_STREAM_INTERVAL": "0.05"}).stream_interval == pytest.approx(0.05)
     for bad in ("-1", "2s", "soon"):

@@ -1,6 +1,6 @@
 """CORRAL_STREAM_INTERVAL on the real engine (smollm2:135m) through the official clients: fewer,
 larger chunks after a first chunk that holds the first token alone, the same text and logprobs
-as the whole reply, and token-by-token streaming when it is off (the default)."""
+as the whole reply, and token-by-token streaming when it is off (0; the default is 50 ms)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def test_coalesced_logprobs_match_the_whole_reply(coalescing):
         assert "".join(e["token"] for e in ch["logprobs"]) == ch["response"]
 
 
-def test_off_by_default_every_token_its_own_chunk(server):
+def test_off_every_token_its_own_chunk(start_server):
+    server = start_server(CORRAL_STREAM_INTERVAL="0")
     chunks, tokens = _openai_stream(server.url, N)
     # One chunk per token; a token that ends inside a UTF-8 character waits for the next one.
     assert tokens == N and len(chunks) >= tokens - 2, (len(chunks), tokens)

@@ -18,8 +18,9 @@ store.write_manifest(ModelName.parse("smollm2:135m"), [Layer(MEDIA_MODEL, layer.
 PY
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import llama_cpp; print('gpu offload:', llama_cpp.llama_supports_gpu_offload())" | tee -a "$out/gpu.txt"
-CORRAL_TEST_MODELS=$store CORRAL_TEST_MODEL_NAMES=smollm2:135m timeout 150 \
+[ -n "${SKIP_TESTS:-}" ] || CORRAL_TEST_MODELS=$store CORRAL_TEST_MODEL_NAMES=smollm2:135m timeout 150 \
   python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -rs 2>&1 | tail -15 | tee "$out/gpu-tests.log"
+# COMPARE_ARGS: what else compare.py runs (default: exact mode; e.g. --variant NAME=VAR=VALUE).
 timeout "${BENCH_S:-300}" python3 benchmarks/compare.py --model-file "$model" --llama-server "$bin/llama-server" \
-  --gpu --exact --sweep "${SWEEP:-1,8}" --rounds "${ROUNDS:-2}" --threads "$(nproc)" --out "$out" 2>&1 \
+  --gpu ${COMPARE_ARGS:---exact} --sweep "${SWEEP:-1,8}" --rounds "${ROUNDS:-2}" --threads "$(nproc)" --out "$out" 2>&1 \
   | grep -v "^\s*$" | tail -60 | tee "$out/compare.txt"

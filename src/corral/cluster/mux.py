@@ -34,6 +34,11 @@ LOST_S = 60.0  # how long a node remembers the streams it cancelled for a silent
 # Loop turns a pump lets pass once woken before it takes what is queued: the requests of one
 # runner step wake one after another, and their tokens then leave in the same message.
 SETTLE_TURNS = 3
+# A pump sends at most one message per this many seconds (CORRAL_CLUSTER_INTERVAL): each Ray
+# message wakes the node's core worker, raylet and the ingress's worker, and on a machine whose
+# cores run llama.cpp each wake-up takes a core from it (docs/PERFORMANCE.md "The Ray hop"). A
+# stream's first items never wait (they are `start`'s answer), nor does a message with an End.
+PUMP_INTERVAL_S = 0.05
 
 Message = dict[str, list[Item]]  # one pump message: stream id → its items since the last one
 
@@ -48,8 +53,9 @@ class Outbox:
     back: one slow client must not hold the pump); what waits here between two messages is at
     most one step's worth while the pump keeps up, and at worst the replies' remaining bytes."""
 
-    def __init__(self, ingress: str, now: float) -> None:
+    def __init__(self, ingress: str, now: float, interval: float = PUMP_INTERVAL_S) -> None:
         self.ingress = ingress
+        self.interval = interval
         self.seen = now
         self.attached = False
         self.closed = False
@@ -59,6 +65,7 @@ class Outbox:
         self._ready: dict[str, asyncio.Future[None]] = {}  # ... and that have none yet
         self._pending: Message = {}
         self._wake = asyncio.Event()
+        self._end = asyncio.Event()  # an End was queued (or the outbox closed): no interval to wait
 
     @property
     def streams(self) -> int:
@@ -103,6 +110,8 @@ class Outbox:
             raise RuntimeError(f"ingress {self.ingress} already has a pump here")
         self.attached = True  # its lease counts from the pump call (Mux.outbox) or the last touch
         ended = False
+        loop = asyncio.get_running_loop()
+        sent = -self.interval  # when the last message went
         try:
             while not self.closed:
                 try:
@@ -114,10 +123,15 @@ class Outbox:
                     continue
                 for _ in range(SETTLE_TURNS):
                     await asyncio.sleep(0)
+                if (hold := sent + self.interval - loop.time()) > 0 and not self._ending():
+                    self._end.clear()  # what comes meanwhile joins this message; an End cuts it short
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._end.wait(), hold)
                 self._wake.clear()
                 message, self._pending = self._pending, {}
                 if message:
                     yield message
+                    sent = loop.time()
             # Closed under a live pump: its ingress was given up on (expired). An error, not an
             # end, so that its link fails the streams it still carries instead of pumping again.
             raise ConnectionError(f"node gave up on ingress {self.ingress}: its streams were cancelled")
@@ -125,6 +139,10 @@ class Outbox:
             self.attached = False
             if not ended:
                 self.close()
+
+    def _ending(self) -> bool:
+        """A stream's End is waiting: its reply is complete, so it goes without the interval."""
+        return any(isinstance(items[-1], End) for items in self._pending.values() if items)
 
     def close(self) -> None:
         """The ingress is gone: every stream is cancelled, a waiting start fails, the pump ends."""
@@ -138,6 +156,7 @@ class Outbox:
         self._ready.clear()
         self._pending.clear()
         self._wake.set()
+        self._end.set()
 
     async def _run(self, stream: str, parts: AsyncGenerator[Head | Body, None]) -> None:
         try:
@@ -159,6 +178,8 @@ class Outbox:
         """An item for the pump about a stream that does not run here (any more)."""
         self._pending.setdefault(stream, []).append(item)
         self._wake.set()
+        if isinstance(item, End):
+            self._end.set()
 
     def _put(self, stream: str, item: Item) -> None:
         first = self._first.get(stream)
@@ -175,7 +196,8 @@ class Outbox:
 class Mux:
     """A node's outboxes, one per ingress process."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = PUMP_INTERVAL_S) -> None:
+        self.interval = interval
         self._boxes: dict[str, Outbox] = {}
         # Streams cancelled with an outbox that closed, by ingress: an ingress that was only slow,
         # not gone, learns it from its next pump (an End with an error each) instead of waiting.
@@ -187,7 +209,7 @@ class Mux:
         if box is None or box.closed:
             if box is not None:
                 self._forget(box, now)
-            box = self._boxes[ingress] = Outbox(ingress, now)
+            box = self._boxes[ingress] = Outbox(ingress, now, self.interval)
             _, lost = self._lost.pop(ingress, (now, []))
             for stream in lost:
                 box.tell(stream, End("the node gave up on this ingress (silent too long): the reply was cancelled"))

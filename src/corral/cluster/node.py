@@ -73,7 +73,7 @@ class CorralNode:
         self.store = self.app.state.corral.store
         self.draining = False
         self.instance = uuid.uuid4().hex
-        self.mux = Mux()
+        self.mux = Mux(self.settings.cluster_interval)
         self._expirer = asyncio.create_task(self._expire(), name="corral-mux-expire")
         # The app's lifespan (preload, and at the end the runners' shutdown) spans the replica's life.
         self._lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(self.app)
