@@ -229,8 +229,10 @@ def test_merged_views_carry_the_node(cluster: RayCorral) -> None:
 
 
 async def _stream(url: str, model: str, prompt: str, num_predict: int, raw: bool = False) -> dict:
-    """One streamed /api/generate: its status, node, text, the times of its tokens, and its error."""
-    out: dict = {"status": None, "node": None, "text": "", "times": [], "error": None, "done": False}
+    """One streamed /api/generate: its status, node, text, the times of its chunks (a chunk holds
+    the tokens of one stream interval), its token count and its error."""
+    out: dict = {"status": None, "node": None, "text": "", "times": [], "error": None, "done": False,
+                 "eval_count": 0}
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
         async with client.stream("POST", "/api/generate", json={
                 "model": model, "prompt": prompt, "raw": raw,
@@ -245,7 +247,7 @@ async def _stream(url: str, model: str, prompt: str, num_predict: int, raw: bool
                 if "error" in obj:
                     out["error"] = obj["error"]
                 elif obj.get("done"):
-                    out["done"] = True
+                    out["done"], out["eval_count"] = True, obj.get("eval_count", 0)
                 elif obj.get("response"):
                     out["text"] += obj["response"]
                     out["times"].append(time.monotonic())

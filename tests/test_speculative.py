@@ -56,7 +56,8 @@ def test_repeating_answer_is_identical_and_drafts_are_accepted(server, client):
 def test_streamed_answer_is_identical(server, client):
     off = generate(client, REPEAT)
     chunks = list(client.generate(SMOL, REPEAT, options={**GREEDY, "speculative": True}, stream=True))
-    assert len(chunks) > 10 and "".join(c.response for c in chunks) == off.response
+    # Several chunks (each holds a stream interval's tokens), the same text as the whole answer.
+    assert len(chunks) > 1 and "".join(c.response for c in chunks) == off.response
     assert chunks[-1].done and chunks[-1].eval_count == off.eval_count
 
 

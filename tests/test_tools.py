@@ -175,6 +175,13 @@ def _shot(city: str, degrees: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
+def server(start_server):
+    """4 slots, and every token its own chunk (stream interval 0): the streaming test below counts
+    chunks to show the parser holds nothing back."""
+    return start_server(OLLAMA_NUM_PARALLEL="4", CORRAL_STREAM_INTERVAL="0")
+
+
+@pytest.fixture(scope="module")
 def few_shot_model(server):
     client = ollama.Client(host=server.url)
     client.create(model="corral-toolshot:1", from_=SMOL, template=TEMPLATE,
@@ -214,14 +221,14 @@ def test_ollama_client_python_function_tool(server, few_shot_model):
 
 
 def test_text_streams_early_when_no_call_is_made(server, few_shot_model):
-    """With tools offered, a reply that is no call streams token by token (nothing is held back
-    to the end, as the old splitter did)."""
+    """With tools offered, a reply that is no call streams as it comes (nothing is held back to
+    the end, as the old splitter did): token by token with the stream interval off."""
     body = {"model": few_shot_model, "messages": [{"role": "user", "content": "Tell me a joke."}],
             "tools": [WEATHER], "options": {"temperature": 0, "num_predict": 30}}
     with server.client() as c, c.stream("POST", "/api/chat", json=body) as s:
         chunks = [json.loads(line) for line in s.iter_lines() if line]
     texts = [x["message"]["content"] for x in chunks if not x["done"] and x["message"]["content"]]
-    assert len(texts) >= 10, texts  # about one a token
+    assert len(texts) >= 10, texts  # about one a token (the server runs with CORRAL_STREAM_INTERVAL=0)
     assert not any(x["message"].get("tool_calls") for x in chunks)
     with server.client() as c:
         whole = c.post("/api/chat", json={**body, "stream": False}).json()["message"]
