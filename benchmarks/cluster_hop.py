@@ -1,13 +1,16 @@
 """The per-token cost of the Ray hop: `corral bench` against an embedded `corral serve` and against
 `corral serve --cluster` on a one-node local Ray cluster, same machine, same settings (issue 17).
 
-    python benchmarks/cluster_hop.py [--sweep 1,8] [--max-tokens 64] [--num-prompts 16] [--rounds 1] [--json F]
+    python benchmarks/cluster_hop.py [--sweep 1,8] [--max-tokens 64] [--num-prompts 16] [--rounds 1]
+        [--json F] [--idle S]
 
 The servers run one after the other (never at once), each with the test store's smollm2:135m, 8
 slots, 2048 context per slot, all cores; the ingress, Ray's processes and the node share the machine,
 as they would on a node that is also the head. Greedy streaming OpenAI chat, one warm-up each. Reports
 TPOT p50 and output tokens/s per concurrency and the cluster's overhead (cluster / embedded - 1),
-and the Ray messages the hop cost per output token (the multiplexed hop: about 1/C).
+and the Ray messages the hop cost per output token (the multiplexed hop: about 1/C). With --idle S,
+each server first sits S seconds with no request while every process's CPU time is read: what the
+machine spends on Ray (raylet, GCS, Serve's controller and proxy, the replicas) beside llama.cpp.
 Not part of CI.
 
 Every server runs in a session of its own: with the kernel's autogroup scheduling (Linux's default
@@ -45,8 +48,10 @@ NODE_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "OLLAMA_M
             "OLLAMA_KEEP_ALIVE": "10m", "CORRAL_REGISTRY_MIRRORS": "registry.ollama.ai=http://127.0.0.1:9"}
 # The stream interval (runner/coalesce.py), when given, applies to both servers alike: it sets how
 # many Ray messages a stream costs through the cluster.
-if "CORRAL_STREAM_INTERVAL" in os.environ:
-    NODE_ENV["CORRAL_STREAM_INTERVAL"] = os.environ["CORRAL_STREAM_INTERVAL"]
+# The node's pump interval (cluster/mux.py), when given, too.
+for _name in ("CORRAL_STREAM_INTERVAL", "CORRAL_CLUSTER_INTERVAL"):
+    if _name in os.environ:
+        NODE_ENV[_name] = os.environ[_name]
 
 
 def free_port() -> int:
@@ -80,10 +85,47 @@ def hop_messages(url: str) -> float | None:
     return None
 
 
-def sweep(url: str, loads: str, max_tokens: int, prompts: int) -> list[dict]:
+def idle_cpu(seconds: float) -> dict[str, float]:
+    """CPU (in cores) each kind of process on the machine used over `seconds` with no request."""
+    import psutil
+
+    def label(p: psutil.Process) -> str:
+        cmd = p.info["cmdline"] or [p.info["name"] or "?"]
+        word = cmd[0].split()[0] if cmd[0].startswith("ray::") else Path(cmd[0]).name
+        if word.startswith("python") and len(cmd) > 2:
+            word = " ".join(cmd[1:3])[:40]  # python -m corral.cli
+        return word[:40]
+
+    def times() -> dict[int, tuple[str, float]]:
+        out = {}
+        for p in psutil.process_iter(["name", "cmdline"]):
+            try:
+                t = p.cpu_times()
+                out[p.pid] = (label(p), t.user + t.system)
+            except psutil.Error:
+                continue
+        return out
+
+    me = os.getpid()
+    before = times()
+    time.sleep(seconds)
+    used: dict[str, float] = {}
+    for pid, (name, t) in times().items():
+        if pid in before and pid != me:
+            used[name] = used.get(name, 0.0) + (t - before[pid][1]) / seconds
+    return {k: round(v, 4) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0.001}
+
+
+def sweep(url: str, loads: str, max_tokens: int, prompts: int, idle: float = 0.0) -> list[dict]:
     """One level at a time, each with the Ray messages it cost per output token (a figure the
     machine's load does not change)."""
     results = []
+    if idle:
+        httpx.post(url + "/api/generate", json={"model": MODEL, "prompt": "Hi", "stream": False,
+                                                "options": {"num_predict": 2}}, timeout=300)  # loaded
+        cpu = idle_cpu(idle)
+        results.append({"idle_cpu_cores": cpu})
+        print(f"{url} idle: {sum(cpu.values()):.3f} cores; {cpu}")
     for load in loads.split(","):
         p = argparse.ArgumentParser()
         add_arguments(p, url, MODEL)
@@ -105,19 +147,19 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def embedded(loads: str, max_tokens: int, prompts: int, log: Path) -> list[dict]:
+def embedded(loads: str, max_tokens: int, prompts: int, log: Path, idle: float) -> list[dict]:
     port = free_port()
     env = {**os.environ, **NODE_ENV, "OLLAMA_HOST": f"127.0.0.1:{port}", "CORRAL_CACHE_DIR": tempfile.mkdtemp()}
     proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve"], env=env, start_new_session=True,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc)
-        return sweep(f"http://127.0.0.1:{port}", loads, max_tokens, prompts)
+        return sweep(f"http://127.0.0.1:{port}", loads, max_tokens, prompts, idle)
     finally:
         stop(proc)
 
 
-def cluster(loads: str, max_tokens: int, prompts: int, log: Path) -> list[dict]:
+def cluster(loads: str, max_tokens: int, prompts: int, log: Path, idle: float) -> list[dict]:
     from ray.cluster_utils import Cluster
 
     small: dict[str, Any] = {"node_ip_address": "127.0.0.1", "object_store_memory": 100 * 2**20}
@@ -131,7 +173,7 @@ def cluster(loads: str, max_tokens: int, prompts: int, log: Path) -> list[dict]:
                                 env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"}, start_new_session=True,
                                 stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         wait_ready(f"http://127.0.0.1:{port}", proc)
-        return sweep(f"http://127.0.0.1:{port}", loads, max_tokens, prompts)
+        return sweep(f"http://127.0.0.1:{port}", loads, max_tokens, prompts, idle)
     finally:
         if proc is not None:
             stop(proc)
@@ -145,16 +187,20 @@ def main() -> int:
     p.add_argument("--num-prompts", type=int, default=16, help="requests per concurrency level")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--idle", type=float, default=0.0, help="seconds of idle CPU reading before each sweep")
     args = p.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="cluster-hop-"))
     rounds = []
     for i in range(args.rounds):
-        rounds.append({"embedded": embedded(args.sweep, args.max_tokens, args.num_prompts, logs / f"embedded-{i}.log"),
-                       "cluster": cluster(args.sweep, args.max_tokens, args.num_prompts, logs / f"cluster-{i}.log")})
+        rounds.append({"embedded": embedded(args.sweep, args.max_tokens, args.num_prompts, logs / f"embedded-{i}.log",
+                                            args.idle),
+                       "cluster": cluster(args.sweep, args.max_tokens, args.num_prompts, logs / f"cluster-{i}.log",
+                                          args.idle)})
     print(f"{'C':>3} {'embedded TPOT ms':>17} {'cluster TPOT ms':>16} {'overhead':>9} "
           f"{'embedded tok/s':>15} {'cluster tok/s':>14} {'Ray msgs/token':>15}")
     for r in rounds:
-        for e, c in zip(r["embedded"], r["cluster"]):
+        loads = [(e, c) for e, c in zip(r["embedded"], r["cluster"]) if "idle_cpu_cores" not in e]
+        for e, c in loads:
             te, tc = e["tpot_s"]["p50"] * 1e3, c["tpot_s"]["p50"] * 1e3
             per_token = c.get("hop_messages_per_token")
             print(f"{e['concurrency']:>3} {te:>17.2f} {tc:>16.2f} {(tc / te - 1) * 100:>8.1f}% "

@@ -205,7 +205,7 @@ class Settings:
     # CORRAL_STREAM_INTERVAL: a request's text goes from its runner to the server at most once per
     # this many seconds (its first text at once); 0: every step (runner/coalesce.py). 50 ms: the
     # server's and the client's wake-ups per token fall by the tokens a chunk, which on a machine
-    # whose cores run llama.cpp buys about 10 % of tok/s at C = 8 (docs/PERFORMANCE.md).
+    # whose cores run llama.cpp buys 3-10 % of tok/s at C = 8 (docs/PERFORMANCE.md).
     stream_interval: float = 0.05
     # Kernels (runner/kernels.py): CORRAL_EXACT=1 makes every runner batch-invariant (slower);
     # OLLAMA_FLASH_ATTENTION (None: the device's default); OLLAMA_KV_CACHE_TYPE (f16 | q8_0 | q4_0).
