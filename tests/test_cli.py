@@ -12,6 +12,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from conftest import GEMMA, SMOL, free_port
 
@@ -73,9 +74,12 @@ def srv(start_server):
 GO_DURATION = r"(\d+h)?(\d+m)?\d+(\.\d+)?(ns|µs|ms|s)"
 
 
-def test_run_one_prompt_verbose(srv):
+def test_run_one_prompt_verbose(srv, tmp_path):
     """--verbose: api.Metrics.Summary()'s lines on stderr, each with its number, after the answer."""
-    r = corral(srv, "run", SMOL, "Say", "--verbose", "hi", "--context-size", "1024")  # flags among the words
+    # Bounded by the model's PARAMETER: a sampled, open-ended answer can go on for ten contexts.
+    (tmp_path / "Modelfile").write_text(f"FROM {SMOL}\nPARAMETER num_predict 32\n")
+    assert corral(srv, "create", "cli-verbose:v1", "-f", str(tmp_path / "Modelfile")).returncode == 0
+    r = corral(srv, "run", "cli-verbose:v1", "Say", "--verbose", "hi", "--context-size", "1024")  # flags among the words
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and r.stdout.endswith("\n\n")  # Ollama's two line breaks after an answer
     lines = r.stderr.splitlines()
@@ -87,6 +91,7 @@ def test_run_one_prompt_verbose(srv):
     # load duration is left out when the model was already loaded, as Ollama leaves a zero out
     assert set(patterns) - set(found) <= {patterns[1]}, r.stderr
     assert float(re.search(r"eval rate: +([\d.]+)", r.stderr).group(1)) > 0
+    corral(srv, "rm", "cli-verbose:v1")
 
 
 def test_piped_stdin_is_one_prompt(srv, tmp_path):
@@ -222,7 +227,12 @@ def test_list_show_cp_rm_ps_stop(srv):
     assert "cli-copy:v1" in corral(srv, "list").stdout
     assert corral(srv, "rm", "cli-copy:v1").returncode == 0
     assert "cli-copy:v1" not in corral(srv, "list").stdout
-    corral(srv, "run", SMOL, "hi")
+    # Loaded through the API with a bound: `corral run` samples with no num_predict, and a sampled
+    # SmolLM2 answer can ramble to the open-ended cap (ten contexts) for minutes. `run` itself is
+    # tested above (with a bounded, greedy model).
+    r = httpx.post(srv.url + "/api/generate", json={"model": SMOL, "prompt": "hi", "stream": False,
+                                                     "options": {"num_predict": 4}}, timeout=120)
+    assert r.status_code == 200, r.text
     ps = corral(srv, "ps")
     header, *rows = ps.stdout.splitlines()
     assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from corral.runner.prompt_cache import MIN_TOKENS, Entry, PromptCache, common_prefix
+from corral.runner.prompt_cache import MIN_TOKENS, Entry, PromptCache, State, common_prefix
 from corral.runner.protocol import LoadConfig
 
 FORMAT = 1
@@ -209,7 +209,7 @@ class DiskCache:
         self.trim()
         return len(written)
 
-    def _write(self, path: Path, tokens: tuple[int, ...], data: bytearray, uses: int) -> None:
+    def _write(self, path: Path, tokens: tuple[int, ...], data: State, uses: int) -> None:
         header = {"key": self.key, "tokens": list(tokens), "size": len(data),
                   "sha256": hashlib.sha256(data).hexdigest(), "uses": uses}
         tmp = self.dir / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"

@@ -15,14 +15,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import llama_cpp as ll
+import numpy as np
 
 MIN_TOKENS = 16  # shorter sequences are cheaper to recompute than to copy
+
+# A saved state's bytes: llama.cpp writes them in place and reads them back in place (no copies).
+# A new one is a view of an uninitialised numpy buffer: zeroing megabytes that the copy overwrites
+# at once cost as much as the copy out of VRAM itself (docs/GPU.md, the eighth session's profile).
+State = bytearray | memoryview
 
 
 @dataclass(slots=True)
 class Entry:
     tokens: tuple[int, ...]
-    data: bytearray  # llama.cpp writes it in place and reads it back in place: no copies
+    data: State
     uses: int = 0  # times restored into a slot: what makes an entry worth keeping on disk
 
 
@@ -74,7 +80,7 @@ class PromptCache:
         """Least recently used first."""
         return list(self._entries.values())
 
-    def prefix_state(self, entry: Entry, n: int, scratch: int) -> bytearray | None:
+    def prefix_state(self, entry: Entry, n: int, scratch: int) -> State | None:
         """The state of the first n tokens of an entry, built in sequence `scratch` (which must
         be empty, and is empty again after): how a system prompt shared by many saved
         conversations is kept once, without their different tails."""
@@ -87,16 +93,14 @@ class PromptCache:
         finally:
             ll.llama_memory_seq_rm(memory, scratch, -1, -1)
 
-    def _state(self, seq: int, n: int) -> bytearray | None:
+    def _state(self, seq: int, n: int) -> State | None:
         if n <= 0:
             return None
-        data = bytearray(n)
+        data = np.empty(n, np.uint8).data
         written = ll.llama_state_seq_get_data(self.ctx, (ctypes.c_uint8 * n).from_buffer(data), n, seq)
         if written <= 0:
             return None
-        if written < n:
-            del data[written:]
-        return data
+        return data[:written] if written < n else data
 
     def best(self, tokens: list[int]) -> tuple[Entry | None, int]:
         best, best_len = None, 0
