@@ -65,7 +65,7 @@ class Outbox:
         self._ready: dict[str, asyncio.Future[None]] = {}  # ... and that have none yet
         self._pending: Message = {}
         self._wake = asyncio.Event()
-        self._end = asyncio.Event()  # an End was queued (or the outbox closed): no interval to wait
+        self._end = asyncio.Event()  # an End is queued (or the outbox closed): its message does not wait
 
     @property
     def streams(self) -> int:
@@ -123,11 +123,11 @@ class Outbox:
                     continue
                 for _ in range(SETTLE_TURNS):
                     await asyncio.sleep(0)
-                if (hold := sent + self.interval - loop.time()) > 0 and not self._ending():
-                    self._end.clear()  # what comes meanwhile joins this message; an End cuts it short
-                    with contextlib.suppress(TimeoutError):
+                if (hold := sent + self.interval - loop.time()) > 0 and not self._end.is_set():
+                    with contextlib.suppress(TimeoutError):  # what comes meanwhile joins this message
                         await asyncio.wait_for(self._end.wait(), hold)
                 self._wake.clear()
+                self._end.clear()
                 message, self._pending = self._pending, {}
                 if message:
                     yield message
@@ -139,10 +139,6 @@ class Outbox:
             self.attached = False
             if not ended:
                 self.close()
-
-    def _ending(self) -> bool:
-        """A stream's End is waiting: its reply is complete, so it goes without the interval."""
-        return any(isinstance(items[-1], End) for items in self._pending.values() if items)
 
     def close(self) -> None:
         """The ingress is gone: every stream is cancelled, a waiting start fails, the pump ends."""
