@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,35 +86,43 @@ def hop_messages(url: str) -> float | None:
     return None
 
 
-def idle_cpu(seconds: float) -> dict[str, float]:
-    """CPU (in cores) each kind of process on the machine used over `seconds` with no request."""
+def _label(p: Any) -> str:
+    cmd = p.info["cmdline"] or [p.info["name"] or "?"]
+    word = cmd[0].split()[0] if cmd[0].startswith("ray::") else Path(cmd[0]).name
+    if word.startswith("python") and len(cmd) > 2:
+        word = " ".join(cmd[1:3])[:40]  # python -m corral.cli
+    return word[:40]
+
+
+def cpu_times() -> dict[int, tuple[str, float]]:
+    """Every process's kind and CPU seconds so far."""
     import psutil
 
-    def label(p: psutil.Process) -> str:
-        cmd = p.info["cmdline"] or [p.info["name"] or "?"]
-        word = cmd[0].split()[0] if cmd[0].startswith("ray::") else Path(cmd[0]).name
-        if word.startswith("python") and len(cmd) > 2:
-            word = " ".join(cmd[1:3])[:40]  # python -m corral.cli
-        return word[:40]
+    out = {}
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            t = p.cpu_times()
+            out[p.pid] = (_label(p), t.user + t.system)
+        except psutil.Error:
+            continue
+    return out
 
-    def times() -> dict[int, tuple[str, float]]:
-        out = {}
-        for p in psutil.process_iter(["name", "cmdline"]):
-            try:
-                t = p.cpu_times()
-                out[p.pid] = (label(p), t.user + t.system)
-            except psutil.Error:
-                continue
-        return out
 
+def cpu_used(before: dict[int, tuple[str, float]], seconds: float) -> dict[str, float]:
+    """CPU (in cores) each kind of process used since `before`, over `seconds`."""
     me = os.getpid()
-    before = times()
-    time.sleep(seconds)
     used: dict[str, float] = {}
-    for pid, (name, t) in times().items():
-        if pid in before and pid != me:
-            used[name] = used.get(name, 0.0) + (t - before[pid][1]) / seconds
+    for pid, (name, t) in cpu_times().items():
+        if pid != me:
+            used[name] = used.get(name, 0.0) + (t - before.get(pid, (name, 0.0))[1]) / seconds
     return {k: round(v, 4) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0.001}
+
+
+def idle_cpu(seconds: float) -> dict[str, float]:
+    """CPU (in cores) each kind of process on the machine used over `seconds` with no request."""
+    before = cpu_times()
+    time.sleep(seconds)
+    return cpu_used(before, seconds)
 
 
 def sweep(url: str, loads: str, max_tokens: int, prompts: int, idle: float = 0.0) -> list[dict]:
@@ -130,8 +139,11 @@ def sweep(url: str, loads: str, max_tokens: int, prompts: int, idle: float = 0.0
         p = argparse.ArgumentParser()
         add_arguments(p, url, MODEL)
         before = hop_messages(url)
+        cpu_before, t0 = cpu_times(), time.monotonic()
         [result] = run_sweep(p.parse_args(["--sweep", load, "--max-tokens", str(max_tokens),
                                            "--num-prompts", str(prompts)]))
+        # CPU per process kind over the level (the load generator, this process, excluded).
+        result["cpu_cores"] = cpu_used(cpu_before, time.monotonic() - t0)
         after = hop_messages(url)
         result["hop_messages_per_token"] = None if before is None or after is None else \
             (after - before) / max(result["output_tokens"], 1)
@@ -159,15 +171,21 @@ def embedded(loads: str, max_tokens: int, prompts: int, log: Path, idle: float) 
         stop(proc)
 
 
-def cluster(loads: str, max_tokens: int, prompts: int, log: Path, idle: float) -> list[dict]:
+def cluster(loads: str, max_tokens: int, prompts: int, log: Path, idle: float, two_nodes: bool) -> list[dict]:
+    """One machine's cluster as CLUSTER.md starts it: the head is the node (one raylet, as
+    `ray start --head --resources='{"corral_node": 1}'`); two_nodes: a head without corral plus a
+    node beside it (two raylets and their agents on this one machine, as the tests' clusters)."""
     from ray.cluster_utils import Cluster
 
     small: dict[str, Any] = {"node_ip_address": "127.0.0.1", "object_store_memory": 100 * 2**20}
-    c = Cluster(initialize_head=True, head_node_args={**small, "num_cpus": 1, "include_dashboard": False})
+    node: dict[str, Any] = {"resources": {"corral_node": 1},
+                            "env_vars": {**NODE_ENV, "CORRAL_CACHE_DIR": tempfile.mkdtemp()}}
+    head: dict[str, Any] = {**small, "num_cpus": 1, "include_dashboard": False, **({} if two_nodes else node)}
+    c = Cluster(initialize_head=True, head_node_args=head)
     proc = None
     try:
-        c.add_node(**small, num_cpus=1, resources={"corral_node": 1},
-                   env_vars={**NODE_ENV, "CORRAL_CACHE_DIR": tempfile.mkdtemp()})
+        if two_nodes:
+            c.add_node(**small, num_cpus=1, **node)
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "corral.cli", "serve", "--cluster", c.address],
                                 env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"}, start_new_session=True,
@@ -188,14 +206,24 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--idle", type=float, default=0.0, help="seconds of idle CPU reading before each sweep")
+    p.add_argument("--two-nodes", action="store_true",
+                   help="a head without corral and a node beside it (two raylets), not the head as the node")
     args = p.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="cluster-hop-"))
     rounds = []
     for i in range(args.rounds):
-        rounds.append({"embedded": embedded(args.sweep, args.max_tokens, args.num_prompts, logs / f"embedded-{i}.log",
-                                            args.idle),
-                       "cluster": cluster(args.sweep, args.max_tokens, args.num_prompts, logs / f"cluster-{i}.log",
-                                          args.idle)})
+        def run_embedded(i: int = i) -> list[dict]:
+            return embedded(args.sweep, args.max_tokens, args.num_prompts, logs / f"embedded-{i}.log", args.idle)
+
+        def run_cluster(i: int = i) -> list[dict]:
+            return cluster(args.sweep, args.max_tokens, args.num_prompts, logs / f"cluster-{i}.log", args.idle,
+                           args.two_nodes)
+        # Alternate which goes first: the machine's pace drifts over a run.
+        if i % 2:
+            c = run_cluster()
+            rounds.append({"embedded": run_embedded(), "cluster": c})
+        else:
+            rounds.append({"embedded": run_embedded(), "cluster": run_cluster()})
     print(f"{'C':>3} {'embedded TPOT ms':>17} {'cluster TPOT ms':>16} {'overhead':>9} "
           f"{'embedded tok/s':>15} {'cluster tok/s':>14} {'Ray msgs/token':>15}")
     for r in rounds:
@@ -206,6 +234,19 @@ def main() -> int:
             print(f"{e['concurrency']:>3} {te:>17.2f} {tc:>16.2f} {(tc / te - 1) * 100:>8.1f}% "
                   f"{e['output_tokens_per_s']:>15.1f} {c['output_tokens_per_s']:>14.1f} "
                   f"{'-' if per_token is None else f'{per_token:.2f}':>15}")
+    for r in rounds:
+        for kind in ("embedded", "cluster"):
+            for level in r[kind]:
+                if cpu := level.get("cpu_cores"):
+                    top = ", ".join(f"{k} {v:.3f}" for k, v in list(cpu.items())[:6])
+                    print(f"C={level['concurrency']} {kind}: {sum(cpu.values()):.2f} cores ({top})")
+    overheads: dict[int, list[float]] = {}
+    for r in rounds:
+        for e, c in zip(r["embedded"], r["cluster"]):
+            if "idle_cpu_cores" not in e:
+                overheads.setdefault(e["concurrency"], []).append(c["tpot_s"]["p50"] / e["tpot_s"]["p50"] - 1)
+    for load, values in overheads.items():
+        print(f"C={load}: median overhead {statistics.median(values) * 100:+.1f} % over {len(values)} rounds")
     if args.json:
         args.json.write_text(json.dumps(rounds, indent=2))
     print(f"logs in {logs}")

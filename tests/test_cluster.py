@@ -23,6 +23,7 @@ import psutil
 import pytest
 from conftest import GEMMA, NO_REGISTRY, SMOL, free_port
 
+from corral.cluster import CONTROLLER_ENV, SERVE_ENV
 from corral.models.store import ModelName, Store
 
 # Read by Ray when it is imported: usage stats off, and every address on loopback (Ray would
@@ -186,6 +187,29 @@ def test_warm_model_requests_go_to_the_node_that_has_it(cluster: RayCorral) -> N
     answer = oai.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
     assert answer.choices[0].message.content is not None
     assert _where(cluster.url, SMOL) == holders
+    # Ray starts its workers at niceness 15; the node replica goes
+    # back to corral serve's 0, and its runners with it (lowering it needs root, as CI has).
+    replica = psutil.Process(_replica(next(iter(holders)))["Pid"])
+    runners = [p for p in replica.children(recursive=True) if "corral.runner.main" in " ".join(p.cmdline())]
+    assert runners
+    if os.geteuid() == 0:
+        assert {_niceness(p.pid) for p in (replica, *runners)} == {0}
+    # Serve's loops at corral's quieter pace: the replica's metrics, the controller's control loop.
+    assert SERVE_ENV.items() <= replica.environ().items()
+    controller = next(p for p in psutil.process_iter(["cmdline"]) if "ServeController" in " ".join(p.info["cmdline"] or []))
+    assert CONTROLLER_ENV.items() <= controller.environ().items()
+
+
+def _niceness(pid: int) -> int:
+    """A process's niceness, the highest of its threads' (on Linux each thread has its own)."""
+    values = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        values.append(int(stat.rsplit(")", 1)[1].split()[16]))
+    return max(values)
 
 
 def test_a_model_only_one_node_has_is_routed_there(cluster: RayCorral) -> None:

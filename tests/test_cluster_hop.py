@@ -153,7 +153,8 @@ def test_a_live_ingresss_long_stream_outlives_the_lease(one_node: tuple[str, str
         began = time.monotonic()
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             async with client.stream("POST", "/api/generate", json={
-                    "model": SMOL, "prompt": COUNTING, "raw": True, "options": {"num_predict": 4000}}) as r:
+                    "model": SMOL, "prompt": COUNTING, "raw": True,
+                    "options": {"num_predict": 4000, "temperature": 0}}) as r:  # greedy: no early end
                 async for line in r.aiter_lines():
                     obj = json.loads(line)
                     out["error"] = out["error"] or obj.get("error")

@@ -11,7 +11,7 @@ import ray
 from ray import serve
 
 from corral.api.serve import run
-from corral.cluster import directory, node
+from corral.cluster import CONTROLLER_ENV, directory, node
 from corral.cluster.forward import Forwarder
 from corral.cluster.ingress import Ingress, ingress_app
 from corral.config import Settings
@@ -39,7 +39,8 @@ def deploy(settings: Settings, replicas: int | None = None) -> Any:
     if count < 1 and scale is None:  # autoscaling: Ray's autoscaler starts machines for the replicas
         raise NoNodeResource(f"no Ray node offers the {node.NODE_RESOURCE!r} resource: start each machine with "
                              f"ray start --address=... --resources='{{\"{node.NODE_RESOURCE}\": 1}}'")
-    serve.start(http_options={"location": "NoServer"})  # the ingress is corral's own server
+    serve.start(http_options={"location": "NoServer"},  # the ingress is corral's own server
+                controller_options={"runtime_env": {"env_vars": dict(CONTROLLER_ENV)}})
     # Created here, on the ingress's machine (Ray places it locally): on a node's machine it would
     # keep that machine busy, and Ray's autoscaler would never give it back after a scale-in.
     directory.handle()

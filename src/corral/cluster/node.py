@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import time
 import uuid
@@ -26,7 +27,7 @@ from ray.exceptions import RayError
 from ray.serve.config import RequestRouterConfig
 
 from corral.api.app import create_app
-from corral.cluster import directory
+from corral.cluster import SERVE_ENV, directory
 from corral.cluster.asgi_call import call_app
 from corral.cluster.messages import Body, End, Head, Part, ProxyRequest, Started
 from corral.cluster.mux import LEASE_S, Message, Mux
@@ -56,6 +57,27 @@ def refusal(status: int, message: str, node: str) -> list[Part]:
             Body(body, False)]
 
 
+def unnice() -> None:
+    """Every thread of this replica back at niceness 0, `corral serve`'s, where the OS allows it
+    (root, CAP_SYS_NICE). Ray starts its workers at 15 (RAY_worker_niceness) to keep its own
+    daemons ahead of them; but here the worker is the machine's server, and its runners (forked
+    from it, so at its niceness) are the machine's work. At 15 on a machine whose cores llama.cpp
+    fills, every wake-up of Ray's daemons and of the driver preempts a decode thread, stalling its
+    partner at the next barrier; a runner at 0 with its replica at 15 starves the replica
+    instead (docs/PERFORMANCE.md, the Ray hop). On Linux a niceness is a thread's: all are set."""
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    for tid in tids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) > 0:
+                os.setpriority(os.PRIO_PROCESS, tid, 0)
+        except ProcessLookupError:
+            continue  # a thread that ended meanwhile
+        except PermissionError as exc:
+            log.warning("corral node at niceness %d, its runners too (%s): start Ray with RAY_worker_niceness=0",
+                        os.getpriority(os.PRIO_PROCESS, 0), exc)
+            return
+
+
 class NotThisNode(Exception):
     """A pump that reached another replica than the one asked for (the router sends a call whose
     target has no replica anywhere): the ingress's link fails, as for a node that died."""
@@ -66,6 +88,7 @@ class CorralNode:
 
     # Serve awaits an async constructor: the app's lifespan starts before the first request.
     async def __init__(self, settings: Settings | None = None) -> None:  # type: ignore[misc]
+        unnice()  # before any runner starts: they inherit it
         self.settings = settings or Settings.from_env()
         self.name = node_name()
         self.app = create_app(self.settings)
@@ -199,7 +222,8 @@ def deployment(num_replicas: int, shutdown_timeout: float = 30.0, scale: Autosca
                                  request_routing_stats_timeout_s=5)  # type: ignore[arg-type]
     return serve.deployment(
         name=DEPLOYMENT, **count,
-        ray_actor_options={"num_cpus": 0, "resources": {NODE_RESOURCE: 1}},
+        ray_actor_options={"num_cpus": 0, "resources": {NODE_RESOURCE: 1},
+                           "runtime_env": {"env_vars": dict(SERVE_ENV)}},
         max_ongoing_requests=UNBOUNDED,
         request_router_config=router,
         graceful_shutdown_timeout_s=shutdown_timeout + 5, health_check_period_s=2,
