@@ -137,7 +137,8 @@ def run(app: ASGIApp, settings: Settings, drain: Callable[[], None]) -> None:
                             timeout_graceful_shutdown=int(settings.shutdown_timeout))
     # What is alive now (modules, the app; in the ingress all of Ray and Serve) lives as long as
     # the process: out of the collector's reach, a full collection scans only what requests made
-    # (it was a quarter of the cluster ingress's CPU per token; Serve freezes its replicas alike).
+    # (py-spy found collections in a quarter of the cluster ingress's busy samples; Serve freezes
+    # its replicas alike).
     gc.collect()
     gc.freeze()
     _DrainingServer(config, drain).run()
