@@ -187,9 +187,12 @@ def test_warm_model_requests_go_to_the_node_that_has_it(cluster: RayCorral) -> N
     answer = oai.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
     assert answer.choices[0].message.content is not None
     assert _where(cluster.url, SMOL) == holders
-    # Ray starts its workers at niceness 15; the node replica goes
-    # back to corral serve's 0, and its runners with it (lowering it needs root, as CI has).
-    replica = psutil.Process(_replica(next(iter(holders)))["Pid"])
+
+
+def test_a_node_runs_at_corral_serves_priority_and_serves_quieter_pace(cluster: RayCorral) -> None:
+    """Ray starts its workers at niceness 15; the node replica goes back to `corral serve`'s 0,
+    and its runners with it (lowering it needs root, as CI has)."""
+    replica = psutil.Process(_replica(_served_by(cluster.url, SMOL))["Pid"])
     runners = [p for p in replica.children(recursive=True) if "corral.runner.main" in " ".join(p.cmdline())]
     assert runners
     if os.geteuid() == 0:
