@@ -12,6 +12,29 @@ import numpy as np
 
 from corral.runner.pieces import Kind, Piece
 
+# One sequence id missing from a decode's run of them is filled with a throwaway token (removed
+# from the KV after the decode): with one KV stream per sequence llama.cpp cuts a batch at every
+# hole in its run of sequence ids (llama_batch_allocr::split_equal, sequential), and each extra
+# ubatch is another pass over the weights. SmolLM2 Q4_1 on 2 CPU cores: 7 tokens around a hole
+# 35.4 ms, filled to 8 27.9 ms. Not with fewer than FILL_MIN_RUN tokens, nor several holes: there
+# a split measured as cheap as the tokens that would fill it, or cheaper (docs/PERFORMANCE.md
+# "Holes in the run of sequence ids").
+FILL_MIN_RUN = 4
+FILL_TOKEN = 0  # any id of the vocabulary: its K/V are removed and its logits never read
+
+
+def holes(seqs: Sequence[int]) -> list[int]:
+    """The sequence id to fill: the only one missing between the first and the last of `seqs`
+    (increasing), when the filled run has at least FILL_MIN_RUN ids; else none."""
+    if len(seqs) + 1 < FILL_MIN_RUN or seqs[-1] - seqs[0] != len(seqs):
+        return []
+    for a, b in zip(seqs, seqs[1:]):
+        if b - a == 2:
+            return [a + 1]
+        if b != a + 1:
+            return []
+    return []
+
 
 @dataclass(frozen=True)
 class DecodeBatch:
@@ -44,13 +67,18 @@ class DecodeBatch:
         batch.logits = logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))  # type: ignore[assignment]
         return cls(batch, tok, pos, seq, logits, n_seq, seq_ptrs)
 
-    def lay(self, pieces: Sequence[Piece]) -> tuple[int, int]:
+    def lay(self, pieces: Sequence[Piece], fill: Sequence[tuple[int, int]] = ()) -> tuple[int, int]:
         """Write the pieces one after another (each at its slot's next positions), set each
-        one's `at`, `out` and the logits flags; the number of entries and of logits rows."""
-        if all(len(piece.tokens) == 1 for piece in pieces):
+        one's `at`, `out` and the logits flags; the number of entries and of logits rows.
+        `fill`: (sequence id, position) of throwaway tokens, each laid in sequence order among
+        the pieces (which are then in sequence order too), without logits."""
+        if not fill and all(len(piece.tokens) == 1 for piece in pieces):
             return self._lay_ones(pieces)
         n = n_out = 0
+        fills = sorted(fill, reverse=True)
         for piece in pieces:
+            while fills and fills[-1][0] < piece.slot.seq:
+                n = self._put_fill(n, *fills.pop())
             k, p = len(piece.tokens), piece.slot.n_past
             piece.at, piece.out = n, n_out
             self.tok[n:n + k] = piece.tokens
@@ -60,8 +88,14 @@ class DecodeBatch:
             self.logits[n + k - 1] = piece.kind != Kind.PROMPT or piece.ends
             n += k
             n_out += k if piece.kind == Kind.VERIFY else int(piece.kind != Kind.PROMPT or piece.ends)
+        while fills:
+            n = self._put_fill(n, *fills.pop())
         self.c.n_tokens = n
         return n, n_out
+
+    def _put_fill(self, n: int, seq: int, pos: int) -> int:
+        self.tok[n], self.pos[n], self.seq[n], self.logits[n] = FILL_TOKEN, pos, seq, 0
+        return n + 1
 
     def _lay_ones(self, pieces: Sequence[Piece]) -> tuple[int, int]:
         """One token a piece (a generating step): each buffer filled from one list, not four

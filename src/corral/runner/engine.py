@@ -18,7 +18,7 @@ import time
 import llama_cpp as ll
 
 from corral.models.embedding import Pooling, embedding_pooling
-from corral.runner.batch import DecodeBatch, LogitsRows
+from corral.runner.batch import DecodeBatch, LogitsRows, holes
 from corral.runner.disk_cache import DiskCache
 from corral.runner.draft_model import DraftModel
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
@@ -111,6 +111,10 @@ class Engine:
         self.embedder: Embedder | None = None
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
         self.slots = SlotPool(self.memory, cfg.n_slots, self.prompt_cache, self.min_piece, cfg.exact)
+        self._by_seq = sorted(self.slots.free, key=lambda slot: slot.seq)
+        # Holes are filled (batch.holes) only where a token can be taken back out of the KV: not
+        # a recurrent state, which a throwaway token would change for good.
+        self._fillable = not (ll.llama_model_is_recurrent(self.model) or ll.llama_model_is_hybrid(self.model))
         self.draft_config = DraftConfig(draft_max=cfg.draft_max)
         self.draft_model = DraftModel(cfg, self.vocab) if cfg.draft_model_path else None
         self.drafted_tokens = self.accepted_tokens = 0  # speculative decoding's counts
@@ -259,7 +263,8 @@ class Engine:
 
     def _run(self, pieces: list[Piece]) -> list[Up]:
         """Decode the pieces in one llama_decode, then sample (or verify) the ones with logits."""
-        n, n_out = self._buffers.lay(pieces)
+        fill = self._fill(pieces)
+        n, n_out = self._buffers.lay(pieces, fill)
         for piece in pieces:
             advance(piece)
         td = time.perf_counter_ns()
@@ -270,6 +275,8 @@ class Engine:
             ll.llama_synchronize(self.ctx)
         t_decoded = time.perf_counter_ns()
         self.decode_ns += t_decoded - td
+        for seq, pos in fill:
+            ll.llama_memory_seq_rm(self.memory, seq, pos, -1)
         if rc != 0 and len(pieces) > 1:
             # One slot's piece can fail a shared call: every slot back to where it was, and each
             # piece again alone, so only those that fail alone fail.
@@ -296,6 +303,22 @@ class Engine:
             per_token = (time.perf_counter_ns() - td) / n
             self.prefill_ns_per_token += (per_token - self.prefill_ns_per_token) * 0.3
         return events
+
+    def _fill(self, pieces: list[Piece]) -> list[tuple[int, int]]:
+        """Throwaway tokens (sequence id, position) for the small holes in the pieces' run of
+        sequence ids (batch.holes), each at its slot's next position: a free slot's after what
+        it keeps for prefix reuse, a waiting prompt's at its next token. None where a slot has
+        no room left: its hole stays."""
+        if len(pieces) < 2 or not self._fillable:
+            return []
+        fill = []
+        for seq in holes([piece.slot.seq for piece in pieces]):
+            slot = self._by_seq[seq]
+            pos = slot.n_past if slot.req is not None else len(slot.cached)
+            if pos >= self.n_ctx_slot:
+                return []
+            fill.append((seq, pos))
+        return fill
 
     def _embed_step(self) -> list[Up]:
         assert self.embedder is not None  # step() calls this only when there is one with jobs
