@@ -173,6 +173,7 @@ def test_an_ingress_that_goes_silent_or_never_pumps_loses_its_streams() -> None:
         nodes = Mux()
         never = nodes.outbox("never", 0.0)
         await never.start("a", reply(step, 50, closed, "a"))
+        assert not nodes.attached  # no lease to renew yet: the node does not ask the directory
         silent = nodes.outbox("silent", 0.0)
         await silent.start("b", reply(step, 50, closed, "b"))
         silent.attached = True  # as while its pump runs
@@ -182,11 +183,14 @@ def test_an_ingress_that_goes_silent_or_never_pumps_loses_its_streams() -> None:
         early = nodes.expire(mux.ATTACH_S / 2)
         assert nodes.touch("alive", mux.ATTACH_S * 2) and not nodes.touch("unknown", 1.0)
         late = nodes.expire(mux.LEASE_S + 1)  # "never" after ATTACH_S, "silent" after LEASE_S
+        assert nodes.attached  # "alive"'s pump
+        alive.close()
+        assert not nodes.attached
         await asyncio.sleep(0.01)
         return early, sorted(late), sorted(closed)
 
     early, late, closed = asyncio.run(scenario())
-    assert early == [] and late == ["never", "silent"] and closed == ["a", "b"]
+    assert early == [] and late == ["never", "silent"] and closed == ["a", "b", "c"]
 
 
 def test_a_start_waiting_for_a_whole_reply_does_not_expire() -> None:

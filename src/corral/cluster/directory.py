@@ -18,6 +18,7 @@ import ray
 NAME = "corral-directory"
 NAMESPACE = "corral"
 STALE_S = 5.0  # a node silent this long (dead, or its replica gone) is no longer listed
+REPORT_EVERY_S = 2.0  # a node reports this often (well under STALE_S): the ingress reads who is alive
 INGRESS_EVERY_S = 3.0  # an ingress says it is alive this often (well under mux.LEASE_S)
 
 

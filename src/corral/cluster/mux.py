@@ -247,6 +247,11 @@ class Mux:
     def streams(self) -> int:
         return sum(box.streams for box in self._boxes.values())
 
+    @property
+    def attached(self) -> bool:
+        """Some ingress's pump is attached here: its lease needs renewing from the directory."""
+        return any(box.attached and not box.closed for box in self._boxes.values())
+
 
 class Inbox:
     """One stream at the ingress. Its queue is not bounded here: the link must never wait on a

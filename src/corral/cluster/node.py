@@ -97,6 +97,7 @@ class CorralNode:
         self.draining = False
         self.instance = uuid.uuid4().hex
         self.mux = Mux(self.settings.cluster_interval)
+        self._reported = -directory.REPORT_EVERY_S  # the first stats go to the directory at once
         self._expirer = asyncio.create_task(self._expire(), name="corral-mux-expire")
         # The app's lifespan (preload, and at the end the runners' shutdown) spans the replica's life.
         self._lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(self.app)
@@ -142,9 +143,15 @@ class CorralNode:
 
     async def _expire(self) -> None:
         """Cancel the streams of ingresses that went silent (a dead caller ends no Ray stream here).
-        The directory unreachable: nothing expires (a lost directory must not cut every stream)."""
+        The directory unreachable: nothing expires (a lost directory must not cut every stream).
+        Asked as often as the ingresses say they are alive, not more: a silent ingress's streams
+        end within LEASE_S + INGRESS_EVERY_S, and a node with no pump attached asks nothing (each
+        call wakes the directory and this replica's core worker on a machine llama.cpp fills)."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(directory.INGRESS_EVERY_S)
+            if not self.mux.attached:
+                self.mux.expire(time.monotonic())  # outboxes never pumped: ATTACH_S, no lease to renew
+                continue
             try:
                 alive = await directory.ingresses(LEASE_S)
             except RayError as exc:
@@ -165,9 +172,12 @@ class CorralNode:
         return {REQUESTS: float(self.mux.streams)}
 
     async def record_routing_stats(self) -> dict[str, Any]:
-        """Called by Serve about once a second; the same stats go to the directory."""
+        """Called by Serve about once a second; the same stats go to the directory every
+        REPORT_EVERY_S (it tells the ingress which nodes are alive, not how busy they are)."""
         stats = self.stats().to_dict()
-        directory.report(stats)
+        if (now := time.monotonic()) - self._reported >= directory.REPORT_EVERY_S:
+            directory.report(stats)
+            self._reported = now
         return stats
 
     async def __del__(self) -> None:
