@@ -27,8 +27,10 @@ from corral.cluster import CONTROLLER_ENV, SERVE_ENV
 from corral.models.store import ModelName, Store
 
 # Read by Ray when it is imported: usage stats off, and every address on loopback (Ray would
-# otherwise resolve 127.0.0.1 to the machine's outward address).
-LOOPBACK = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# otherwise resolve 127.0.0.1 to the machine's outward address). Token authentication off, said
+# outright: Ray 2.60 turns it on for any process that finds a ~/.ray/auth_token (which a local
+# `ray.init()` writes), so a token left by another program split the tests' clusters in two.
+LOOPBACK = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 for _key, _value in LOOPBACK.items():
     os.environ.setdefault(_key, _value)
 ray = pytest.importorskip("ray")
