@@ -127,3 +127,13 @@ def test_a_prefix_reused_from_a_filled_slot_answers_as_fresh(engine):
             if isinstance(ev, Token):
                 texts[ev.id] = texts.get(ev.id, "") + ev.text
     assert texts["c2"] == fresh["c"]
+
+
+def test_no_filler_goes_past_the_batchs_capacity(engine):
+    """The batch's buffers hold n_batch entries: a step that fills them leaves its hole."""
+    n = engine.n_batch
+    full = [piece(0, 0, Kind.PROMPT, [1] * (n - 3)), piece(1, 0, Kind.NEXT, [1]),
+            piece(3, 0, Kind.NEXT, [1]), piece(4, 0, Kind.NEXT, [1])]
+    assert engine._fill(full) == []
+    room = [piece(0, 0, Kind.PROMPT, [1] * (n - 4)), *full[1:]]
+    assert [seq for seq, _ in engine._fill(room)] == [2]

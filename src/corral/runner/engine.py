@@ -307,10 +307,12 @@ class Engine:
     def _fill(self, pieces: list[Piece]) -> list[tuple[int, int]]:
         """Throwaway tokens (sequence id, position) for the small holes in the pieces' run of
         sequence ids (batch.holes), each at its slot's next position: a free slot's after what
-        it keeps for prefix reuse, a waiting prompt's at its next token. None where a slot has
-        no room left: its hole stays."""
+        it keeps for prefix reuse, a waiting prompt's at its next token. None where the batch or
+        the slot's context has no room left: its hole stays."""
         if len(pieces) < 2 or not self._fillable:
             return []
+        if sum(len(piece.tokens) for piece in pieces) >= self.n_batch:
+            return []  # no room in the batch for a filler
         fill = []
         for seq in holes([piece.slot.seq for piece in pieces]):
             slot = self._by_seq[seq]
