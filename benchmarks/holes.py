@@ -3,7 +3,7 @@ holes): in-process, one token for each of a set of sequence ids per llama_decode
 holding a 150-token prompt, each layout decoded `--steps` times; the median ms of a decode for
 the layout as given and with its holes filled to one run.
 
-    PYTHONPATH=src python benchmarks/holes.py [--model smollm2:135m] [--threads 2] [--rounds 2]
+    PYTHONPATH=src python benchmarks/holes.py [--model smollm2:135m] [--threads 2] [--rounds 2] [--exact]
 
 With one KV stream per sequence (corral's and llama-server's default) llama.cpp cuts a batch into
 ubatches of consecutive sequence ids, so a layout with holes takes several passes over the
@@ -35,9 +35,11 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=15)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--exact", action="store_true", help="exact mode's kernels (runner/exactness.py)")
     args = p.parse_args()
     path = Store(STORE).model_file(ModelName.parse(args.model))
-    eng = Engine(LoadConfig(str(path), n_slots=8, n_ctx_slot=2048, n_threads=args.threads, prompt_cache_bytes=0))
+    eng = Engine(LoadConfig(str(path), n_slots=8, n_ctx_slot=2048, n_threads=args.threads, prompt_cache_bytes=0,
+                            exact=args.exact))
     b = eng._buffers
     pos = [0] * 8
 
@@ -63,7 +65,7 @@ def main() -> int:
     for _ in range(args.rounds):
         for seqs in LAYOUTS:
             filled = list(range(seqs[0], seqs[-1] + 1))
-            print(f"{str(seqs):26s} {median_ms(seqs):7.1f}ms {median_ms(filled):7.1f}ms  {filled}")
+            print(f"{seqs!s:26s} {median_ms(seqs):7.1f}ms {median_ms(filled):7.1f}ms  {filled}")
     eng.close()
     return 0
 
