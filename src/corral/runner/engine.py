@@ -18,7 +18,7 @@ import time
 import llama_cpp as ll
 
 from corral.models.embedding import Pooling, embedding_pooling
-from corral.runner.batch import DecodeBatch, LogitsRows, holes
+from corral.runner.batch import DecodeBatch, LogitsRows
 from corral.runner.disk_cache import DiskCache
 from corral.runner.draft_model import DraftModel
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
@@ -111,7 +111,6 @@ class Engine:
         self.embedder: Embedder | None = None
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
         self.slots = SlotPool(self.memory, cfg.n_slots, self.prompt_cache, self.min_piece, cfg.exact)
-        self._by_seq = sorted(self.slots.free, key=lambda slot: slot.seq)
         # Holes are filled (batch.holes) only where a token can be taken back out of the KV: not
         # a recurrent state, which a throwaway token would change for good.
         self._fillable = not (ll.llama_model_is_recurrent(self.model) or ll.llama_model_is_hybrid(self.model))
@@ -305,21 +304,13 @@ class Engine:
         return events
 
     def _fill(self, pieces: list[Piece]) -> list[tuple[int, int]]:
-        """Throwaway tokens (sequence id, position) for the small holes in the pieces' run of
-        sequence ids (batch.holes), each at its slot's next position: a free slot's after what
-        it keeps for prefix reuse, a waiting prompt's at its next token. None where the batch or
-        the slot's context has no room left: its hole stays."""
+        """Throwaway tokens (sequence id, position) for the hole in the pieces' run of sequence
+        ids (SlotPool.fillers); none where the batch has no room left for them."""
         if len(pieces) < 2 or not self._fillable:
             return []
-        if sum(len(piece.tokens) for piece in pieces) >= self.n_batch:
-            return []  # no room in the batch for a filler
-        fill = []
-        for seq in holes([piece.slot.seq for piece in pieces]):
-            slot = self._by_seq[seq]
-            pos = slot.n_past if slot.req is not None else len(slot.cached)
-            if pos >= self.n_ctx_slot:
-                return []
-            fill.append((seq, pos))
+        fill = self.slots.fillers([piece.slot.seq for piece in pieces], self.n_ctx_slot)
+        if fill and sum(len(piece.tokens) for piece in pieces) + len(fill) > self.n_batch:
+            return []
         return fill
 
     def _embed_step(self) -> list[Up]:

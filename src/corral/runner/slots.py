@@ -5,9 +5,11 @@ and the context shift of a full one."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import llama_cpp as ll
 
+from corral.runner.batch import holes
 from corral.runner.exactness import llamafile_built
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.slot import Slot
@@ -21,7 +23,8 @@ class SlotPool:
     def __init__(self, memory: ll.llama_memory_t, n_slots: int, prompt_cache: PromptCache, min_piece: int,
                  exact: bool) -> None:
         self.memory, self.prompt_cache, self.min_piece, self.exact = memory, prompt_cache, min_piece, exact
-        self.free: deque[Slot] = deque(Slot(seq=i) for i in range(n_slots))
+        self.by_seq = tuple(Slot(seq=i) for i in range(n_slots))
+        self.free: deque[Slot] = deque(self.by_seq)
         self.reused_tokens = 0  # prompt tokens not decoded thanks to prefix reuse
         self.cache_restores = 0
 
@@ -61,6 +64,7 @@ class SlotPool:
     def clear(self, slot: Slot) -> None:
         ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
         slot.cached.clear()
+        slot.n_past = 0
 
     def release(self, slot: Slot, keep_cache: bool = True) -> None:
         """A slot whose request ended: its KV saved as a prefix to reuse (not after a shift, nor
@@ -78,8 +82,16 @@ class SlotPool:
             self.prompt_cache.save(slot.seq, slot.cached)
         else:
             self.clear(slot)
+        slot.n_past = len(slot.cached)  # what its KV holds now
         slot.req = None
         self.free.append(slot)
+
+    def fillers(self, seqs: Sequence[int], n_ctx_slot: int) -> list[tuple[int, int]]:
+        """(sequence id, position) of a throwaway token for each hole in the run `seqs` that
+        batch.holes fills, at that slot's next position (a free slot's after what it keeps for
+        prefix reuse, a waiting prompt's at its next token); none where a slot's context is full."""
+        fill = [(seq, self.by_seq[seq].n_past) for seq in holes(seqs)]
+        return [] if any(pos >= n_ctx_slot for _, pos in fill) else fill
 
     def shift(self, slot: Slot, add_bos: bool) -> None:
         """The context is full: keep the first num_keep tokens (after the start token), drop
