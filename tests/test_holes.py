@@ -14,8 +14,9 @@ from conftest import SMOL
 from test_host_step import piece
 
 from corral.models.store import ModelName, Store
-from corral.runner.batch import FILL_TOKEN, DecodeBatch, holes
+from corral.runner.batch import DecodeBatch
 from corral.runner.engine import Engine
+from corral.runner.packing import FILL_TOKEN, holes
 from corral.runner.pieces import Kind
 from corral.runner.protocol import Done, GenerationOptions, LoadConfig, Token, Up
 

@@ -10,31 +10,8 @@ from typing import Any
 import llama_cpp as ll
 import numpy as np
 
+from corral.runner.packing import FILL_TOKEN
 from corral.runner.pieces import Kind, Piece
-
-# One sequence id missing from a decode's run of them is filled with a throwaway token (removed
-# from the KV after the decode): with one KV stream per sequence llama.cpp cuts a batch at every
-# hole in its run of sequence ids (llama_batch_allocr::split_equal, sequential), and each extra
-# ubatch is another pass over the weights. SmolLM2 Q4_1 on 2 CPU cores (benchmarks/holes.py): 3 + 4
-# tokens around a hole 33.8-36.7 ms, filled to one run of 8 27.7-31.1 ms. Only with FILL_MIN_SIDE
-# ids on each side, and one hole: cutting off a single token cost about what filling did, and
-# several holes took more tokens than the splits cost (docs/PERFORMANCE.md "Holes in the run of
-# sequence ids").
-FILL_MIN_SIDE = 2
-FILL_TOKEN = 0  # any id of the vocabulary: its K/V are removed and its logits never read
-
-
-def holes(seqs: Sequence[int]) -> list[int]:
-    """The sequence id to fill: the only one missing between the first and the last of `seqs`
-    (increasing), with at least FILL_MIN_SIDE of them on each side; else none."""
-    if len(seqs) < 2 * FILL_MIN_SIDE or seqs[-1] - seqs[0] != len(seqs):
-        return []
-    for before, (a, b) in enumerate(zip(seqs, seqs[1:]), start=1):
-        if b == a + 2:
-            return [a + 1] if min(before, len(seqs) - before) >= FILL_MIN_SIDE else []
-        if b != a + 1:
-            return []
-    return []
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from corral.runner.exactness import pin_exact_kernels
 from corral.runner.fit import Inputs, Specials, cut
 from corral.runner.kernels import KvType, configure
 from corral.runner.logprobs import Logprobs
+from corral.runner.packing import packing
 from corral.runner.pieces import Kind, Piece, advance, next_piece, prompt_pieces, rewind
 from corral.runner.prompt_cache import PromptCache
 from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
@@ -110,12 +111,19 @@ class Engine:
         self.step_ns = 0
         self.embedder: Embedder | None = None
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
-        self.slots = SlotPool(self.memory, cfg.n_slots, self.prompt_cache, self.min_piece, cfg.exact)
+        self.slots = SlotPool(self.ctx, cfg.n_slots, self.prompt_cache, self.min_piece, cfg.exact)
         # Holes are filled (batch.holes) only where a token can be taken back out of the KV: not
         # a recurrent state, which a throwaway token would change for good.
         self._fillable = not (ll.llama_model_is_recurrent(self.model) or ll.llama_model_is_hybrid(self.model))
         self.draft_config = DraftConfig(draft_max=cfg.draft_max)
         self.draft_model = DraftModel(cfg, self.vocab) if cfg.draft_model_path else None
+        # Scattered busy slots are packed into one run (packing.py) on the CPU, where a move (a copy
+        # of the sequence's state in host memory) costs less than the pass over the weights it
+        # saves in every later step while its state is under the weights' size. Not with a draft
+        # model, whose own KV sequence would have to move too; on a GPU a move's state crosses
+        # the bus both ways, not measured yet (docs/GPU.md).
+        self._packable = self._fillable and not self.on_gpu and self.draft_model is None
+        self.move_bytes = ll.llama_model_size(self.model)
         self.drafted_tokens = self.accepted_tokens = 0  # speculative decoding's counts
         self.evaluated_tokens = 0  # prompt tokens decoded
         # A warm reload: what the last runner of this model kept on disk, before we say ready.
@@ -198,9 +206,19 @@ class Engine:
         llama_decode, exact mode in several (_step_exact)."""
         t0 = time.perf_counter_ns()
         events: list[Up] = self._embed_step() if self.embedder and self.embedder.jobs else []
+        if self._packable and len(self.active) > 1:
+            self._pack()
         events += self._step_exact(t0) if self.exact else self._step_fast(t0)
         self.step_ns += time.perf_counter_ns() - t0
         return events
+
+    def _pack(self) -> None:
+        """Requests moved into one run of sequence ids where the busy slots lie scattered (the
+        last requests of a burst, a slot freed beside the run's end): packing.packing."""
+        for src, dst in packing([slot.seq for slot in self.active], len(self.slots.by_seq)):
+            slot = self.slots.by_seq[src]
+            if self.slots.move(slot, self.slots.by_seq[dst], self.move_bytes):
+                self.active[self.active.index(slot)] = self.slots.by_seq[dst]
 
     def _prompts(self, n_generating: int, t0: int) -> list[Piece]:
         """This step's prompt chunks, beside n_generating tokens of generating slots."""

@@ -1,16 +1,18 @@
 """The engine's slots over one llama_context's KV sequences: which free slot a prompt takes (the
 longest prefix already computed, in the slot or in the prompt cache), what a finished one keeps,
-and the context shift of a full one."""
+moving a request to another slot (packing.py), and the context shift of a full one."""
 
 from __future__ import annotations
 
+import ctypes
 from collections import deque
 from collections.abc import Sequence
 
 import llama_cpp as ll
+import numpy as np
 
-from corral.runner.batch import holes
 from corral.runner.exactness import llamafile_built
+from corral.runner.packing import holes, runs
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.slot import Slot
 
@@ -20,13 +22,16 @@ class SlotsFull(RuntimeError):
 
 
 class SlotPool:
-    def __init__(self, memory: ll.llama_memory_t, n_slots: int, prompt_cache: PromptCache, min_piece: int,
+    def __init__(self, ctx: ll.llama_context_p, n_slots: int, prompt_cache: PromptCache, min_piece: int,
                  exact: bool) -> None:
-        self.memory, self.prompt_cache, self.min_piece, self.exact = memory, prompt_cache, min_piece, exact
+        self.ctx, self.memory = ctx, ll.llama_get_memory(ctx)
+        self.prompt_cache, self.min_piece, self.exact = prompt_cache, min_piece, exact
         self.by_seq = tuple(Slot(seq=i) for i in range(n_slots))
         self.free: deque[Slot] = deque(self.by_seq)
         self.reused_tokens = 0  # prompt tokens not decoded thanks to prefix reuse
         self.cache_restores = 0
+        self.moves = 0  # requests moved to another slot (packing)
+        self._moving = np.empty(0, np.uint8)  # a moved sequence's state, reused from move to move
 
     def take(self, tokens: list[int]) -> Slot:
         """A free slot with as much of this prompt already in its KV as possible.
@@ -37,9 +42,10 @@ class SlotPool:
         on the batch that computed them, so a reused prefix gives the same numbers as a fresh one
         (a generated token's only in a build without llamafile: see exactness.py, and release).
         """
-        # The lowest free sequence id: llama.cpp decodes a run of consecutive sequence ids as
-        # one ubatch, so keeping busy slots packed at low ids means fewer ubatches per step.
-        best = min(self.free, key=lambda s: s.seq)
+        # Next to the busy slots (the lowest such): llama.cpp decodes a run of consecutive
+        # sequence ids as one ubatch, so a slot apart from the run costs a pass of its own.
+        busy = [slot.seq for slot in self.by_seq if slot not in self.free]
+        best = min(self.free, key=lambda s: (runs(sorted([*busy, s.seq])), s.seq))
         best_len = common_prefix(best.cached, tokens)
         entry, entry_len = self.prompt_cache.best(tokens)
         if entry is not None and entry_len >= best_len + MIN_TOKENS:
@@ -60,6 +66,29 @@ class SlotPool:
         best.n_past = keep
         self.reused_tokens += keep
         return best
+
+    def move(self, src: Slot, dst: Slot, max_bytes: int) -> bool:
+        """Move src's request to the free slot dst: its KV state copied across (the very bytes,
+        so its answer is unchanged), src free and empty. Not when the state is over max_bytes,
+        nor a shifted sequence (its keys wait for their re-rope in the next decode)."""
+        n = ll.llama_state_seq_get_size(self.ctx, src.seq)
+        if src.request.shifted or not 0 < n <= max_bytes:
+            return False
+        if len(self._moving) < n:
+            self._moving = np.empty(n, np.uint8)
+        buf = (ctypes.c_uint8 * n).from_buffer(self._moving)
+        self.clear(dst)
+        written = ll.llama_state_seq_get_data(self.ctx, buf, n, src.seq)
+        if written <= 0 or ll.llama_state_seq_set_data(self.ctx, buf, written, dst.seq) <= 0:
+            self.clear(dst)
+            return False
+        dst.req, dst.n_past, dst.cached = src.req, src.n_past, src.cached
+        src.req, src.cached = None, []
+        self.clear(src)
+        self.free.remove(dst)
+        self.free.append(src)
+        self.moves += 1
+        return True
 
     def clear(self, slot: Slot) -> None:
         ll.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
