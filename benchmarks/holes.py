@@ -1,7 +1,8 @@
-"""What a hole in a decode's run of sequence ids costs, and what filling it saves (runner/batch.py
-holes): in-process, one token for each of a set of sequence ids per llama_decode, every sequence
-holding a 150-token prompt, each layout decoded `--steps` times; the median ms of a decode for
-the layout as given and with its holes filled to one run.
+"""What a hole in a decode's run of sequence ids costs, and what filling or packing it saves
+(runner/packing.py): in-process, one token for each of a set of sequence ids per llama_decode,
+every sequence holding a 150-token prompt, each layout decoded `--steps` times; the median ms of a
+decode for the layout as given, with its holes filled to one run, and packed (as many ids from 0);
+then what moving one sequence to another slot costs (its state out and in, as SlotPool.move).
 
     PYTHONPATH=src python benchmarks/holes.py [--model smollm2:135m] [--threads 2] [--rounds 2] [--exact]
 
@@ -13,6 +14,7 @@ weights. Not part of CI.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
 import time
@@ -61,11 +63,23 @@ def main() -> int:
 
     for seq in range(8):
         decode([(seq, 150)])
-    print(f"{'ids':26s} {'as given':>9s} {'filled':>9s}  filled ids")
+    print(f"{'ids':26s} {'as given':>9s} {'filled':>9s} {'packed':>9s}  filled ids")
     for _ in range(args.rounds):
         for seqs in LAYOUTS:
             filled = list(range(seqs[0], seqs[-1] + 1))
-            print(f"{seqs!s:26s} {median_ms(seqs):7.1f}ms {median_ms(filled):7.1f}ms  {filled}")
+            packed = list(range(len(seqs)))
+            ms = [median_ms(seqs), median_ms(filled), median_ms(packed)]
+            print(f"{seqs!s:26s} " + " ".join(f"{m:7.1f}ms" for m in ms) + f"  {filled}")
+    n = ll.llama_state_seq_get_size(eng.ctx, 0)
+    buf = (ctypes.c_uint8 * n)()
+    moves = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        ll.llama_state_seq_get_data(eng.ctx, buf, n, 0)
+        ll.llama_memory_seq_rm(eng.memory, 7, -1, -1)
+        ll.llama_state_seq_set_data(eng.ctx, buf, n, 7)
+        moves.append((time.perf_counter() - t) * 1e3)
+    print(f"a move of a {pos[0]}-token sequence's state ({n / 2**20:.1f} MiB): {statistics.median(moves):.2f} ms")
     eng.close()
     return 0
 

@@ -1,4 +1,4 @@
-"""Holes in a decode's run of sequence ids (runner/batch.py holes, engine._fill): llama.cpp cuts a
+"""Holes in a decode's run of sequence ids (runner/packing.py holes, engine._fill): llama.cpp cuts a
 batch at each hole (one KV stream per sequence), so a small hole is filled with throwaway tokens
 that leave the KV again after the decode. Pure layout, then the real engine: the others' answers
 are what they are alone (exact mode), the hole's slot keeps exactly what it had, and a request

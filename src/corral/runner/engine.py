@@ -112,7 +112,7 @@ class Engine:
         self.embedder: Embedder | None = None
         self.prompt_cache = PromptCache(self.ctx, cfg.prompt_cache_bytes)
         self.slots = SlotPool(self.ctx, cfg.n_slots, self.prompt_cache, self.min_piece, cfg.exact)
-        # Holes are filled (batch.holes) only where a token can be taken back out of the KV: not
+        # Holes are filled (packing.holes) only where a token can be taken back out of the KV: not
         # a recurrent state, which a throwaway token would change for good.
         self._fillable = not (ll.llama_model_is_recurrent(self.model) or ll.llama_model_is_hybrid(self.model))
         self.draft_config = DraftConfig(draft_max=cfg.draft_max)

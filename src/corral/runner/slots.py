@@ -117,7 +117,7 @@ class SlotPool:
 
     def fillers(self, seqs: Sequence[int], n_ctx_slot: int) -> list[tuple[int, int]]:
         """(sequence id, position) of a throwaway token for each hole in the run `seqs` that
-        batch.holes fills, at that slot's next position (a free slot's after what it keeps for
+        packing.holes fills, at that slot's next position (a free slot's after what it keeps for
         prefix reuse, a waiting prompt's at its next token); none where a slot's context is full."""
         fill = [(seq, self.by_seq[seq].n_past) for seq in holes(seqs)]
         return [] if any(pos >= n_ctx_slot for _, pos in fill) else fill
