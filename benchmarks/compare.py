@@ -168,11 +168,12 @@ def main() -> int:
         servers.append(("llama-cpp-python", lambda d: start_llama_cpp_python(args.model_file, args.threads)))
         pairs.append(("corral", "llama-cpp-python"))
     # Rounds alternate the servers, so that drift on a shared machine hits them alike; each ratio
-    # is taken within a round (corral vs the peer run right after it), then the median is reported.
+    # is taken within a round, then the median is reported. Each round starts one server further
+    # down the list, so no server always runs first (or right after another).
     rounds: list[dict[str, list[dict]]] = []
     for r in range(args.rounds):
         results: dict[str, list[dict]] = {}
-        for name, start in servers:
+        for name, start in servers[r % len(servers):] + servers[:r % len(servers)]:
             with tempfile.TemporaryDirectory() as tmp:
                 proc, url, model = start(Path(tmp))
                 try:
