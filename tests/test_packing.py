@@ -2,15 +2,18 @@
 consecutive ids as one ubatch, so scattered slots cost a pass over the weights each. Pure layout
 rules, then the real engine: a new request takes a slot next to the busy ones, and a request moved
 to another slot answers exactly as it does alone (exact mode), its KV whole in the new slot and
-none left in the old one."""
+none left in the old one; and a real server that packs (counted on /metrics)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
+import httpx
 import llama_cpp as ll
 import pytest
 from conftest import SMOL
+from helpers import stream_generate, warm
 from test_holes import LONG, SHORT, chat, run
 
 from corral.models.store import ModelName, Store
@@ -90,3 +93,35 @@ def test_a_new_request_takes_a_slot_next_to_the_busy_ones(engine):
     assert next(slot.seq for slot in engine.active if slot.request.id == "d") == 1  # not 0, the lowest
     while engine.active:
         engine.step()
+
+
+def slot_moves(url: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(f'corral_runner_slot_moves_total{{model="{SMOL}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_server_packs_and_answers_as_alone(start_server):
+    """The real server (exact mode, 4 slots): requests sent one after another's first token take
+    slots 0-3; the second and fourth end early, the third moves next to the first, and every
+    answer is the one it gives alone."""
+    server = start_server(OLLAMA_NUM_PARALLEL="4", CORRAL_EXACT="1")
+    warm(server.url, SMOL)
+    prompts = ["Name three rivers.", "Count from one to twenty.", "Why is the sky blue?", "List the days of the week."]
+    options = [{"temperature": 0, "num_predict": n} for n in (64, 16, 64, 16)]
+    alone = [asyncio.run(stream_generate(server.url, SMOL, p, o))["text"] for p, o in zip(prompts, options)]
+    before = slot_moves(server.url)
+
+    async def staggered() -> list[dict]:
+        tasks = []
+        for prompt, opts in zip(prompts, options):
+            started = asyncio.Event()
+            tasks.append(asyncio.create_task(stream_generate(server.url, SMOL, prompt, opts, streaming=started)))
+            await asyncio.wait_for(started.wait(), 60)  # its slot is taken: the next one goes beside it
+        return list(await asyncio.gather(*tasks))
+
+    together = asyncio.run(staggered())
+    assert [r["error"] for r in together] == [None] * 4
+    assert [r["text"] for r in together] == alone
+    assert slot_moves(server.url) > before

@@ -125,7 +125,8 @@ def main() -> int:
 
     def stats() -> p.Stats:
         return p.Stats(engine.decode_ns, busy_ns, engine.slots.reused_tokens, engine.slots.cache_restores,
-                       engine.evaluated_tokens, engine.disk_restores, engine.drafted_tokens, engine.accepted_tokens)
+                       engine.evaluated_tokens, engine.disk_restores, engine.drafted_tokens, engine.accepted_tokens,
+                       engine.slots.moves)
 
     busy_ns = 0  # wall time of loop iterations with work: the denominator of the decode share
     send([p.Ready(engine.n_ctx_slot, cfg.n_slots, os.getpid()), stats()])  # stats: what came from disk

@@ -253,6 +253,7 @@ class Stats:
     disk_restores: int = 0  # prompt-cache entries read back from disk at load (a warm reload)
     drafted_tokens: int = 0  # speculative decoding: tokens proposed by prompt lookup
     accepted_tokens: int = 0  # ...and those the model agreed with
+    slot_moves: int = 0  # requests moved to another slot, so a decode stays one run of sequence ids
 
     def __add__(self, other: Stats) -> Stats:
         return Stats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(Stats)))

@@ -42,7 +42,10 @@ class _StateCollector(Collector):
                                       "decoding)", labels=["model"])
         accepted = CounterMetricFamily("corral_draft_accepted_tokens", "Drafted tokens the model agreed with",
                                        labels=["model"])
+        moves = CounterMetricFamily("corral_runner_slot_moves", "Requests moved to another slot so that a decode "
+                                    "holds one run of sequence ids (one pass over the weights)", labels=["model"])
         for model, totals in snap.models.items():
+            moves.add_metric([model], totals.slot_moves)
             drafted.add_metric([model], totals.drafted_tokens)
             accepted.add_metric([model], totals.accepted_tokens)
             reused.add_metric([model], totals.reused_tokens)
@@ -61,7 +64,7 @@ class _StateCollector(Collector):
             silent.add_metric([runner.name], runner.silent_s)
             healthy.add_metric([runner.name], 1.0 if runner.health == "ok" else 0.0)
         yield from (running, waiting, decode, busy, silent, healthy, reused, restores, evaluated, from_disk,
-                    drafted, accepted)
+                    drafted, accepted, moves)
         t_running = GaugeMetricFamily("corral_tenant_requests_running", "A tenant's requests holding a slot",
                                       labels=["tenant"])
         t_waiting = GaugeMetricFamily("corral_tenant_requests_waiting", "A tenant's requests waiting",

@@ -64,6 +64,7 @@ class ModelTotals:
     queue: tuple[QueuedView, ...] = ()  # its waiting requests, in service order
     drafted_tokens: int = 0  # speculative decoding: tokens drafted, and those accepted
     accepted_tokens: int = 0
+    slot_moves: int = 0  # requests moved to another slot (the runner's packing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ def take_snapshot(runners: list[Runner], waiters: Iterable[Waiter], retired: Map
             decode_s=total.decode_ns / 1e9, busy_s=total.busy_ns / 1e9,
             reused_tokens=total.reused_tokens, cache_restores=total.cache_restores,
             evaluated_tokens=total.evaluated_tokens, disk_restores=total.disk_restores,
-            drafted_tokens=total.drafted_tokens, accepted_tokens=total.accepted_tokens,
+            drafted_tokens=total.drafted_tokens, accepted_tokens=total.accepted_tokens, slot_moves=total.slot_moves,
             queue=tuple(QueuedView(i, eta.get(w), now - w.enqueued, w.ticket.tenant.name, w.ticket.lane.value)
                         for i, w in enumerate(queue, 1)))
     tenants = {name: TenantTotals(running.get(name, 0), sum(1 for w in waiting if w.ticket.tenant.name == name))
