@@ -191,7 +191,8 @@ c.shutdown()
 """
 
 
-def cluster(loads: str, max_tokens: int, prompts: int, log: Path, idle: float, two_nodes: bool) -> list[dict]:
+def cluster(loads: str, max_tokens: int, prompts: int, log: Path, idle: float, two_nodes: bool,
+            ray_nice: int = 0) -> list[dict]:
     """One machine's cluster as CLUSTER.md starts it: the head is the node (one raylet, as
     `ray start --head --resources='{"corral_node": 1}'`); two_nodes: a head without corral plus a
     node beside it (two raylets and their agents on this one machine, as the tests' clusters)."""
@@ -201,7 +202,8 @@ def cluster(loads: str, max_tokens: int, prompts: int, log: Path, idle: float, t
     head: dict[str, Any] = {**small, "num_cpus": 1, "include_dashboard": False, **({} if two_nodes else node)}
     ray_proc = subprocess.Popen([sys.executable, "-c", CLUSTER_PROCESS,
                                  json.dumps([head, {**small, "num_cpus": 1, **node}, two_nodes])],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=(lambda: os.nice(ray_nice)) if ray_nice else None)
     proc = None
     try:
         assert ray_proc.stdout is not None
@@ -235,6 +237,8 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=0.0, help="seconds of idle CPU reading before each sweep")
     p.add_argument("--two-nodes", action="store_true",
                    help="a head without corral and a node beside it (two raylets), not the head as the node")
+    p.add_argument("--ray-nice", type=int, default=0,
+                   help="start Ray's daemons at this niceness (as `nice -n N ray start`)")
     args = p.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="cluster-hop-"))
     rounds = []
@@ -244,7 +248,7 @@ def main() -> int:
 
         def run_cluster(i: int = i) -> list[dict]:
             return cluster(args.sweep, args.max_tokens, args.num_prompts, logs / f"cluster-{i}.log", args.idle,
-                           args.two_nodes)
+                           args.two_nodes, args.ray_nice)
         # Alternate which goes first: the machine's pace drifts over a run.
         if i % 2:
             c = run_cluster()
