@@ -7,19 +7,15 @@ none left in the old one; and a real server that packs (counted on /metrics)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import llama_cpp as ll
-import pytest
 from conftest import SMOL
 from helpers import stream_generate, warm
-from test_holes import LONG, SHORT, chat, run
+from test_holes import LONG, SHORT, chat, engine, run  # noqa: F401 (engine: the same fixture, 5 exact slots)
 
-from corral.models.store import ModelName, Store
 from corral.runner.engine import Engine
 from corral.runner.packing import packing, runs
-from corral.runner.protocol import LoadConfig
 
 
 def test_runs_count_the_passes_after_the_filled_hole():
@@ -35,14 +31,6 @@ def test_packing_moves_the_fewest_requests_into_one_run():
     assert packing([0, 3, 7], 8) == [(3, 1), (7, 2)]
     assert packing([1, 3, 5, 7], 8) == [(5, 0), (7, 2)]
     assert packing([3, 5, 6], 8) == [(6, 4)]  # a window holding two of them: one move, the lowest window
-
-
-@pytest.fixture(scope="module")
-def engine(model_store) -> Iterator[Engine]:
-    path = Store(model_store).model_file(ModelName.parse(SMOL))
-    eng = Engine(LoadConfig(str(path), n_slots=5, n_ctx_slot=512, n_threads=2, prompt_cache_bytes=0, exact=True))
-    yield eng
-    eng.close()
 
 
 def jobs(engine: Engine) -> dict[str, list[int]]:
