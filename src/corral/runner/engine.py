@@ -50,6 +50,7 @@ PREFILL_STEP_NS = 100_000_000
 PREFILL_MIN_TOKENS = 32
 PREFILL_SAMPLE_MIN = 16  # decodes with fewer prompt tokens say little about the speed
 OPEN_ENDED_CONTEXTS = 10
+MOVE_MAX_BYTES = 256 << 20
 
 
 class Engine:
@@ -118,12 +119,13 @@ class Engine:
         self.draft_config = DraftConfig(draft_max=cfg.draft_max)
         self.draft_model = DraftModel(cfg, self.vocab) if cfg.draft_model_path else None
         # Scattered busy slots are packed into one run (packing.py) on the CPU, where a move (a copy
-        # of the sequence's state in host memory) costs less than the pass over the weights it
-        # saves in every later step while its state is under the weights' size. Not with a draft
-        # model, whose own KV sequence would have to move too; on a GPU a move's state crosses
-        # the bus both ways, not measured yet (docs/GPU.md).
+        # of the sequence's state through host memory) costs less than the pass over the weights it
+        # saves in every later step while its state is under the weights' size; and at most
+        # MOVE_MAX_BYTES, the host memory a move may take for a moment beside the model's estimate.
+        # Not with a draft model, whose own KV sequence would have to move too; on a GPU a move's
+        # state crosses the bus both ways, not measured yet.
         self._packable = self._fillable and not self.on_gpu and self.draft_model is None
-        self.move_bytes = ll.llama_model_size(self.model)
+        self.move_bytes = min(ll.llama_model_size(self.model), MOVE_MAX_BYTES)
         self.drafted_tokens = self.accepted_tokens = 0  # speculative decoding's counts
         self.evaluated_tokens = 0  # prompt tokens decoded
         # A warm reload: what the last runner of this model kept on disk, before we say ready.

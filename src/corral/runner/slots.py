@@ -16,6 +16,10 @@ from corral.runner.packing import holes, runs
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.slot import Slot
 
+# A moved state's host buffer is kept for the next move up to this size; a larger one (a long
+# context of a large model) is the move's own, so the runner holds no such memory between moves.
+KEEP_MOVE_BUFFER = 64 << 20
+
 
 class SlotsFull(RuntimeError):
     pass
@@ -74,9 +78,10 @@ class SlotPool:
         n = ll.llama_state_seq_get_size(self.ctx, src.seq)
         if src.request.shifted or not 0 < n <= max_bytes:
             return False
-        if len(self._moving) < n:
-            self._moving = np.empty(n, np.uint8)
-        buf = (ctypes.c_uint8 * n).from_buffer(self._moving)
+        held = self._moving if len(self._moving) >= n else np.empty(n, np.uint8)
+        if n <= KEEP_MOVE_BUFFER:
+            self._moving = held
+        buf = (ctypes.c_uint8 * n).from_buffer(held)
         self.clear(dst)
         written = ll.llama_state_seq_get_data(self.ctx, buf, n, src.seq)
         if written <= 0 or ll.llama_state_seq_set_data(self.ctx, buf, written, dst.seq) <= 0:
