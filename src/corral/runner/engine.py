@@ -26,7 +26,6 @@ from corral.runner.exactness import pin_exact_kernels
 from corral.runner.fit import Inputs, Specials, cut
 from corral.runner.kernels import KvType, configure
 from corral.runner.logprobs import Logprobs
-from corral.runner.packing import packing
 from corral.runner.pieces import Kind, Piece, advance, next_piece, prompt_pieces, rewind
 from corral.runner.prompt_cache import PromptCache
 from corral.runner.protocol import Done, Failed, FinishReason, GenerationOptions, LoadConfig, Token, Up
@@ -209,18 +208,10 @@ class Engine:
         t0 = time.perf_counter_ns()
         events: list[Up] = self._embed_step() if self.embedder and self.embedder.jobs else []
         if self._packable and len(self.active) > 1:
-            self._pack()
+            self.slots.pack(self.active, self.move_bytes)
         events += self._step_exact(t0) if self.exact else self._step_fast(t0)
         self.step_ns += time.perf_counter_ns() - t0
         return events
-
-    def _pack(self) -> None:
-        """Requests moved into one run of sequence ids where the busy slots lie scattered (the
-        last requests of a burst, a slot freed beside the run's end): packing.packing."""
-        for src, dst in packing([slot.seq for slot in self.active], len(self.slots.by_seq)):
-            slot = self.slots.by_seq[src]
-            if self.slots.move(slot, self.slots.by_seq[dst], self.move_bytes):
-                self.active[self.active.index(slot)] = self.slots.by_seq[dst]
 
     def _prompts(self, n_generating: int, t0: int) -> list[Piece]:
         """This step's prompt chunks, beside n_generating tokens of generating slots."""

@@ -12,7 +12,7 @@ import llama_cpp as ll
 import numpy as np
 
 from corral.runner.exactness import llamafile_built
-from corral.runner.packing import holes, runs
+from corral.runner.packing import holes, packing, runs
 from corral.runner.prompt_cache import MIN_TOKENS, PromptCache, common_prefix
 from corral.runner.slot import Slot
 
@@ -70,6 +70,15 @@ class SlotPool:
         best.n_past = keep
         self.reused_tokens += keep
         return best
+
+    def pack(self, active: list[Slot], max_bytes: int) -> None:
+        """Where the active slots lie scattered (the last requests of a burst, a slot freed beside
+        the run's end), their requests moved into one run of sequence ids (packing.packing); each
+        moved one takes its new slot's place in `active` (whose order is the prompts' FIFO)."""
+        for src, dst in packing([slot.seq for slot in active], len(self.by_seq)):
+            slot, target = self.by_seq[src], self.by_seq[dst]
+            if self.move(slot, target, max_bytes):
+                active[active.index(slot)] = target
 
     def move(self, src: Slot, dst: Slot, max_bytes: int) -> bool:
         """Move src's request to the free slot dst: its KV state copied across (the very bytes,
