@@ -10,7 +10,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from corral.cluster import directory, node
+from corral.cluster import node
 from corral.cluster.forward import Forwarder, NoNodes
 from corral.cluster.ingress import Ingress, ingress_app
 from corral.config import Settings
@@ -33,7 +33,6 @@ class CorralIngress:
     def __init__(self, nodes: DeploymentHandle) -> None:
         global _ingress
         _ingress = Ingress(Forwarder(nodes))
-        directory.handle()  # on the ingress's machine, not a node's that the autoscaler may remove
 
 
 def build(args: dict[str, str]) -> Application:

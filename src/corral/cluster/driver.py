@@ -11,7 +11,7 @@ import ray
 from ray import serve
 
 from corral.api.serve import run
-from corral.cluster import CONTROLLER_ENV, directory, node
+from corral.cluster import CONTROLLER_ENV, node
 from corral.cluster.forward import Forwarder
 from corral.cluster.ingress import Ingress, ingress_app
 from corral.config import Settings
@@ -41,9 +41,6 @@ def deploy(settings: Settings, replicas: int | None = None) -> Any:
                              f"ray start --address=... --resources='{{\"{node.NODE_RESOURCE}\": 1}}'")
     serve.start(http_options={"location": "NoServer"},  # the ingress is corral's own server
                 controller_options={"runtime_env": {"env_vars": dict(CONTROLLER_ENV)}})
-    # Created here, on the ingress's machine (Ray places it locally): on a node's machine it would
-    # keep that machine busy, and Ray's autoscaler would never give it back after a scale-in.
-    directory.handle()
     serve.run(node.deployment(count, settings.shutdown_timeout, scale).bind(), name=APP, route_prefix=None)
     return serve.get_deployment_handle(node.DEPLOYMENT, app_name=APP)
 

@@ -124,7 +124,7 @@ class Forwarder:
         """The nodes cancel the streams of an ingress that stops saying this (mux.LEASE_S)."""
         while True:
             try:
-                directory.ingress_alive(self.id)
+                await directory.ingress_alive(self.id)
             except RayError as exc:
                 log.warning("the directory is unreachable: %s", exc)
             await asyncio.sleep(directory.INGRESS_EVERY_S)

@@ -98,6 +98,7 @@ class CorralNode:
         self.instance = uuid.uuid4().hex
         self.mux = Mux(self.settings.cluster_interval)
         self._reported = -directory.REPORT_EVERY_S  # the first stats go to the directory at once
+        self._report: asyncio.Task[None] | None = None
         self._expirer = asyncio.create_task(self._expire(), name="corral-mux-expire")
         # The app's lifespan (preload, and at the end the runners' shutdown) spans the replica's life.
         self._lifespan: AbstractAsyncContextManager[Any] = self.app.router.lifespan_context(self.app)
@@ -175,10 +176,19 @@ class CorralNode:
         """Called by Serve about once a second; the same stats go to the directory every
         REPORT_EVERY_S (it tells the ingress which nodes are alive, not how busy they are)."""
         stats = self.stats().to_dict()
-        if (now := time.monotonic()) - self._reported >= directory.REPORT_EVERY_S:
-            directory.report(stats)
+        if (now := time.monotonic()) - self._reported >= directory.REPORT_EVERY_S and self._report is None:
+            # Not awaited: Serve waits for these stats, and a slow GCS must not hold them.
+            self._report = asyncio.create_task(self._send_report(stats), name="corral-directory-report")
             self._reported = now
         return stats
+
+    async def _send_report(self, stats: dict[str, Any]) -> None:
+        try:
+            await directory.report(stats)
+        except RayError as exc:  # the next report comes REPORT_EVERY_S later
+            log.warning("the directory did not take node %s's report: %s", self.name, exc)
+        finally:
+            self._report = None
 
     async def __del__(self) -> None:
         """Serve stops the replica: refuse new work (503, so the ingress tries another node),
@@ -191,7 +201,10 @@ class CorralNode:
             if not any(m.running or m.waiting for m in snap.models.values()):
                 break
             await asyncio.sleep(0.2)
-        directory.forget(self.name)
+        try:
+            await directory.forget(self.name)
+        except RayError as exc:  # its entry goes stale in STALE_S all the same
+            log.warning("the directory did not forget node %s: %s", self.name, exc)
         await self._lifespan.__aexit__(None, None, None)
 
 
