@@ -53,8 +53,9 @@ NODE_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "OLLAMA_M
             "OLLAMA_KEEP_ALIVE": "10m", "CORRAL_REGISTRY_MIRRORS": "registry.ollama.ai=http://127.0.0.1:9"}
 # The stream interval (runner/coalesce.py), when given, applies to both servers alike: it sets how
 # many Ray messages a stream costs through the cluster.
-# The node's pump interval (cluster/mux.py), when given, too.
-for _name in ("CORRAL_STREAM_INTERVAL", "CORRAL_CLUSTER_INTERVAL"):
+# The node's pump interval (cluster/mux.py), when given, too; and OpenMP's wait policy at the
+# decode threads' barriers (how long a thread spins for its partner before it sleeps).
+for _name in ("CORRAL_STREAM_INTERVAL", "CORRAL_CLUSTER_INTERVAL", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
     if _name in os.environ:
         NODE_ENV[_name] = os.environ[_name]
 
