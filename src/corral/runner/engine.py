@@ -22,9 +22,8 @@ from corral.runner.batch import DecodeBatch, LogitsRows
 from corral.runner.disk_cache import DiskCache
 from corral.runner.draft_model import DraftModel
 from corral.runner.embedder import Embedder, EmbedJob, model_pooling
-from corral.runner.exactness import pin_exact_kernels
 from corral.runner.fit import Inputs, Specials, cut
-from corral.runner.kernels import KvType, configure
+from corral.runner.loading import load
 from corral.runner.logprobs import Logprobs
 from corral.runner.pieces import Kind, Piece, advance, next_piece, prompt_pieces, rewind
 from corral.runner.prompt_cache import PromptCache
@@ -35,11 +34,6 @@ from corral.runner.slots import SlotPool, SlotsFull
 from corral.runner.speculative import DraftConfig, Drafter, NgramDrafter, accepted
 from corral.runner.textstream import TextStream
 from corral.runner.vocab import Vocab
-
-
-class LoadError(RuntimeError):
-    pass
-
 
 MIN_PIECE_CPU = 2
 MIN_PIECE_GPU = 32
@@ -55,35 +49,12 @@ MOVE_MAX_BYTES = 256 << 20
 class Engine:
     def __init__(self, cfg: LoadConfig) -> None:
         self.cfg = cfg
-        if cfg.exact:
-            pin_exact_kernels()  # before any decode, for the whole process: see exactness.py
-        ll.llama_backend_init()
-        mparams = ll.llama_model_default_params()
-        mparams.n_gpu_layers = cfg.n_gpu_layers
-        self.on_gpu = cfg.n_gpu_layers != 0
+        loaded = load(cfg)
+        self.model, self.ctx, self.on_gpu = loaded.model, loaded.ctx, loaded.on_gpu
         self.exact = cfg.exact
         # Exact: no prompt piece shorter than this (see prompt_chunk): the CPU takes other kernels
         # for a single token; CUDA for up to 8 tokens (mmvq, mmvf) and up to 16 (mmf).
         self.min_piece = (MIN_PIECE_GPU if self.on_gpu else MIN_PIECE_CPU) if cfg.exact else 1
-        if self.on_gpu:
-            # Wholly on one GPU: the scheduler placed the model there by its footprint.
-            mparams.split_mode = ll.LLAMA_SPLIT_MODE_NONE
-            mparams.main_gpu = cfg.main_gpu
-        cparams = ll.llama_context_default_params()
-        configure(mparams, cparams, cfg.exact, cfg.flash_attention, KvType(cfg.kv_type), self.on_gpu)
-        self.model = ll.llama_model_load_from_file(cfg.model_path.encode(), mparams)
-        if not self.model:
-            raise LoadError(f"failed to load model {cfg.model_path}")
-        cparams.n_ctx = cfg.n_ctx_slot * cfg.n_slots
-        cparams.n_batch = cfg.n_batch
-        cparams.n_ubatch = cfg.n_batch
-        cparams.n_seq_max = cfg.n_slots
-        cparams.n_threads = cfg.n_threads
-        cparams.n_threads_batch = cfg.n_threads
-        cparams.no_perf = True
-        self.ctx = ll.llama_init_from_model(self.model, cparams)
-        if not self.ctx:
-            raise LoadError("failed to create the llama context (out of memory?)")
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.memory = ll.llama_get_memory(self.ctx)
