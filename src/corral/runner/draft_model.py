@@ -18,7 +18,8 @@ import llama_cpp as ll
 import numpy as np
 
 from corral.runner.batch import DecodeBatch, LogitsRows
-from corral.runner.kernels import KvType, configure
+from corral.runner.kernels import KvType
+from corral.runner.loading import params
 from corral.runner.protocol import GenerationOptions, LoadConfig
 
 DEFAULT_DRAFT_NUM_PREDICT = 4  # Ollama's default for a separate draft model (api/types.go)
@@ -64,15 +65,8 @@ class DraftModel:
     """The draft model of one runner: a context with a sequence per slot, and what each holds."""
 
     def __init__(self, cfg: LoadConfig, target_vocab: ll.llama_vocab_p) -> None:
-        mparams = ll.llama_model_default_params()
-        mparams.n_gpu_layers = cfg.n_gpu_layers
-        on_gpu = cfg.n_gpu_layers != 0
-        if on_gpu:
-            mparams.split_mode = ll.LLAMA_SPLIT_MODE_NONE
-            mparams.main_gpu = cfg.main_gpu
-        cparams = ll.llama_context_default_params()
         # Fast kernels always: the draft only proposes, the target's verification decides.
-        configure(mparams, cparams, False, cfg.flash_attention, KvType.F16, on_gpu)
+        mparams, cparams, _ = params(cfg, False, KvType.F16)
         self.model = ll.llama_model_load_from_file(cfg.draft_model_path.encode(), mparams)
         if not self.model:
             raise DraftError(f"failed to load the draft model {cfg.draft_model_path}")

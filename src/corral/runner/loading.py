@@ -25,12 +25,9 @@ class Loaded:
     on_gpu: bool
 
 
-def load(cfg: LoadConfig) -> Loaded:
-    """The model and a context of n_slots sequences of n_ctx_slot tokens; LoadError if llama.cpp
-    refuses either (the model frees itself when its context cannot be made)."""
-    if cfg.exact:
-        pin_exact_kernels()  # before any decode, for the whole process: see exactness.py
-    ll.llama_backend_init()
+def params(cfg: LoadConfig, exact: bool, kv: KvType) -> tuple[Any, Any, bool]:
+    """llama.cpp's model and context parameters for cfg's placement, with the kernels of a mode
+    (kernels.configure); and whether the model goes on a GPU. The draft model's too."""
     mparams = ll.llama_model_default_params()
     mparams.n_gpu_layers = cfg.n_gpu_layers
     on_gpu = cfg.n_gpu_layers != 0
@@ -39,7 +36,17 @@ def load(cfg: LoadConfig) -> Loaded:
         mparams.split_mode = ll.LLAMA_SPLIT_MODE_NONE
         mparams.main_gpu = cfg.main_gpu
     cparams = ll.llama_context_default_params()
-    configure(mparams, cparams, cfg.exact, cfg.flash_attention, KvType(cfg.kv_type), on_gpu)
+    configure(mparams, cparams, exact, cfg.flash_attention, kv, on_gpu)
+    return mparams, cparams, on_gpu
+
+
+def load(cfg: LoadConfig) -> Loaded:
+    """The model and a context of n_slots sequences of n_ctx_slot tokens; LoadError if llama.cpp
+    refuses either (the model frees itself when its context cannot be made)."""
+    if cfg.exact:
+        pin_exact_kernels()  # before any decode, for the whole process: see exactness.py
+    ll.llama_backend_init()
+    mparams, cparams, on_gpu = params(cfg, cfg.exact, KvType(cfg.kv_type))
     model = ll.llama_model_load_from_file(cfg.model_path.encode(), mparams)
     if not model:
         raise LoadError(f"failed to load model {cfg.model_path}")
