@@ -303,6 +303,15 @@ def test_errors_are_one_line_without_a_server(tmp_path):
         assert "Traceback" not in r.stdout + r.stderr
 
 
+def test_serve_refuses_a_ray_client_address():
+    """--cluster joins the cluster as a driver (the directory lives in its GCS): a Ray Client
+    ray:// address is refused in one line, before Ray is started."""
+    r = corral(f"127.0.0.1:{free_port()}", "serve", "--cluster", "ray://127.0.0.1:10001")
+    assert r.returncode == 1
+    assert r.stderr.startswith("Error: --cluster takes the cluster's address") and "ray://" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
 def test_errors_are_one_line_from_the_server(srv, tmp_path):
     """Server errors print the server's `error` text; bad flags and bad Modelfiles fail before any request."""
     def one_error(*args: str) -> str:

@@ -34,6 +34,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             from corral.cluster.driver import serve_cluster
         except ImportError as exc:
             raise CliError(f"--cluster needs Ray: pip install 'corral[ray]' ({exc})") from None
+        if args.cluster.startswith("ray://"):
+            # A Ray Client session reaches no GCS of its own: the directory (cluster/directory.py) needs one.
+            raise CliError("--cluster takes the cluster's address (HEAD:6379, or auto on a machine of the cluster), "
+                           "not a Ray Client ray:// address")
         console.print(f"corral listening on {settings.base_url} (Ray cluster {args.cluster})")
         serve_cluster(settings, args.cluster)
         return 0
