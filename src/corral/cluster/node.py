@@ -147,7 +147,7 @@ class CorralNode:
         The directory unreachable: nothing expires (a lost directory must not cut every stream).
         Asked as often as the ingresses say they are alive, not more: a silent ingress's streams
         end within LEASE_S + INGRESS_EVERY_S, and a node with no pump attached asks nothing (each
-        call wakes the directory and this replica's core worker on a machine llama.cpp fills)."""
+        call wakes Ray's GCS and this replica's core worker on a machine llama.cpp fills)."""
         while True:
             await asyncio.sleep(directory.INGRESS_EVERY_S)
             if not self.mux.attached:
